@@ -1,0 +1,57 @@
+package v1alpha1
+
+// Condition types. Ready, Reconciling and Stalled follow the kstatus convention
+// (sigs.k8s.io/cli-utils/pkg/kstatus), so Flux and Argo CD read the health of every kind without custom
+// code; the others are domain conditions of ImageAttestation.
+const (
+	// ReadyCondition summarises the object: True when the last reconciliation reached its goal.
+	ReadyCondition = "Ready"
+	// ReconcilingCondition is True while the controller works towards the goal (abnormal-true).
+	ReconcilingCondition = "Reconciling"
+	// StalledCondition is True when the controller cannot make progress until the spec or a referenced
+	// object changes; it does not retry by itself (abnormal-true).
+	StalledCondition = "Stalled"
+
+	// SignatureVerifiedCondition is True when the signatures and attestations that the selecting
+	// policies require verified for the digest.
+	SignatureVerifiedCondition = "SignatureVerified"
+	// VulnerabilitiesScannedCondition is True when a current scan of the digest exists.
+	VulnerabilitiesScannedCondition = "VulnerabilitiesScanned"
+	// PolicyCompliantCondition is True when every selecting policy passes for the digest.
+	PolicyCompliantCondition = "PolicyCompliant"
+)
+
+// Condition reasons: CamelCase, stable, meant for alerting rules and `kubectl wait`.
+const (
+	// SucceededReason: the last reconciliation reached its goal.
+	SucceededReason = "Succeeded"
+	// ProgressingReason: the controller has started work on a new generation.
+	ProgressingReason = "Progressing"
+	// SuspendedReason: spec.suspend is true; nothing is done until it is cleared.
+	SuspendedReason = "Suspended"
+
+	// SecretNotFoundReason: a referenced Secret does not exist in the object's namespace.
+	SecretNotFoundReason = "SecretNotFound"
+	// SecretInvalidReason: a referenced Secret has the wrong type or lacks a required key.
+	SecretInvalidReason = "SecretInvalid"
+	// ConfigMapNotFoundReason: a referenced ConfigMap does not exist in the object's namespace.
+	ConfigMapNotFoundReason = "ConfigMapNotFound"
+	// RegistryNotFoundReason: the referenced Registry does not exist in the object's namespace.
+	RegistryNotFoundReason = "RegistryNotFound"
+	// InsecureNotAllowedReason: plain http to a non-loopback host, which the manager does not allow.
+	InsecureNotAllowedReason = "InsecureNotAllowed"
+	// HostNotAllowedReason: the registry host is not in the manager's list of allowed hosts.
+	HostNotAllowedReason = "HostNotAllowed"
+	// InvalidSpecReason: the spec passed admission but cannot work (for example a URL that does not
+	// parse); the message says which field.
+	InvalidSpecReason = "InvalidSpec"
+
+	// VerdictPendingReason: the ImageAttestation has no current verdict yet.
+	VerdictPendingReason = "VerdictPending"
+	// NotVerifiedReason: signatures have not been verified for this digest yet.
+	NotVerifiedReason = "NotVerified"
+	// NotScannedReason: the digest has not been scanned yet.
+	NotScannedReason = "NotScanned"
+	// NotEvaluatedReason: no policy has been evaluated for this digest yet.
+	NotEvaluatedReason = "NotEvaluated"
+)

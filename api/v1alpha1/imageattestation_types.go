@@ -1,0 +1,280 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Label keys on ImageAttestations, for selection with `kubectl get ia -l ...`.
+const (
+	// RegistryLabel carries the Registry's name.
+	RegistryLabel = "registry.portcullis.dev/registry"
+	// RepositoryHashLabel carries a short hash of the repository name (names may exceed label limits).
+	RepositoryHashLabel = "registry.portcullis.dev/repository-hash"
+)
+
+// MaxTopFindings is the most findings of one kind an ImageAttestation lists; counts cover the rest.
+const MaxTopFindings = 20
+
+// ImageAttestationSpec identifies one image digest in one repository. It is written by the Registry
+// controller; users do not edit it.
+type ImageAttestationSpec struct {
+	// RegistryRef names the Registry, in this namespace, the image was found in.
+	// +required
+	RegistryRef LocalObjectReference `json:"registryRef"`
+
+	// Repository is the repository name within the registry, e.g. `team-a/api`.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +required
+	Repository string `json:"repository"`
+
+	// Digest of the manifest or index, `<algorithm>:<hex>` (OCI image spec, descriptor digests).
+	// +kubebuilder:validation:Pattern="^sha256:[a-f0-9]{64}$|^sha512:[a-f0-9]{128}$"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="digest is immutable"
+	// +required
+	Digest string `json:"digest"`
+
+	// Tags that pointed at the digest at the last listing, sorted.
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=128
+	// +listType=set
+	// +optional
+	Tags []string `json:"tags,omitempty"`
+}
+
+// SignatureResult is the outcome of one authority of one policy for the digest.
+type SignatureResult struct {
+	// Policy is the RepositoryPolicy's name.
+	// +required
+	Policy string `json:"policy"`
+	// Authority is the authority's name within the policy.
+	// +required
+	Authority string `json:"authority"`
+	// Verified is true when a signature by this authority verified.
+	Verified bool `json:"verified"`
+	// Signer is the key name or the keyless certificate identity that signed.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Signer string `json:"signer,omitempty"`
+	// Issuer is the keyless certificate's OIDC issuer.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Issuer string `json:"issuer,omitempty"`
+	// Reason is a CamelCase reason when not verified (e.g. `SignatureMissing`, `KeyMismatch`).
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// Message explains the reason.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// VulnerabilitySummary counts vulnerabilities by severity and lists the top ones.
+type VulnerabilitySummary struct {
+	// Critical is the count of CRITICAL vulnerabilities.
+	Critical int32 `json:"critical"`
+	// High is the count of HIGH vulnerabilities.
+	High int32 `json:"high"`
+	// Medium is the count of MEDIUM vulnerabilities.
+	Medium int32 `json:"medium"`
+	// Low is the count of LOW vulnerabilities.
+	Low int32 `json:"low"`
+	// Unknown is the count of vulnerabilities whose source gives no severity.
+	Unknown int32 `json:"unknown"`
+	// Fixable is how many of them have a fixed version.
+	Fixable int32 `json:"fixable"`
+	// Top lists at most 20 findings, most severe first.
+	// +kubebuilder:validation:MaxItems=20
+	// +listType=atomic
+	// +optional
+	Top []VulnerabilityFinding `json:"top,omitempty"`
+}
+
+// VulnerabilityFinding is one vulnerability in one package.
+type VulnerabilityFinding struct {
+	// ID is the vulnerability ID (CVE, GHSA or GO ID).
+	ID string `json:"id"`
+	// Package is the affected package (a Go module path, a Debian package name, ...).
+	Package string `json:"package"`
+	// InstalledVersion is the version found in the image.
+	InstalledVersion string `json:"installedVersion"`
+	// FixedVersion is the first version that fixes it, if any.
+	// +optional
+	FixedVersion string `json:"fixedVersion,omitempty"`
+	// Severity as reported (UNKNOWN when the source gives none).
+	Severity Severity `json:"severity"`
+	// Title is a one-line summary.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	Title string `json:"title,omitempty"`
+}
+
+// SecretSummary counts exposed secrets and lists the top ones (never the secret itself).
+type SecretSummary struct {
+	// Count of exposed secrets.
+	Count int32 `json:"count"`
+	// Top lists at most 20 findings.
+	// +kubebuilder:validation:MaxItems=20
+	// +listType=atomic
+	// +optional
+	Top []SecretFinding `json:"top,omitempty"`
+}
+
+// SecretFinding is one exposed secret: which rule matched where; the matched text is never stored.
+type SecretFinding struct {
+	// RuleID is the scanner's rule, e.g. `aws-access-key-id`.
+	RuleID string `json:"ruleID"`
+	// Severity of the rule.
+	Severity Severity `json:"severity"`
+	// Path of the file in the image.
+	// +kubebuilder:validation:MaxLength=1024
+	Path string `json:"path"`
+	// Line number in the file (1-based).
+	// +optional
+	Line int32 `json:"line,omitempty"`
+}
+
+// MisconfigurationSummary counts image-config misconfigurations and lists the top ones.
+type MisconfigurationSummary struct {
+	// Count of failed checks.
+	Count int32 `json:"count"`
+	// Top lists at most 20 findings, most severe first.
+	// +kubebuilder:validation:MaxItems=20
+	// +listType=atomic
+	// +optional
+	Top []MisconfigurationFinding `json:"top,omitempty"`
+}
+
+// MisconfigurationFinding is one failed check.
+type MisconfigurationFinding struct {
+	// ID of the check, e.g. `DS-0002`.
+	ID string `json:"id"`
+	// Severity of the check.
+	Severity Severity `json:"severity"`
+	// Title is a one-line summary.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	Title string `json:"title,omitempty"`
+}
+
+// ScannerInfo names the scanner and the vulnerability DB a scan used.
+type ScannerInfo struct {
+	// Name of the scanner, e.g. `trivy`.
+	Name string `json:"name"`
+	// Version of the scanner.
+	Version string `json:"version"`
+	// DBUpdatedAt is when the vulnerability DB was built.
+	// +optional
+	DBUpdatedAt *metav1.Time `json:"dbUpdatedAt,omitempty"`
+}
+
+// PolicyResult is the verdict of one policy for the digest.
+type PolicyResult struct {
+	// Name of the RepositoryPolicy.
+	Name string `json:"name"`
+	// ObservedGeneration is the policy generation the verdict was computed for.
+	ObservedGeneration int64 `json:"observedGeneration"`
+	// Compliant is true when the image passes the policy.
+	Compliant bool `json:"compliant"`
+	// Reasons lists every CamelCase reason it fails (e.g. `SignatureMissing`,
+	// `VulnerabilityThresholdExceeded`); empty when compliant.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	Reasons []string `json:"reasons,omitempty"`
+}
+
+// ImageAttestationStatus is the verdict for the digest. Its size does not grow with the number of
+// findings: counts plus at most 20 top findings of each kind.
+type ImageAttestationStatus struct {
+	// Conditions: Ready (a current verdict exists), Reconciling, Stalled, SignatureVerified,
+	// VulnerabilitiesScanned, PolicyCompliant.
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// ObservedGeneration is the generation whose outcome (Ready or Stalled) the conditions report;
+	// -1 before the first final outcome.
+	// +kubebuilder:default=-1
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Signatures has one result per authority of each selecting policy.
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	// +optional
+	Signatures []SignatureResult `json:"signatures,omitempty"`
+
+	// Vulnerabilities found by the last scan.
+	// +optional
+	Vulnerabilities *VulnerabilitySummary `json:"vulnerabilities,omitempty"`
+
+	// Secrets found by the last scan.
+	// +optional
+	Secrets *SecretSummary `json:"secrets,omitempty"`
+
+	// Misconfigurations found by the last scan.
+	// +optional
+	Misconfigurations *MisconfigurationSummary `json:"misconfigurations,omitempty"`
+
+	// Scanner that made the last scan.
+	// +optional
+	Scanner *ScannerInfo `json:"scanner,omitempty"`
+
+	// LastScanTime is when the digest was last scanned.
+	// +optional
+	LastScanTime *metav1.Time `json:"lastScanTime,omitempty"`
+
+	// LastVerifiedTime is when signatures were last verified.
+	// +optional
+	LastVerifiedTime *metav1.Time `json:"lastVerifiedTime,omitempty"`
+
+	// Policies has the verdict of each selecting policy.
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Policies []PolicyResult `json:"policies,omitempty"`
+}
+
+// ImageAttestation is the verdict for one image digest in one repository: signatures, scan summary
+// and which policies pass. The Registry controller keeps exactly one per (repository, digest) that some
+// RepositoryPolicy selects.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=portcullis,shortName=ia
+// +kubebuilder:printcolumn:name="Repository",type=string,JSONPath=`.spec.repository`
+// +kubebuilder:printcolumn:name="Tags",type=string,JSONPath=`.spec.tags`
+// +kubebuilder:printcolumn:name="Digest",type=string,JSONPath=`.spec.digest`
+// +kubebuilder:printcolumn:name="Signed",type=string,JSONPath=`.status.conditions[?(@.type=="SignatureVerified")].status`
+// +kubebuilder:printcolumn:name="Critical",type=integer,JSONPath=`.status.vulnerabilities.critical`
+// +kubebuilder:printcolumn:name="High",type=integer,JSONPath=`.status.vulnerabilities.high`
+// +kubebuilder:printcolumn:name="Compliant",type=string,JSONPath=`.status.conditions[?(@.type=="PolicyCompliant")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ImageAttestation struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec identifies the digest.
+	// +required
+	Spec ImageAttestationSpec `json:"spec"`
+
+	// Status is the verdict.
+	// +kubebuilder:default={}
+	// +optional
+	Status ImageAttestationStatus `json:"status,omitempty"`
+}
+
+// ImageAttestationList is a list of ImageAttestation.
+// +kubebuilder:object:root=true
+type ImageAttestationList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ImageAttestation `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ImageAttestation{}, &ImageAttestationList{})
+}

@@ -1,0 +1,158 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// RegistryProvider names the registry's API beyond the OCI distribution API.
+// +kubebuilder:validation:Enum=Generic;Harbor
+type RegistryProvider string
+
+const (
+	// ProviderGeneric is any registry that speaks the OCI distribution API
+	// (https://github.com/opencontainers/distribution-spec/blob/main/spec.md).
+	ProviderGeneric RegistryProvider = "Generic"
+	// ProviderHarbor is a Harbor v2 registry; its v2.0 admin API is used for listing and write-back.
+	ProviderHarbor RegistryProvider = "Harbor"
+)
+
+// RegistrySpec is a registry endpoint, its credentials, what to watch in it and how often.
+// +kubebuilder:validation:XValidation:rule="!self.url.startsWith('http://') || (has(self.insecure) && self.insecure)",message="plain http:// needs insecure: true"
+type RegistrySpec struct {
+	// URL of the registry's API root, with scheme and host and no path, e.g.
+	// `https://registry.example.com` or `http://127.0.0.1:5000`. Plain `http://` needs
+	// `insecure: true` and a loopback host, unless the manager runs with `--allow-insecure-registries`.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",message="url must be an absolute http:// or https:// URL with a host"
+	// +kubebuilder:validation:XValidation:rule="url(self).getEscapedPath() in ['', '/'] && url(self).getQuery().size() == 0",message="url must not carry a path or query"
+	// +required
+	URL string `json:"url"`
+
+	// Provider selects the registry's API: `Generic` (OCI distribution only) or `Harbor`.
+	// +kubebuilder:default=Generic
+	// +optional
+	Provider RegistryProvider `json:"provider,omitempty"`
+
+	// SecretRef names the Secret with the registry credentials, in this namespace: type
+	// `kubernetes.io/dockerconfigjson` (an entry for the registry host) or `kubernetes.io/basic-auth`
+	// (`username` and `password`). Without it the registry is read anonymously.
+	// +optional
+	SecretRef *LocalObjectReference `json:"secretRef,omitempty"`
+
+	// CertSecretRef names a Secret in this namespace whose `ca.crt` key holds PEM CA certificates to
+	// trust for the registry's TLS, in addition to the system roots.
+	// +optional
+	CertSecretRef *LocalObjectReference `json:"certSecretRef,omitempty"`
+
+	// Insecure allows plain http (for a loopback host, or any host when the manager runs with
+	// `--allow-insecure-registries`). TLS verification is never switched off: use certSecretRef.
+	// +optional
+	Insecure bool `json:"insecure,omitempty"`
+
+	// Repositories selects the repositories to watch: doublestar patterns over the names listed by the
+	// registry's catalog, or an explicit list of names for registries that offer no catalog.
+	// +optional
+	Repositories RegistryRepositories `json:"repositories,omitempty"`
+
+	// Interval between two listings of the registry (a Go duration such as `10m`; at least 30s).
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('30s')",message="interval must be at least 30s"
+	// +optional
+	Interval *metav1.Duration `json:"interval,omitempty"`
+
+	// Timeout for one listing pass, covering authentication and every request (a Go duration; default
+	// 5m; at least 1s).
+	// +kubebuilder:default="5m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="timeout must be at least 1s"
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// Suspend stops listing the registry; existing ImageAttestations are kept as they are.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+}
+
+// RegistryRepositories selects repositories by pattern, or names them when the registry has no
+// catalog (`/v2/_catalog`), as Docker Hub and GHCR do not.
+// +kubebuilder:validation:XValidation:rule="!has(self.names) || (!has(self.include) && !has(self.exclude))",message="names and include/exclude are mutually exclusive"
+type RegistryRepositories struct {
+	PatternSelector `json:",inline"`
+
+	// Names lists the repositories to watch, e.g. `library/nginx`; when set the catalog is not read.
+	// +kubebuilder:validation:MaxItems=1024
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=256
+	// +kubebuilder:validation:items:Pattern="^[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*$"
+	// +listType=set
+	// +optional
+	Names []string `json:"names,omitempty"`
+}
+
+// RegistryStatus is the observed state of a Registry.
+type RegistryStatus struct {
+	// Conditions: Ready, Reconciling and Stalled (kstatus).
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// ObservedGeneration is the generation of the spec whose outcome (Ready or Stalled) the conditions
+	// report; -1 before the first final outcome.
+	// +kubebuilder:default=-1
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// LastSyncTime is when the registry was last listed completely.
+	// +optional
+	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
+
+	// RepositoryCount is the number of repositories found by the last complete listing.
+	// +optional
+	RepositoryCount int32 `json:"repositoryCount,omitempty"`
+
+	// ImageCount is the number of distinct (repository, digest) pairs found by the last complete listing.
+	// +optional
+	ImageCount int32 `json:"imageCount,omitempty"`
+}
+
+// Registry is a container registry endpoint that Portcullis lists and enforces policy on.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=portcullis
+// +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.spec.url`
+// +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.spec.provider`
+// +kubebuilder:printcolumn:name="Repositories",type=integer,JSONPath=`.status.repositoryCount`
+// +kubebuilder:printcolumn:name="Images",type=integer,JSONPath=`.status.imageCount`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Registry struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is the desired state.
+	// +required
+	Spec RegistrySpec `json:"spec"`
+
+	// Status is the observed state.
+	// +kubebuilder:default={}
+	// +optional
+	Status RegistryStatus `json:"status,omitempty"`
+}
+
+// RegistryList is a list of Registry.
+// +kubebuilder:object:root=true
+type RegistryList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Registry `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Registry{}, &RegistryList{})
+}

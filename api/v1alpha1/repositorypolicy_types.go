@@ -1,0 +1,134 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// PolicyMode says whether a policy only reports or is also pushed to the registry.
+// +kubebuilder:validation:Enum=Audit;Enforce
+type PolicyMode string
+
+const (
+	// ModeAudit evaluates images and reports verdicts; nothing is written to the registry.
+	ModeAudit PolicyMode = "Audit"
+	// ModeEnforce also pushes what the policy owns (access, retention, immutability, the registry's
+	// security switches) to the registry.
+	ModeEnforce PolicyMode = "Enforce"
+)
+
+// RepositoryPolicySpec holds the rules for the repositories of one Registry that match its patterns.
+type RepositoryPolicySpec struct {
+	// RegistryRef names the Registry, in this namespace, whose repositories the policy governs.
+	// +required
+	RegistryRef LocalObjectReference `json:"registryRef"`
+
+	// Repositories are doublestar patterns over repository names (e.g. `team-a/**`); a repository is
+	// governed when it matches at least one. Use `**` for every repository the Registry watches.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=256
+	// +listType=atomic
+	// +required
+	Repositories []string `json:"repositories"`
+
+	// Tags selects the tags whose digests are evaluated; empty selects every tag.
+	// +optional
+	Tags PatternSelector `json:"tags,omitempty"`
+
+	// Mode is `Audit` (report only, the default) or `Enforce` (also write settings to the registry).
+	// +kubebuilder:default=Audit
+	// +optional
+	Mode PolicyMode `json:"mode,omitempty"`
+
+	// Verification requires signatures and attestations; when absent none are required.
+	// +optional
+	Verification *VerificationSpec `json:"verification,omitempty"`
+
+	// Scanning sets the thresholds for vulnerabilities, exposed secrets and misconfigurations; when
+	// absent images are scanned and reported but no threshold applies.
+	// +optional
+	Scanning *ScanningSpec `json:"scanning,omitempty"`
+
+	// Access lists the members and robot accounts the policy owns in the registry (Enforce mode).
+	// +optional
+	Access *AccessSpec `json:"access,omitempty"`
+
+	// Retention deletes old images by rule, dry-run first.
+	// +optional
+	Retention *RetentionSpec `json:"retention,omitempty"`
+
+	// Immutability makes matching tags immutable in the registry (Enforce mode).
+	// +optional
+	Immutability *ImmutabilitySpec `json:"immutability,omitempty"`
+}
+
+// RepositoryPolicyStatus is the observed state of a RepositoryPolicy.
+type RepositoryPolicyStatus struct {
+	// Conditions: Ready, Reconciling and Stalled (kstatus).
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// ObservedGeneration is the generation of the spec whose outcome (Ready or Stalled) the conditions
+	// report; -1 before the first final outcome.
+	// +kubebuilder:default=-1
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// MatchedRepositories is the number of the Registry's repositories the policy matches.
+	// +optional
+	MatchedRepositories int32 `json:"matchedRepositories,omitempty"`
+
+	// CompliantImages is the number of selected digests that pass the policy.
+	// +optional
+	CompliantImages int32 `json:"compliantImages,omitempty"`
+
+	// NonCompliantImages is the number of selected digests that fail the policy.
+	// +optional
+	NonCompliantImages int32 `json:"nonCompliantImages,omitempty"`
+
+	// LastEnforcedTime is when the registry last received the policy's settings (Enforce mode).
+	// +optional
+	LastEnforcedTime *metav1.Time `json:"lastEnforcedTime,omitempty"`
+}
+
+// RepositoryPolicy holds signature, scanning, access, retention and immutability rules for the
+// repositories of one Registry that match its patterns.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=portcullis,shortName=rp
+// +kubebuilder:printcolumn:name="Registry",type=string,JSONPath=`.spec.registryRef.name`
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
+// +kubebuilder:printcolumn:name="Matched",type=integer,JSONPath=`.status.matchedRepositories`
+// +kubebuilder:printcolumn:name="Compliant",type=integer,JSONPath=`.status.compliantImages`
+// +kubebuilder:printcolumn:name="NonCompliant",type=integer,JSONPath=`.status.nonCompliantImages`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type RepositoryPolicy struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is the desired state.
+	// +required
+	Spec RepositoryPolicySpec `json:"spec"`
+
+	// Status is the observed state.
+	// +kubebuilder:default={}
+	// +optional
+	Status RepositoryPolicyStatus `json:"status,omitempty"`
+}
+
+// RepositoryPolicyList is a list of RepositoryPolicy.
+// +kubebuilder:object:root=true
+type RepositoryPolicyList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []RepositoryPolicy `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&RepositoryPolicy{}, &RepositoryPolicyList{})
+}

@@ -1,0 +1,135 @@
+// Command manager runs the Portcullis controllers: Registry, RepositoryPolicy and ImageAttestation.
+// Flags -> options -> wiring; nothing else lives here.
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	_ "k8s.io/client-go/plugin/pkg/client/auth"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/controller"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "manager:", err)
+		os.Exit(1)
+	}
+}
+
+// flags are the manager's command-line settings.
+type flags struct {
+	metricsAddr, probeAddr string
+	secureMetrics          bool
+	enableHTTP2            bool
+	leaderElect            bool
+	leaderElectionNS       string
+	allowedHosts           string
+	allowInsecure          bool
+	scanConcurrency        int
+	cacheDir               string
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
+	var f flags
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", "0",
+		"Address of the metrics endpoint, e.g. :8443 (https) or :8080 (http with --metrics-secure=false); 0 disables it.")
+	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	fs.BoolVar(&f.secureMetrics, "metrics-secure", true,
+		"Serve metrics over https, and only to clients allowed by TokenReview and SubjectAccessReview.")
+	fs.BoolVar(&f.enableHTTP2, "enable-http2", false,
+		"Allow HTTP/2 on the metrics server (off by default: HTTP/2 Rapid Reset, CVE-2023-44487).")
+	fs.BoolVar(&f.leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles.")
+	fs.StringVar(&f.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the pod's).")
+	fs.StringVar(&f.allowedHosts, "allowed-registry-hosts", "",
+		"Comma-separated doublestar patterns of registry hosts (host or host:port) a Registry may use, e.g. '*.corp.example,registry.internal:5000'. Empty allows all.")
+	fs.BoolVar(&f.allowInsecure, "allow-insecure-registries", false,
+		"Allow plain http to non-loopback registries (loopback is always allowed with spec.insecure).")
+	fs.IntVar(&f.scanConcurrency, "scan-concurrency", 2, "How many digests are verified and scanned at once (>= 1).")
+	fs.StringVar(&f.cacheDir, "cache-dir", "/var/cache/portcullis", "Folder for the vulnerability DB and the scan caches.")
+	var zo zap.Options
+	zo.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return f, zo, err
+	}
+	if f.scanConcurrency < 1 {
+		return f, zo, fmt.Errorf("--scan-concurrency must be at least 1, got %d", f.scanConcurrency)
+	}
+	return f, zo, nil
+}
+
+func (f flags) options() controller.Options {
+	var hosts []string
+	for _, h := range strings.Split(f.allowedHosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	return controller.Options{
+		AllowedRegistryHosts:    hosts,
+		AllowInsecureRegistries: f.allowInsecure,
+		ScanConcurrency:         f.scanConcurrency,
+		CacheDir:                f.cacheDir,
+	}
+}
+
+func newScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
+	return s
+}
+
+func run() error {
+	f, zo, err := parseFlags(flag.CommandLine, os.Args[1:])
+	if err != nil {
+		return err
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zo)))
+	log := ctrl.Log.WithName("setup")
+
+	var tlsOpts []func(*tls.Config)
+	if !f.enableHTTP2 {
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	metricsOpts := metricsserver.Options{BindAddress: f.metricsAddr, SecureServing: f.secureMetrics, TLSOpts: tlsOpts}
+	if f.secureMetrics {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                  newScheme(),
+		Metrics:                 metricsOpts,
+		HealthProbeBindAddress:  f.probeAddr,
+		LeaderElection:          f.leaderElect,
+		LeaderElectionID:        "portcullis.registry.portcullis.dev",
+		LeaderElectionNamespace: f.leaderElectionNS,
+	})
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
+	}
+	if err := controller.SetupAll(mgr, f.options()); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return fmt.Errorf("adding ready check: %w", err)
+	}
+	log.Info("starting manager", "metricsAddr", f.metricsAddr, "allowedRegistryHosts", f.allowedHosts, "scanConcurrency", f.scanConcurrency)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}

@@ -1,0 +1,95 @@
+package controller
+
+import (
+	"context"
+
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+)
+
+// Field index names. Each maps an object to the names of objects it references in its namespace, so a
+// change to the referenced object re-queues exactly the objects that use it.
+const (
+	// indexSecretRefs: Registry -> Secrets (secretRef, certSecretRef); RepositoryPolicy -> Secrets
+	// (key authorities, trusted roots kept in Secrets).
+	indexSecretRefs = ".portcullis.secretRefs"
+	// indexConfigMapRefs: RepositoryPolicy -> ConfigMaps (trusted roots).
+	indexConfigMapRefs = ".portcullis.configMapRefs"
+	// indexRegistryRef: RepositoryPolicy and ImageAttestation -> Registry.
+	indexRegistryRef = ".spec.registryRef.name"
+)
+
+func registrySecretNames(o client.Object) []string {
+	r := o.(*v1alpha1.Registry)
+	var names []string
+	if r.Spec.SecretRef != nil {
+		names = append(names, r.Spec.SecretRef.Name)
+	}
+	if r.Spec.CertSecretRef != nil {
+		names = append(names, r.Spec.CertSecretRef.Name)
+	}
+	return names
+}
+
+func policySecretNames(o client.Object) []string {
+	return policyRefs(o.(*v1alpha1.RepositoryPolicy), "Secret")
+}
+
+func policyConfigMapNames(o client.Object) []string {
+	return policyRefs(o.(*v1alpha1.RepositoryPolicy), "ConfigMap")
+}
+
+// policyRefs lists the Secrets or ConfigMaps a policy's authorities read.
+func policyRefs(p *v1alpha1.RepositoryPolicy, kind string) []string {
+	if p.Spec.Verification == nil {
+		return nil
+	}
+	var names []string
+	for _, a := range p.Spec.Verification.Authorities {
+		if a.Key != nil && a.Key.SecretRef != nil && kind == "Secret" {
+			names = append(names, a.Key.SecretRef.Name)
+		}
+		if a.Keyless != nil && trustedRootKind(a.Keyless.TrustedRootRef) == kind {
+			names = append(names, a.Keyless.TrustedRootRef.Name)
+		}
+	}
+	return names
+}
+
+// trustedRootKind is the reference's kind with the API default applied.
+func trustedRootKind(r v1alpha1.TrustedRootReference) string {
+	if r.Kind == "" {
+		return "ConfigMap"
+	}
+	return r.Kind
+}
+
+// enqueueReferrers returns a map function that, for a changed object (a Secret, a ConfigMap, a
+// Registry), requests reconciliation of the objects of newList's kind in its namespace whose index
+// field names it. A List error requests nothing: the periodic resync covers a missed event.
+func enqueueReferrers(c client.Client, newList func() client.ObjectList, index string) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		list := newList()
+		if err := c.List(ctx, list, client.InNamespace(o.GetNamespace()), client.MatchingFields{index: o.GetName()}); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "listing referrers", "index", index, "object", klog.KObj(o))
+			return nil
+		}
+		items, err := apimeta.ExtractList(list)
+		if err != nil {
+			return nil
+		}
+		reqs := make([]reconcile.Request, 0, len(items))
+		for _, it := range items {
+			if obj, ok := it.(client.Object); ok {
+				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)})
+			}
+		}
+		return reqs
+	}
+}

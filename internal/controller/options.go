@@ -1,0 +1,59 @@
+// Package controller holds the reconcilers of Registry, RepositoryPolicy and ImageAttestation. They
+// are thin: each Reconcile fetches its object, runs a flat list of named steps, and writes the
+// outcome as kstatus conditions with one status patch.
+package controller
+
+import (
+	"net"
+	"net/url"
+	"strings"
+
+	"github.com/bmatcuk/doublestar/v4"
+)
+
+// Options are the manager-wide settings the controllers share, set from cmd/main.go flags.
+type Options struct {
+	// AllowedRegistryHosts are doublestar patterns (e.g. `*.example.com`, `registry.internal:5000`)
+	// of the registry hosts tenants may point a Registry at, matched against the URL's host and
+	// host:port. Empty allows every host. Cluster admins use it to stop a tenant from making the
+	// operator call internal addresses.
+	AllowedRegistryHosts []string
+
+	// AllowInsecureRegistries allows plain http to non-loopback hosts (loopback is always allowed
+	// with spec.insecure).
+	AllowInsecureRegistries bool
+
+	// ScanConcurrency is how many digests are verified and scanned at once.
+	ScanConcurrency int
+
+	// CacheDir holds the vulnerability DB and the scan caches.
+	CacheDir string
+}
+
+// hostAllowed reports whether the URL's host matches AllowedRegistryHosts (or the list is empty).
+// Invalid patterns never match.
+func (o Options) hostAllowed(u *url.URL) bool {
+	if len(o.AllowedRegistryHosts) == 0 {
+		return true
+	}
+	host, hostport := strings.ToLower(u.Hostname()), strings.ToLower(u.Host)
+	for _, p := range o.AllowedRegistryHosts {
+		p = strings.ToLower(p)
+		if ok, _ := doublestar.Match(p, host); ok {
+			return true
+		}
+		if ok, _ := doublestar.Match(p, hostport); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// isLoopback reports whether host is `localhost` or a loopback IP address (127.0.0.0/8, ::1).
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,194 @@
+package controller
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"regexp"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+)
+
+// RepositoryPolicyReconciler reconciles a RepositoryPolicy: it checks that what the policy references
+// exists and is usable (the Registry, public keys, trusted roots, regular expressions).
+type RepositoryPolicyReconciler struct {
+	client.Client
+	// APIReader reads Secrets and ConfigMaps uncached.
+	APIReader client.Reader
+}
+
+// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=repositorypolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=repositorypolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
+
+// Reconcile runs one pass for a RepositoryPolicy and writes its status with at most one patch.
+func (r *RepositoryPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	obj := &v1alpha1.RepositoryPolicy{}
+	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	base := obj.DeepCopy()
+	defer func() {
+		if err := patchStatus(ctx, r.Client, obj, base); err != nil && retErr == nil {
+			retErr = fmt.Errorf("patching status: %w", err)
+		}
+	}()
+
+	o, err := r.reconcile(ctx, obj)
+	applyOutcome(obj, o)
+	return ctrl.Result{}, err
+}
+
+func (r *RepositoryPolicyReconciler) reconcile(ctx context.Context, obj *v1alpha1.RepositoryPolicy) (outcome, error) {
+	if o, ok, err := r.checkRegistry(ctx, obj); !ok || err != nil {
+		return o, err
+	}
+	if obj.Spec.Verification != nil {
+		for i := range obj.Spec.Verification.Authorities {
+			if o, ok, err := r.checkAuthority(ctx, obj.Namespace, &obj.Spec.Verification.Authorities[i]); !ok || err != nil {
+				return o, err
+			}
+		}
+	}
+	return ready(v1alpha1.SucceededReason, "RepositoryPolicy is valid"), nil
+}
+
+// checkRegistry checks that spec.registryRef names a Registry in the policy's namespace.
+func (r *RepositoryPolicyReconciler) checkRegistry(ctx context.Context, obj *v1alpha1.RepositoryPolicy) (outcome, bool, error) {
+	return checkRegistryRef(ctx, r.Client, obj.Namespace, obj.Spec.RegistryRef.Name)
+}
+
+// checkRegistryRef stalls when the named Registry does not exist (a watch re-queues when it appears).
+func checkRegistryRef(ctx context.Context, c client.Reader, ns, name string) (outcome, bool, error) {
+	err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &v1alpha1.Registry{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return stalled(v1alpha1.RegistryNotFoundReason, "Registry %q not found in namespace %q", name, ns), false, nil
+	case err != nil:
+		return failed("RegistryReadFailed", err), false, err
+	}
+	return outcome{}, true, nil
+}
+
+// checkAuthority checks one authority's key or keyless identity.
+func (r *RepositoryPolicyReconciler) checkAuthority(ctx context.Context, ns string, a *v1alpha1.Authority) (outcome, bool, error) {
+	switch {
+	case a.Key != nil && a.Key.SecretRef != nil:
+		ref := a.Key.SecretRef
+		s, o, ok, err := getSecret(ctx, r.APIReader, ns, ref.Name)
+		if !ok || err != nil {
+			return o, ok, err
+		}
+		if err := parsePublicKey(s.Data[ref.Key]); err != nil {
+			return stalled(v1alpha1.SecretInvalidReason, "authority %q: Secret %q key %q: %v", a.Name, ref.Name, ref.Key, err), false, nil
+		}
+	case a.Key != nil:
+		if err := parsePublicKey([]byte(a.Key.Data)); err != nil {
+			return stalled(v1alpha1.InvalidSpecReason, "authority %q: key.data: %v", a.Name, err), false, nil
+		}
+	case a.Keyless != nil:
+		if a.Keyless.SubjectRegExp != "" {
+			if _, err := regexp.Compile(a.Keyless.SubjectRegExp); err != nil {
+				return stalled(v1alpha1.InvalidSpecReason, "authority %q: subjectRegExp: %v", a.Name, err), false, nil
+			}
+		}
+		return r.checkTrustedRoot(ctx, ns, a.Name, a.Keyless.TrustedRootRef)
+	}
+	return outcome{}, true, nil
+}
+
+// checkTrustedRoot checks that the trusted root exists and is a JSON object; the full sigstore
+// trusted-root parse happens where it is used (verification).
+func (r *RepositoryPolicyReconciler) checkTrustedRoot(ctx context.Context, ns, authority string, ref v1alpha1.TrustedRootReference) (outcome, bool, error) {
+	key := ref.Key
+	if key == "" {
+		key = "trusted_root.json"
+	}
+	var data []byte
+	if trustedRootKind(ref) == "Secret" {
+		s, o, ok, err := getSecret(ctx, r.APIReader, ns, ref.Name)
+		if !ok || err != nil {
+			return o, ok, err
+		}
+		data = s.Data[key]
+	} else {
+		cm := &corev1.ConfigMap{}
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: ref.Name}, cm)
+		switch {
+		case apierrors.IsNotFound(err):
+			return stalled(v1alpha1.ConfigMapNotFoundReason, "ConfigMap %q not found in namespace %q", ref.Name, ns), false, nil
+		case err != nil:
+			return failed("ConfigMapReadFailed", err), false, err
+		}
+		data = []byte(cm.Data[key])
+	}
+	var root map[string]json.RawMessage
+	if err := json.Unmarshal(data, &root); err != nil {
+		return stalled(v1alpha1.InvalidSpecReason, "authority %q: trusted root %s %q key %q is not a JSON object", authority, trustedRootKind(ref), ref.Name, key), false, nil
+	}
+	return outcome{}, true, nil
+}
+
+// parsePublicKey accepts one PEM "PUBLIC KEY" block (PKIX: ECDSA, RSA or Ed25519), as written by
+// `cosign generate-key-pair` into cosign.pub.
+func parsePublicKey(data []byte) error {
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PUBLIC KEY" {
+		return fmt.Errorf("no PEM PUBLIC KEY block")
+	}
+	if _, err := x509.ParsePKIXPublicKey(block.Bytes); err != nil {
+		return fmt.Errorf("parsing public key: %w", err)
+	}
+	return nil
+}
+
+// SetupWithManager registers the controller: policies on spec change, the Registries they name, and
+// the Secrets and ConfigMaps their authorities read (metadata only).
+func (r *RepositoryPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.APIReader == nil {
+		return fmt.Errorf("RepositoryPolicyReconciler needs an APIReader")
+	}
+	ctx := context.Background()
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &v1alpha1.RepositoryPolicy{}, indexSecretRefs, policySecretNames); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &v1alpha1.RepositoryPolicy{}, indexConfigMapRefs, policyConfigMapNames); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &v1alpha1.RepositoryPolicy{}, indexRegistryRef, func(o client.Object) []string {
+		return []string{o.(*v1alpha1.RepositoryPolicy).Spec.RegistryRef.Name}
+	}); err != nil {
+		return err
+	}
+	newList := func() client.ObjectList { return &v1alpha1.RepositoryPolicyList{} }
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.RepositoryPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.Registry{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexRegistryRef)),
+			builder.WithPredicates(createOrDelete())).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexSecretRefs))).
+		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexConfigMapRefs))).
+		Named("repositorypolicy").
+		Complete(r)
+}
+
+// createOrDelete passes only creations and deletions: a referenced object's existence is all a
+// referrer checks, so its status updates must not echo into the referrers.
+func createOrDelete() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc:  func(_ event.UpdateEvent) bool { return false },
+		GenericFunc: func(_ event.GenericEvent) bool { return false },
+	}
+}
