@@ -44,7 +44,7 @@ func validPolicy() *v1alpha1.RepositoryPolicy {
 					{Name: "prov", PredicateType: "https://slsa.dev/provenance/v1", Authority: "k"},
 				},
 			},
-			Scanning: &v1alpha1.ScanningSpec{Vulnerabilities: &v1alpha1.VulnerabilityThresholds{MaxCritical: ptr(int32(0))}},
+			Scanning:  &v1alpha1.ScanningSpec{Vulnerabilities: &v1alpha1.VulnerabilityThresholds{MaxCritical: ptr(int32(0))}},
 			Retention: &v1alpha1.RetentionSpec{Rules: []v1alpha1.RetentionRule{{KeepLatest: ptr(int32(3))}}},
 		},
 	}
@@ -165,8 +165,9 @@ func TestDigestImmutable(t *testing.T) {
 	if err := k8sClient.Create(ctx, obj); err != nil {
 		t.Fatal(err)
 	}
+	base := obj.DeepCopy()
 	obj.Spec.Digest = "sha256:" + strings.Repeat("cd", 32)
-	err := k8sClient.Update(ctx, obj)
+	err := k8sClient.Patch(ctx, obj, client.MergeFrom(base))
 	if err == nil || !strings.Contains(err.Error(), "digest is immutable") {
 		t.Fatalf("want 'digest is immutable', got %v", err)
 	}

@@ -2,6 +2,8 @@ package controller
 
 import (
 	"context"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,3 +72,51 @@ func observedGeneration(t *testing.T, obj client.Object) int64 {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func findCondition(obj statusObject, typ string) *metav1.Condition {
+	return apimeta.FindStatusCondition(obj.GetConditions(), typ)
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
+
+// patchObject applies mutate to obj and sends the difference as a merge patch, so a concurrent status
+// write by a controller cannot make the test's write conflict.
+func patchObject[T client.Object](t *testing.T, obj T, mutate func(T)) {
+	t.Helper()
+	base := obj.DeepCopyObject().(T)
+	mutate(obj)
+	if err := k8sClient.Patch(context.Background(), obj, client.MergeFrom(base)); err != nil {
+		t.Fatalf("patching %s: %v", obj.GetName(), err)
+	}
+}
+
+// reconcileCount reads controller-runtime's reconcile counter for one controller from the global
+// metrics registry (all results).
+func reconcileCount(t *testing.T, controllerName string) float64 {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total float64
+	for _, f := range families {
+		if f.GetName() != "controller_runtime_reconcile_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" && l.GetValue() == controllerName {
+					total += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return total
+}

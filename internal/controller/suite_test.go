@@ -5,19 +5,23 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"go.uber.org/zap/zapcore"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
@@ -27,14 +31,14 @@ import (
 // KUBEBUILDER_ASSETS), the CRDs from config/crd/bases, and the three controllers running in a manager
 // with testOptions.
 var (
-	k8sClient client.Client
+	k8sClient  client.Client
 	testScheme = runtime.NewScheme()
 )
 
 // testOptions are the manager options of the suite: a host allowlist so that HostNotAllowed and
 // InsecureNotAllowed can be exercised.
 var testOptions = Options{
-	AllowedRegistryHosts: []string{"127.0.0.1", "localhost", "*.allowed.test", "registry.allowed.test:5443"},
+	AllowedRegistryHosts: []string{"127.0.0.1", "localhost", "*.allowed.test", "10.1.2.3:5443"},
 	ScanConcurrency:      1,
 }
 
@@ -69,6 +73,7 @@ func runSuite(m *testing.M) int {
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 testScheme,
+		NewClient:              countingClient,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 	})
@@ -98,6 +103,41 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
+}
+
+// statusWrites counts the manager's status writes per object (namespace/name), whatever they change.
+var statusWrites sync.Map // string -> *atomic.Int64
+
+// countingClient is the manager's client wrapped to count status writes, so tests can assert that a
+// pass over an unchanged object sends nothing (a no-op patch would not even change resourceVersion).
+func countingClient(cfg *rest.Config, opts client.Options) (client.Client, error) {
+	c, err := client.NewWithWatch(cfg, opts) // honours opts.Cache, as the manager's default does
+	if err != nil {
+		return nil, err
+	}
+	count := func(obj client.Object) {
+		n, _ := statusWrites.LoadOrStore(obj.GetNamespace()+"/"+obj.GetName(), new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
+	}
+	return interceptor.NewClient(c, interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, p client.Patch, o ...client.SubResourcePatchOption) error {
+			count(obj)
+			return c.SubResource(sub).Patch(ctx, obj, p, o...)
+		},
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, o ...client.SubResourceUpdateOption) error {
+			count(obj)
+			return c.SubResource(sub).Update(ctx, obj, o...)
+		},
+	}), nil
+}
+
+// statusWritesOf returns how many status writes the manager sent for obj so far.
+func statusWritesOf(obj client.Object) int64 {
+	n, ok := statusWrites.Load(obj.GetNamespace() + "/" + obj.GetName())
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int64).Load()
 }
 
 // zapLevel keeps the manager quiet unless PORTCULLIS_TEST_LOG=debug.
