@@ -67,9 +67,13 @@ test: manifests generate vet ## Run all tests against a real kube-apiserver + et
 build: manifests generate ## Build the manager binary into bin/manager.
 	go build -o bin/manager ./cmd
 
+# Flags for the manager under `make run`.
+RUN_ARGS ?= --health-probe-bind-address=127.0.0.1:8081 --cache-dir=$(CURDIR)/.local/cache
+
 .PHONY: run
 run: build ## Start a local control plane, install the CRDs and run the manager until Ctrl-C.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go run ./hack/localenv -- bin/manager $(RUN_ARGS)
+	go build -o bin/localenv ./hack/localenv
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" exec bin/localenv -- bin/manager $(RUN_ARGS)
 
 .PHONY: docker-build
 docker-build: ## Build the manager image (needs a Docker engine; none on our dev machines).

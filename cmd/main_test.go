@@ -1,0 +1,45 @@
+package main
+
+import (
+	"flag"
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseFlags(t *testing.T) {
+	f, _, err := parseFlags(flag.NewFlagSet("t", flag.ContinueOnError), []string{
+		"--allowed-registry-hosts", " *.corp.example, ,registry.internal:5000 ",
+		"--allow-insecure-registries", "--scan-concurrency=4", "--cache-dir=/tmp/c",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := f.options()
+	if want := []string{"*.corp.example", "registry.internal:5000"}; !reflect.DeepEqual(o.AllowedRegistryHosts, want) {
+		t.Errorf("AllowedRegistryHosts = %q, want %q", o.AllowedRegistryHosts, want)
+	}
+	if !o.AllowInsecureRegistries || o.ScanConcurrency != 4 || o.CacheDir != "/tmp/c" {
+		t.Errorf("options = %+v", o)
+	}
+	if !f.secureMetrics || f.leaderElect {
+		t.Errorf("defaults: metrics must be secure and leader election off, got %+v", f)
+	}
+}
+
+func TestParseFlagsRejectsBadConcurrency(t *testing.T) {
+	_, _, err := parseFlags(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--scan-concurrency=0"})
+	if err == nil || !strings.Contains(err.Error(), "--scan-concurrency") {
+		t.Fatalf("want an error naming --scan-concurrency, got %v", err)
+	}
+}
+
+func TestSchemeHasOurKinds(t *testing.T) {
+	s := newScheme()
+	for _, k := range []string{"Registry", "RepositoryPolicy", "ImageAttestation"} {
+		if !s.Recognizes(v1alpha1.GroupVersion.WithKind(k)) {
+			t.Errorf("scheme does not know %s", k)
+		}
+	}
+}

@@ -1,0 +1,124 @@
+// Command localenv runs a local Kubernetes control plane (the real kube-apiserver and etcd, through
+// controller-runtime's envtest, found in KUBEBUILDER_ASSETS), installs the Portcullis CRDs, writes a
+// kubeconfig to .local/kubeconfig, then runs the command given after `--` (the manager) against it
+// until Ctrl-C or the command exits, and stops everything it started.
+//
+// Usage: go run ./hack/localenv [-state .local] [-crds config/crd/bases] -- bin/manager [flags]
+//
+// The command gets KUBECONFIG in its environment and `--kubeconfig` is not added, so any program
+// that reads KUBECONFIG works. While it runs, `export KUBECONFIG=$PWD/.local/kubeconfig` and kubectl
+// reach the control plane.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "localenv:", err)
+		os.Exit(1)
+	}
+}
+
+func run(argv []string) error {
+	fs := flag.NewFlagSet("localenv", flag.ContinueOnError)
+	state := fs.String("state", ".local", "Folder for the kubeconfig and other local state.")
+	crds := fs.String("crds", filepath.Join("config", "crd", "bases"), "Folder of CRD manifests to install.")
+	if err := fs.Parse(argv); err != nil {
+		return err
+	}
+	args := fs.Args()
+	if len(args) == 0 {
+		return errors.New("usage: localenv [flags] -- COMMAND [ARGS...]")
+	}
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		return errors.New(`KUBEBUILDER_ASSETS is not set: use "make run", or export KUBEBUILDER_ASSETS="$(hack/envtest-assets.sh)"`)
+	}
+
+	start := time.Now()
+	fmt.Fprintln(os.Stderr, "localenv: starting kube-apiserver and etcd from", os.Getenv("KUBEBUILDER_ASSETS"))
+	env := &envtest.Environment{CRDDirectoryPaths: []string{*crds}, ErrorIfCRDPathMissing: true}
+	if _, err := env.Start(); err != nil {
+		return fmt.Errorf("starting the control plane: %w", err)
+	}
+	defer func() {
+		fmt.Fprintln(os.Stderr, "localenv: stopping the control plane")
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "localenv: stopping:", err)
+		}
+	}()
+
+	kubeconfig, err := writeKubeconfig(env, *state)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(kubeconfig)
+	fmt.Fprintf(os.Stderr, "localenv: control plane up in %s with the CRDs installed\n", time.Since(start).Round(100*time.Millisecond))
+	fmt.Fprintf(os.Stderr, "localenv: export KUBECONFIG=%s   # then: kubectl get registries,repositorypolicies,imageattestations -A\n", kubeconfig)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runChild(ctx, args, kubeconfig)
+}
+
+// writeKubeconfig writes an admin kubeconfig for the control plane into dir and returns its path.
+func writeKubeconfig(env *envtest.Environment, dir string) (string, error) {
+	user, err := env.AddUser(envtest.User{Name: "portcullis-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", fmt.Errorf("creating an admin user: %w", err)
+	}
+	data, err := user.KubeConfig()
+	if err != nil {
+		return "", fmt.Errorf("rendering the kubeconfig: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	path, err := filepath.Abs(filepath.Join(dir, "kubeconfig"))
+	if err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, data, 0o600)
+}
+
+// runChild runs the command with KUBECONFIG set until it exits or ctx ends; then it sends SIGTERM and,
+// after 10 s, SIGKILL.
+func runChild(ctx context.Context, args []string, kubeconfig string) error {
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", args[0], err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("%s exited: %w", args[0], err)
+		}
+		return nil
+	case <-ctx.Done():
+		fmt.Fprintln(os.Stderr, "localenv: stopping", args[0])
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		return nil
+	}
+}

@@ -1,0 +1,89 @@
+package controller
+
+import (
+	"errors"
+	"net/url"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+)
+
+// TestApplyOutcome checks the kstatus mapping of each outcome: which conditions hold and whether
+// observedGeneration is stamped (only for final outcomes).
+func TestApplyOutcome(t *testing.T) {
+	cases := []struct {
+		name               string
+		o                  outcome
+		ready              metav1.ConditionStatus
+		reconciling, stall bool
+		stampsObservedGen  bool
+	}{
+		{"ready", ready(v1alpha1.SucceededReason, "ok"), metav1.ConditionTrue, false, false, true},
+		{"stalled", stalled(v1alpha1.SecretNotFoundReason, "no %s", "secret"), metav1.ConditionFalse, false, true, true},
+		{"suspended", outcome{kind: outcomeSuspended, reason: v1alpha1.SuspendedReason}, metav1.ConditionFalse, false, false, true},
+		{"pending", pending(v1alpha1.VerdictPendingReason, "wait"), metav1.ConditionFalse, true, false, false},
+		{"failed", failed("ReadFailed", errors.New("boom")), metav1.ConditionFalse, true, false, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Generation: 3}}
+			obj.Status.ObservedGeneration = 2
+			// Start from the opposite state so that stale conditions must be cleared.
+			obj.Status.Conditions = []metav1.Condition{
+				{Type: v1alpha1.StalledCondition, Status: metav1.ConditionTrue, Reason: "Old"},
+				{Type: v1alpha1.ReconcilingCondition, Status: metav1.ConditionTrue, Reason: "Old"},
+			}
+			applyOutcome(obj, tc.o)
+			if c := findCondition(obj, v1alpha1.ReadyCondition); c == nil || c.Status != tc.ready || c.Reason != tc.o.reason || c.ObservedGeneration != 3 {
+				t.Errorf("Ready = %+v, want %s/%s at generation 3", c, tc.ready, tc.o.reason)
+			}
+			if got := findCondition(obj, v1alpha1.ReconcilingCondition) != nil; got != tc.reconciling {
+				t.Errorf("Reconciling present = %v, want %v", got, tc.reconciling)
+			}
+			if got := findCondition(obj, v1alpha1.StalledCondition) != nil; got != tc.stall {
+				t.Errorf("Stalled present = %v, want %v", got, tc.stall)
+			}
+			if got := obj.Status.ObservedGeneration == 3; got != tc.stampsObservedGen {
+				t.Errorf("observedGeneration = %d; stamped = %v, want %v", obj.Status.ObservedGeneration, got, tc.stampsObservedGen)
+			}
+		})
+	}
+}
+
+func TestHostAllowed(t *testing.T) {
+	o := Options{AllowedRegistryHosts: []string{"*.corp.example", "registry.internal:5000", "GHCR.IO"}}
+	cases := map[string]bool{
+		"https://a.corp.example":         true,
+		"https://a.corp.example:8443":    true,
+		"https://corp.example":           false,
+		"https://a.b.corp.example":       true, // doublestar's * stops only at '/', which hosts lack
+		"https://registry.internal:5000": true,
+		"https://registry.internal":      false,
+		"https://registry.internal:5001": false,
+		"https://ghcr.io":                true,
+		"https://169.254.169.254":        false,
+		"http://localhost:5000":          false,
+	}
+	for raw, want := range cases {
+		u, _ := url.Parse(raw)
+		if got := o.hostAllowed(u); got != want {
+			t.Errorf("hostAllowed(%s) = %v, want %v", raw, got, want)
+		}
+	}
+	if !(Options{}).hostAllowed(&url.URL{Host: "anything"}) {
+		t.Error("an empty allowlist must allow every host")
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for host, want := range map[string]bool{
+		"localhost": true, "LOCALHOST": true, "127.0.0.1": true, "127.8.9.10": true, "::1": true,
+		"10.0.0.1": false, "0.0.0.0": false, "localhost.evil.test": false, "": false,
+	} {
+		if got := isLoopback(host); got != want {
+			t.Errorf("isLoopback(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
