@@ -51,7 +51,11 @@ vet: ## Run go vet.
 .PHONY: verify
 verify: manifests generate ## Fail when generated files or formatting differ from what is committed.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
-	@git diff --exit-code -- api config || { echo "make manifests generate changed files: commit them"; exit 1; }
+	@test -z "$$(git status --porcelain -- api config)" || { git status --porcelain -- api config; git diff -- api config; echo "make manifests generate changed files: commit them"; exit 1; }
+
+.PHONY: check-deps
+check-deps: ## Build the pinned libraries (trivy, cosign, ...) together; slow (10+ min cold), not part of test.
+	go build -tags deps ./internal/deps
 
 .PHONY: envtest-assets
 envtest-assets: ## Build (once) kube-apiserver and etcd for envtest; prints their folder.

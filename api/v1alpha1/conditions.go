@@ -42,12 +42,16 @@ const (
 	InsecureNotAllowedReason = "InsecureNotAllowed"
 	// HostNotAllowedReason: the registry host is not in the manager's list of allowed hosts.
 	HostNotAllowedReason = "HostNotAllowed"
+	// ReadFailedReason: reading a referenced object from the API server failed; transient, retried
+	// with backoff.
+	ReadFailedReason = "ReadFailed"
 	// InvalidSpecReason: the spec passed admission but cannot work (for example a URL that does not
 	// parse); the message says which field.
 	InvalidSpecReason = "InvalidSpec"
 
-	// VerdictPendingReason: the ImageAttestation has no current verdict yet.
-	VerdictPendingReason = "VerdictPending"
+	// PendingReason: the object's goal is not reached yet and work goes on (for an ImageAttestation:
+	// no current verdict yet); Ready is Unknown meanwhile.
+	PendingReason = "Pending"
 	// NotVerifiedReason: signatures have not been verified for this digest yet.
 	NotVerifiedReason = "NotVerified"
 	// NotScannedReason: the digest has not been scanned yet.

@@ -16,7 +16,7 @@ import (
 )
 
 // ImageAttestationReconciler reconciles an ImageAttestation: the verdict for one digest. Until a
-// verdict exists the object says so (Ready=False, VerdictPending), never that the image passed.
+// verdict exists the object says so (Ready=Unknown, reason Pending), never that the image passed.
 type ImageAttestationReconciler struct {
 	client.Client
 	Options Options
@@ -48,7 +48,7 @@ func (r *ImageAttestationReconciler) reconcile(ctx context.Context, obj *v1alpha
 		return o, err
 	}
 	initDomainConditions(obj)
-	return pending(v1alpha1.VerdictPendingReason, "no verdict yet for %s@%s", obj.Spec.Repository, obj.Spec.Digest), nil
+	return pending(v1alpha1.PendingReason, "no verdict yet for %s@%s", obj.Spec.Repository, obj.Spec.Digest), nil
 }
 
 // initDomainConditions sets each domain condition to Unknown when it is absent, so that a reader

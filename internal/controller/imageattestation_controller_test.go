@@ -33,8 +33,9 @@ func TestImageAttestationStatus(t *testing.T) {
 	if err := k8sClient.Create(ctx, reg); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, img, "VerdictPending", func(i *v1alpha1.ImageAttestation) bool {
-		return hasCondition(i, v1alpha1.ReconcilingCondition, metav1.ConditionTrue, v1alpha1.VerdictPendingReason)
+	waitFor(t, img, "Pending", func(i *v1alpha1.ImageAttestation) bool {
+		return hasCondition(i, v1alpha1.ReconcilingCondition, metav1.ConditionTrue, v1alpha1.PendingReason) &&
+			hasCondition(i, v1alpha1.ReadyCondition, metav1.ConditionUnknown, v1alpha1.PendingReason)
 	})
 	if res := kstatusOf(t, img); res.Status != status.InProgressStatus {
 		t.Fatalf("kstatus %s, want InProgress", res.Status)

@@ -150,7 +150,7 @@ func getSecret(ctx context.Context, c client.Reader, ns, name string) (*corev1.S
 	case apierrors.IsNotFound(err):
 		return nil, stalled(v1alpha1.SecretNotFoundReason, "Secret %q not found in namespace %q", name, ns), false, nil
 	case err != nil:
-		return nil, failed("SecretReadFailed", fmt.Errorf("reading Secret %q: %w", name, err)), false, err
+		return nil, failed(v1alpha1.ReadFailedReason, fmt.Errorf("reading Secret %q: %w", name, err)), false, err
 	}
 	return s, outcome{}, true, nil
 }

@@ -52,7 +52,7 @@ func (r *RepositoryPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Req
 }
 
 func (r *RepositoryPolicyReconciler) reconcile(ctx context.Context, obj *v1alpha1.RepositoryPolicy) (outcome, error) {
-	if o, ok, err := r.checkRegistry(ctx, obj); !ok || err != nil {
+	if o, ok, err := checkRegistryRef(ctx, r.Client, obj.Namespace, obj.Spec.RegistryRef.Name); !ok || err != nil {
 		return o, err
 	}
 	if obj.Spec.Verification != nil {
@@ -65,11 +65,6 @@ func (r *RepositoryPolicyReconciler) reconcile(ctx context.Context, obj *v1alpha
 	return ready(v1alpha1.SucceededReason, "RepositoryPolicy is valid"), nil
 }
 
-// checkRegistry checks that spec.registryRef names a Registry in the policy's namespace.
-func (r *RepositoryPolicyReconciler) checkRegistry(ctx context.Context, obj *v1alpha1.RepositoryPolicy) (outcome, bool, error) {
-	return checkRegistryRef(ctx, r.Client, obj.Namespace, obj.Spec.RegistryRef.Name)
-}
-
 // checkRegistryRef stalls when the named Registry does not exist (a watch re-queues when it appears).
 func checkRegistryRef(ctx context.Context, c client.Reader, ns, name string) (outcome, bool, error) {
 	err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &v1alpha1.Registry{})
@@ -77,7 +72,7 @@ func checkRegistryRef(ctx context.Context, c client.Reader, ns, name string) (ou
 	case apierrors.IsNotFound(err):
 		return stalled(v1alpha1.RegistryNotFoundReason, "Registry %q not found in namespace %q", name, ns), false, nil
 	case err != nil:
-		return failed("RegistryReadFailed", err), false, err
+		return failed(v1alpha1.ReadFailedReason, fmt.Errorf("reading Registry %q: %w", name, err)), false, err
 	}
 	return outcome{}, true, nil
 }
@@ -130,7 +125,7 @@ func (r *RepositoryPolicyReconciler) checkTrustedRoot(ctx context.Context, ns, a
 		case apierrors.IsNotFound(err):
 			return stalled(v1alpha1.ConfigMapNotFoundReason, "ConfigMap %q not found in namespace %q", ref.Name, ns), false, nil
 		case err != nil:
-			return failed("ConfigMapReadFailed", err), false, err
+			return failed(v1alpha1.ReadFailedReason, fmt.Errorf("reading ConfigMap %q: %w", ref.Name, err)), false, err
 		}
 		data = []byte(cm.Data[key])
 	}

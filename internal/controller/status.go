@@ -32,7 +32,7 @@ const (
 	outcomeStalled
 	// outcomeSuspended: spec.suspend is set; final for this generation, Ready=False.
 	outcomeSuspended
-	// outcomePending: work goes on (Reconciling=True); not final.
+	// outcomePending: work goes on (Ready=Unknown, Reconciling=True); not final.
 	outcomePending
 	// outcomeFailed: a transient failure; Ready=False, Reconciling=True, the error is returned so that
 	// controller-runtime backs off.
@@ -90,7 +90,11 @@ func applyOutcome(obj statusObject, o outcome) {
 		apimeta.RemoveStatusCondition(&conds, v1alpha1.StalledCondition)
 		obj.SetObservedGeneration(gen)
 	case outcomePending, outcomeFailed:
-		set(v1alpha1.ReadyCondition, metav1.ConditionFalse)
+		readyStatus := metav1.ConditionFalse
+		if o.kind == outcomePending {
+			readyStatus = metav1.ConditionUnknown
+		}
+		set(v1alpha1.ReadyCondition, readyStatus)
 		set(v1alpha1.ReconcilingCondition, metav1.ConditionTrue)
 		apimeta.RemoveStatusCondition(&conds, v1alpha1.StalledCondition)
 	}

@@ -1,0 +1,38 @@
+package controller
+
+import (
+	"path/filepath"
+	"slices"
+	"testing"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+)
+
+// TestManagerRoleLeastPrivilege reads the ClusterRole generated from the +kubebuilder:rbac markers
+// and checks the least-privilege rules: no wildcard, Secrets and ConfigMaps read-only, and no write
+// outside our own kinds and events.
+func TestManagerRoleLeastPrivilege(t *testing.T) {
+	var role rbacv1.ClusterRole
+	readYAML(t, filepath.Join("..", "..", "config", "rbac", "role.yaml"), &role)
+	if len(role.Rules) == 0 {
+		t.Fatal("config/rbac/role.yaml has no rules")
+	}
+	writeVerbs := []string{"create", "update", "patch", "delete", "deletecollection", "*"}
+	for _, r := range role.Rules {
+		if slices.Contains(r.APIGroups, "*") || slices.Contains(r.Resources, "*") || slices.Contains(r.Verbs, "*") {
+			t.Errorf("wildcard in rule %+v", r)
+		}
+		writes := slices.ContainsFunc(r.Verbs, func(v string) bool { return slices.Contains(writeVerbs, v) })
+		for _, res := range r.Resources {
+			switch {
+			case res == "secrets" || res == "configmaps":
+				if writes {
+					t.Errorf("%s must be read-only, rule grants %v", res, r.Verbs)
+				}
+			case res == "events":
+			case writes && !(len(r.APIGroups) == 1 && r.APIGroups[0] == "registry.portcullis.dev"):
+				t.Errorf("write access to %s in groups %v is beyond our kinds and events", res, r.APIGroups)
+			}
+		}
+	}
+}

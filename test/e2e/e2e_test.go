@@ -1,0 +1,160 @@
+// Package e2e runs the real manager binary, built from cmd/, as a separate process against a real
+// control plane (envtest's kube-apiserver + etcd), and checks what a user sees through the API.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+)
+
+// TestManagerBinary builds bin/manager, runs it with a kubeconfig as `make run` does, and checks
+// readiness, a Registry reaching Ready, a Registry stalled by the --allowed-registry-hosts flag, and a
+// clean exit on SIGTERM.
+func TestManagerBinary(t *testing.T) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set: run with `make test`")
+	}
+	dir := t.TempDir()
+	manager := filepath.Join(dir, "manager")
+	build := exec.Command("go", "build", "-o", manager, "../../cmd")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the manager: %v\n%s", err, out)
+	}
+
+	env := &envtest.Environment{CRDDirectoryPaths: []string{"../../config/crd/bases"}, ErrorIfCRDPathMissing: true}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	user, err := env.AddUser(envtest.User{Name: "e2e-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	probe := freeAddr(t)
+	cmd := exec.Command(manager, "--health-probe-bind-address="+probe, "--allowed-registry-hosts=127.0.0.1,*.allowed.test",
+		"--cache-dir="+filepath.Join(dir, "cache"))
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	logs, err := os.Create(filepath.Join(dir, "manager.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		if t.Failed() {
+			data, _ := os.ReadFile(logs.Name())
+			t.Logf("manager log:\n%s", data)
+		}
+	})
+
+	waitUntil(t, "manager /readyz", func() bool {
+		resp, err := http.Get("http://" + probe + "/readyz")
+		if err != nil {
+			return false
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = v1alpha1.AddToScheme(scheme)
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "e2e"}}
+	if err := c.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	for name, url := range map[string]string{"local": "http://127.0.0.1:5000", "elsewhere": "https://registry.example.com"} {
+		reg := &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "e2e"},
+			Spec: v1alpha1.RegistrySpec{URL: url, Insecure: url[:5] == "http:"}}
+		if err := c.Create(ctx, reg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "Registry local Ready and elsewhere Stalled HostNotAllowed", func() bool {
+		return conditionIs(ctx, c, "local", v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.SucceededReason) &&
+			conditionIs(ctx, c, "elsewhere", v1alpha1.StalledCondition, metav1.ConditionTrue, v1alpha1.HostNotAllowedReason)
+	})
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("manager exited with %v after SIGTERM, want 0", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("manager did not exit within 15s of SIGTERM")
+	}
+}
+
+func conditionIs(ctx context.Context, c client.Client, name, typ string, s metav1.ConditionStatus, reason string) bool {
+	reg := &v1alpha1.Registry{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "e2e", Name: name}, reg); err != nil {
+		return false
+	}
+	cond := apimeta.FindStatusCondition(reg.Status.Conditions, typ)
+	return cond != nil && cond.Status == s && cond.Reason == reason && reg.Status.ObservedGeneration == reg.Generation
+}
+
+func waitUntil(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return fmt.Sprintf("127.0.0.1:%d", l.Addr().(*net.TCPAddr).Port)
+}
