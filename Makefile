@@ -10,6 +10,8 @@ export PORTCULLIS_CACHE
 
 CONTROLLER_TOOLS_VERSION ?= v0.21.0
 KUSTOMIZE_VERSION ?= v5.8.1
+DISTRIBUTION_VERSION ?= v3.1.2
+REGISTRY_BIN ?= $(PORTCULLIS_CACHE)/bin/registry-$(DISTRIBUTION_VERSION)/registry
 CONTROLLER_GEN ?= $(PORTCULLIS_CACHE)/bin/controller-gen-$(CONTROLLER_TOOLS_VERSION)/controller-gen
 KUSTOMIZE ?= $(PORTCULLIS_CACHE)/bin/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 
@@ -62,8 +64,8 @@ envtest-assets: ## Build (once) kube-apiserver and etcd for envtest; prints thei
 	@hack/envtest-assets.sh
 
 .PHONY: test
-test: manifests generate vet ## Run all tests against a real kube-apiserver + etcd (built once, cached).
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(TESTFLAGS) $(PKGS)
+test: manifests generate vet $(REGISTRY_BIN) ## Run all tests against a real kube-apiserver + etcd and a real registry (built once, cached).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" go test $(TESTFLAGS) $(PKGS)
 
 ##@ Build
 
@@ -106,10 +108,14 @@ build-installer: manifests $(KUSTOMIZE) ## Write dist/install.yaml (CRDs, RBAC, 
 ##@ Tools
 
 .PHONY: tools
-tools: $(CONTROLLER_GEN) $(KUSTOMIZE) ## Install controller-gen and kustomize into the cache.
+tools: $(CONTROLLER_GEN) $(KUSTOMIZE) $(REGISTRY_BIN) ## Install controller-gen, kustomize and the CNCF Distribution registry into the cache.
 
 $(CONTROLLER_GEN):
 	GOBIN=$(dir $@) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+
+# The CNCF Distribution registry (tests and `make run`): built from Go modules, a few minutes cold.
+$(REGISTRY_BIN):
+	GOBIN=$(dir $@) go install github.com/distribution/distribution/v3/cmd/registry@$(DISTRIBUTION_VERSION)
 
 $(KUSTOMIZE):
 	GOBIN=$(dir $@) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)

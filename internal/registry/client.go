@@ -1,0 +1,314 @@
+// Package registry is Portcullis's only speaker of the OCI distribution protocol
+// (https://github.com/opencontainers/distribution-spec/blob/main/spec.md), on go-containerregistry:
+// repository and tag listing with paging, tag-to-digest resolution, index children, credentials from
+// Secrets, and polite HTTP (rate limit, Retry-After, size limits, request counters). Every error wraps
+// one of the Err* kinds.
+package registry
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/time/rate"
+)
+
+// Defaults of Config.
+const (
+	DefaultRequestsPerSecond = 20
+	DefaultMaxBody           = 4 << 20 // 4 MiB: the distribution spec's recommended manifest size limit
+	DefaultPageSize          = 100
+	DefaultMaxPages          = 1000
+	DefaultMaxRetries        = 3
+	DefaultRetryBase         = time.Second
+	DefaultMaxRetryWait      = 30 * time.Second
+)
+
+// Config configures a Client for one registry.
+type Config struct {
+	// URL is the registry's API root: scheme and host[:port], e.g. https://registry.example.com.
+	URL string
+	// Insecure allows plain http. The caller decides whether that is permitted.
+	Insecure bool
+	// Auth authenticates requests; nil is anonymous. Bearer tokens are fetched as the registry's
+	// WWW-Authenticate challenge asks.
+	Auth authn.Authenticator
+	// CAPEM holds extra PEM CA certificates to trust besides the system roots.
+	CAPEM []byte
+	// MetricsName labels the request counter, normally "<namespace>/<name>" of the Registry.
+	MetricsName string
+	// RequestsPerSecond caps the request rate to this registry (default 20; burst the same).
+	RequestsPerSecond float64
+	// MaxBody caps every response body, in bytes (default 4 MiB).
+	MaxBody int64
+	// PageSize is the `n` asked for when paging catalog and tags (default 100).
+	PageSize int
+	// MaxPages stops paging after this many pages with ErrInvalidResponse (default 1000).
+	MaxPages int
+	// MaxRetries is how often a 429/502/503/504 is retried (default 3); RetryBase the first backoff
+	// when no Retry-After is given (default 1s, doubling); MaxRetryWait the longest wait honoured
+	// (default 30s; a longer Retry-After fails the request with ErrRateLimited).
+	MaxRetries   int
+	RetryBase    time.Duration
+	MaxRetryWait time.Duration
+}
+
+// Client lists one registry. It is safe for concurrent use; keep one per Registry across passes so
+// that bearer tokens and connections are reused.
+type Client struct {
+	reg      name.Registry
+	nameOpts []name.Option
+	puller   *remote.Puller
+	pageSize int
+	maxPages int
+}
+
+// New builds a Client. It fails when the URL does not parse or the CA bundle holds no certificate.
+func New(cfg Config) (*Client, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("registry URL %q: want scheme://host[:port]", cfg.URL)
+	}
+	var nameOpts []name.Option
+	if u.Scheme == "http" {
+		if !cfg.Insecure {
+			return nil, fmt.Errorf("registry URL %q is plain http but insecure is not set", cfg.URL)
+		}
+		nameOpts = append(nameOpts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(u.Host, nameOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("registry host %q: %w", u.Host, err)
+	}
+	base, err := httpTransport(cfg.CAPEM)
+	if err != nil {
+		return nil, err
+	}
+	def := func(v, d float64) float64 {
+		if v <= 0 {
+			return d
+		}
+		return v
+	}
+	rps := def(cfg.RequestsPerSecond, DefaultRequestsPerSecond)
+	t := &politeTransport{
+		base:       base,
+		limiter:    rate.NewLimiter(rate.Limit(rps), max(1, int(rps))),
+		maxBody:    int64(def(float64(cfg.MaxBody), DefaultMaxBody)),
+		maxRetries: int(def(float64(cfg.MaxRetries), DefaultMaxRetries)),
+		retryBase:  time.Duration(def(float64(cfg.RetryBase), float64(DefaultRetryBase))),
+		maxWait:    time.Duration(def(float64(cfg.MaxRetryWait), float64(DefaultMaxRetryWait))),
+		registry:   cfg.MetricsName,
+		now:        time.Now,
+	}
+	auth := cfg.Auth
+	if auth == nil {
+		auth = authn.Anonymous
+	}
+	pageSize := int(def(float64(cfg.PageSize), DefaultPageSize))
+	puller, err := remote.NewPuller(
+		remote.WithTransport(t),
+		remote.WithAuth(auth),
+		remote.WithUserAgent("portcullis"),
+		remote.WithPageSize(pageSize),
+		// politeTransport retries; go-containerregistry's own retries would multiply requests.
+		remote.WithRetryStatusCodes(),
+		remote.WithRetryPredicate(func(error) bool { return false }),
+	)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{reg: reg, nameOpts: nameOpts, puller: puller, pageSize: pageSize,
+		maxPages: int(def(float64(cfg.MaxPages), DefaultMaxPages))}, nil
+}
+
+func httpTransport(caPEM []byte) (*http.Transport, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if len(caPEM) > 0 && !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("CA bundle holds no PEM certificate")
+	}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		MaxIdleConnsPerHost:   8,
+		IdleConnTimeout:       90 * time.Second,
+	}, nil
+}
+
+// Repositories lists the registry's catalog (`GET /v2/_catalog`), following `Link: <...>;
+// rel="next"` pages. A page that repeats an earlier next link, or more than MaxPages pages, fails
+// with ErrInvalidResponse.
+func (c *Client) Repositories(ctx context.Context) ([]string, error) {
+	pager, err := c.puller.Catalogger(ctx, c.reg)
+	if err != nil {
+		return nil, classify("listing the catalog", err)
+	}
+	var repos []string
+	seen := map[string]bool{}
+	for pages := 0; pager.HasNext(); pages++ {
+		if pages >= c.maxPages {
+			return nil, classify("listing the catalog", fmt.Errorf("%w: more than %d pages", ErrInvalidResponse, c.maxPages))
+		}
+		page, err := pager.Next(ctx)
+		if err != nil {
+			return nil, classify("listing the catalog", err)
+		}
+		if page.Next != "" && seen[page.Next] {
+			return nil, classify("listing the catalog", fmt.Errorf("%w: the next-page link %s repeats", ErrInvalidResponse, page.Next))
+		}
+		seen[page.Next] = true
+		repos = append(repos, page.Repos...)
+	}
+	return repos, nil
+}
+
+// Tags lists a repository's tags (`GET /v2/<name>/tags/list`) with the same paging rules as
+// Repositories. A repository that does not exist fails with ErrNotFound.
+func (c *Client) Tags(ctx context.Context, repository string) ([]string, error) {
+	op := "listing tags of " + repository
+	repo, err := c.repo(repository)
+	if err != nil {
+		return nil, classify(op, err)
+	}
+	pager, err := c.puller.Lister(ctx, repo)
+	if err != nil {
+		return nil, classify(op, err)
+	}
+	var tags []string
+	seen := map[string]bool{}
+	for pages := 0; pager.HasNext(); pages++ {
+		if pages >= c.maxPages {
+			return nil, classify(op, fmt.Errorf("%w: more than %d pages", ErrInvalidResponse, c.maxPages))
+		}
+		page, err := pager.Next(ctx)
+		if err != nil {
+			return nil, classify(op, err)
+		}
+		if page.Next != "" && seen[page.Next] {
+			return nil, classify(op, fmt.Errorf("%w: the next-page link %s repeats", ErrInvalidResponse, page.Next))
+		}
+		seen[page.Next] = true
+		tags = append(tags, page.Tags...)
+	}
+	return tags, nil
+}
+
+// Manifest is what a tag points at.
+type Manifest struct {
+	// Digest of the manifest or index, e.g. sha256:...
+	Digest string
+	// MediaType of the manifest (OCI or Docker, image or index).
+	MediaType string
+}
+
+// IsIndex reports whether the manifest is an OCI image index or a Docker manifest list.
+func (m Manifest) IsIndex() bool { return types.MediaType(m.MediaType).IsIndex() }
+
+// acceptable are the manifest media types asked for in the Accept header of a resolution.
+var acceptable = []types.MediaType{types.OCIImageIndex, types.OCIManifestSchema1, types.DockerManifestList, types.DockerManifestSchema2}
+
+// Resolve returns the digest a tag points at, with one `HEAD /v2/<name>/manifests/<tag>` carrying
+// the Accept types for OCI index, OCI manifest, Docker manifest list and Docker v2 manifest; when the
+// HEAD gives no usable digest (some registries omit Docker-Content-Digest) it falls back to GET and
+// computes the digest from the body.
+func (c *Client) Resolve(ctx context.Context, repository, tag string) (Manifest, error) {
+	op := fmt.Sprintf("resolving %s:%s", repository, tag)
+	ref, err := c.ref(repository, ":"+tag)
+	if err != nil {
+		return Manifest{}, classify(op, err)
+	}
+	desc, err := c.puller.Head(ctx, ref)
+	if err == nil {
+		return Manifest{Digest: desc.Digest.String(), MediaType: string(desc.MediaType)}, nil
+	}
+	if k := kindOf(err); k != ErrInvalidResponse {
+		return Manifest{}, classify(op, err) // 401, 404, 429, 5xx, timeouts: a GET would fare no better
+	}
+	got, gerr := c.puller.Get(ctx, ref)
+	if gerr != nil {
+		return Manifest{}, classify(op, gerr)
+	}
+	return Manifest{Digest: got.Digest.String(), MediaType: string(got.MediaType)}, nil
+}
+
+// Platform is one child manifest of an index.
+type Platform struct {
+	// Digest of the child manifest.
+	Digest string
+	// Platform as os/architecture[/variant], empty when the index does not say.
+	Platform string
+}
+
+// Platforms fetches an index by digest and returns its children. The body's digest is checked
+// against the one asked for.
+func (c *Client) Platforms(ctx context.Context, repository, digest string) ([]Platform, error) {
+	op := fmt.Sprintf("reading index %s@%s", repository, digest)
+	ref, err := c.ref(repository, "@"+digest)
+	if err != nil {
+		return nil, classify(op, err)
+	}
+	desc, err := c.puller.Get(ctx, ref)
+	if err != nil {
+		return nil, classify(op, err)
+	}
+	if !desc.MediaType.IsIndex() {
+		return nil, nil
+	}
+	idx, err := desc.ImageIndex()
+	if err != nil {
+		return nil, classify(op, err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, classify(op, err)
+	}
+	out := make([]Platform, 0, len(im.Manifests))
+	for _, m := range im.Manifests {
+		out = append(out, Platform{Digest: m.Digest.String(), Platform: platformString(m.Platform)})
+	}
+	return out, nil
+}
+
+func platformString(p *v1.Platform) string {
+	if p == nil {
+		return ""
+	}
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+func (c *Client) repo(repository string) (name.Repository, error) {
+	r, err := name.NewRepository(c.reg.RegistryStr()+"/"+repository, c.nameOpts...)
+	if err != nil {
+		return name.Repository{}, fmt.Errorf("%w: repository name %q: %w", ErrInvalidResponse, repository, err)
+	}
+	return r, nil
+}
+
+func (c *Client) ref(repository, suffix string) (name.Reference, error) {
+	r, err := name.ParseReference(c.reg.RegistryStr()+"/"+repository+suffix, c.nameOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reference %s%s: %w", ErrInvalidResponse, repository, suffix, err)
+	}
+	return r, nil
+}

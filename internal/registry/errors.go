@@ -1,0 +1,88 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// Error kinds. Every error a Client returns wraps exactly one of them, so callers branch with
+// errors.Is and never on message text.
+var (
+	// ErrUnauthorized: the registry refused the credentials (401, 403, or a failed token exchange).
+	ErrUnauthorized = errors.New("registry refused the credentials")
+	// ErrNotFound: the repository, tag or manifest does not exist (404).
+	ErrNotFound = errors.New("not found in the registry")
+	// ErrRateLimited: the registry kept answering 429 after Retry-After and backoff.
+	ErrRateLimited = errors.New("registry rate limit")
+	// ErrUnavailable: the registry could not be reached or answered 5xx.
+	ErrUnavailable = errors.New("registry unavailable")
+	// ErrTimeout: the pass's deadline passed.
+	ErrTimeout = errors.New("registry request timed out")
+	// ErrInvalidResponse: the registry answered something that breaks the distribution spec (bad
+	// JSON, a digest that does not match the content, endless paging, an unexpected status).
+	ErrInvalidResponse = errors.New("invalid registry response")
+	// ErrTooLarge: a response body was over the size limit (4 MiB, the distribution spec's
+	// recommended manifest limit).
+	ErrTooLarge = errors.New("registry response too large")
+)
+
+// classify wraps err with its kind. op says what was being done ("listing tags of team-a/api").
+// Messages never carry credentials: go-containerregistry puts none in its errors, and request URLs
+// hold no secrets.
+func classify(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	kind := kindOf(err)
+	if errors.Is(err, kind) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return fmt.Errorf("%s: %w: %w", op, kind, err)
+}
+
+func kindOf(err error) error {
+	for _, k := range []error{ErrUnauthorized, ErrNotFound, ErrRateLimited, ErrUnavailable, ErrTimeout, ErrInvalidResponse, ErrTooLarge} {
+		if errors.Is(err, k) {
+			return k
+		}
+	}
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		switch code := terr.StatusCode; {
+		case code == http.StatusUnauthorized || code == http.StatusForbidden:
+			return ErrUnauthorized
+		case code == http.StatusNotFound:
+			return ErrNotFound
+		case code == http.StatusTooManyRequests:
+			return ErrRateLimited
+		case code >= 500:
+			return ErrUnavailable
+		default:
+			return ErrInvalidResponse
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return ErrTimeout
+	}
+	var nerr net.Error
+	if errors.As(err, &nerr) && nerr.Timeout() {
+		return ErrTimeout
+	}
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &syn) || errors.As(err, &typ) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return ErrInvalidResponse
+	}
+	var operr *net.OpError
+	if errors.As(err, &operr) || errors.Is(err, io.EOF) {
+		return ErrUnavailable
+	}
+	return ErrInvalidResponse
+}

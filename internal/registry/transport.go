@@ -1,0 +1,121 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// politeTransport is the HTTP layer under go-containerregistry for one Registry: a request rate
+// limit, retries of 429/502/503/504 that honour Retry-After (RFC 9110 section 10.2.3) and otherwise
+// back off exponentially, a size limit on every response body, and a request counter.
+type politeTransport struct {
+	base       http.RoundTripper
+	limiter    *rate.Limiter
+	maxBody    int64
+	maxRetries int
+	retryBase  time.Duration
+	maxWait    time.Duration
+	registry   string // metrics label: namespace/name
+	now        func() time.Time
+}
+
+func (t *politeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	for attempt := 0; ; attempt++ {
+		if err := t.limiter.Wait(ctx); err != nil {
+			return nil, fmt.Errorf("%w: waiting for the request rate limit: %w", ErrTimeout, err)
+		}
+		resp, err := t.base.RoundTrip(req)
+		code := 0
+		if resp != nil {
+			code = resp.StatusCode
+		}
+		requestsTotal.WithLabelValues(t.registry, requestKind(req.URL.Path), codeLabel(code)).Inc()
+		if err != nil {
+			return nil, err
+		}
+		if retryable(resp.StatusCode) && attempt < t.maxRetries && (req.Method == http.MethodGet || req.Method == http.MethodHead) {
+			wait := t.backoff(attempt, resp.Header.Get("Retry-After"))
+			if wait <= t.maxWait {
+				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+				_ = resp.Body.Close()
+				if err := sleep(ctx, wait); err != nil {
+					return nil, fmt.Errorf("%w: waiting %s to retry after HTTP %d: %w", ErrTimeout, wait, resp.StatusCode, err)
+				}
+				continue
+			}
+		}
+		if req.Method != http.MethodHead && resp.ContentLength > t.maxBody {
+			_ = resp.Body.Close()
+			return nil, fmt.Errorf("%w: %s %s: Content-Length %d over the %d-byte limit", ErrTooLarge, req.Method, req.URL.Path, resp.ContentLength, t.maxBody)
+		}
+		resp.Body = &limitedBody{rc: resp.Body, remaining: t.maxBody, limit: t.maxBody}
+		return resp, nil
+	}
+}
+
+func retryable(code int) bool {
+	switch code {
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// backoff is the Retry-After delay when the header gives one (seconds or an HTTP date), else
+// retryBase * 2^attempt.
+func (t *politeTransport) backoff(attempt int, retryAfter string) time.Duration {
+	if retryAfter != "" {
+		if s, err := strconv.Atoi(retryAfter); err == nil && s >= 0 {
+			return time.Duration(s) * time.Second
+		}
+		if at, err := http.ParseTime(retryAfter); err == nil {
+			if d := at.Sub(t.now()); d > 0 {
+				return d
+			}
+			return 0
+		}
+	}
+	return t.retryBase << attempt
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return nil
+	}
+}
+
+// limitedBody fails with ErrTooLarge once more than limit bytes were read, instead of silently
+// truncating (which would surface as a confusing JSON or digest error).
+type limitedBody struct {
+	rc               io.ReadCloser
+	remaining, limit int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.remaining < 0 {
+		return 0, fmt.Errorf("%w: body over the %d-byte limit", ErrTooLarge, b.limit)
+	}
+	if int64(len(p)) > b.remaining+1 {
+		p = p[:b.remaining+1]
+	}
+	n, err := b.rc.Read(p)
+	b.remaining -= int64(n)
+	if b.remaining < 0 {
+		return 0, fmt.Errorf("%w: body over the %d-byte limit", ErrTooLarge, b.limit)
+	}
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.rc.Close() }
