@@ -49,6 +49,21 @@ const (
 	// parse); the message says which field.
 	InvalidSpecReason = "InvalidSpec"
 
+	// AuthenticationFailedReason: the registry refused the credentials; the last known inventory is
+	// kept.
+	AuthenticationFailedReason = "AuthenticationFailed"
+	// RateLimitedReason: the registry kept rate-limiting after Retry-After and backoff; the last known
+	// inventory is kept.
+	RateLimitedReason = "RateLimited"
+	// RegistryUnavailableReason: the registry could not be reached, answered 5xx or timed out; the
+	// last known inventory is kept.
+	RegistryUnavailableReason = "RegistryUnavailable"
+	// InvalidResponseReason: the registry answered something that breaks the distribution spec (bad
+	// JSON, endless paging, an oversize body); the last known inventory is kept.
+	InvalidResponseReason = "InvalidResponse"
+	// InventoryWriteFailedReason: creating, updating or deleting ImageAttestations failed; retried.
+	InventoryWriteFailedReason = "InventoryWriteFailed"
+
 	// PendingReason: the object's goal is not reached yet and work goes on (for an ImageAttestation:
 	// no current verdict yet); Ready is Unknown meanwhile.
 	PendingReason = "Pending"

@@ -40,6 +40,31 @@ type ImageAttestationSpec struct {
 	// +listType=set
 	// +optional
 	Tags []string `json:"tags,omitempty"`
+
+	// MediaType of the manifest: an OCI or Docker image manifest, or an OCI image index or Docker
+	// manifest list.
+	// +kubebuilder:validation:MaxLength=255
+	// +optional
+	MediaType string `json:"mediaType,omitempty"`
+
+	// Platforms lists, for an index, the platform manifests it contains, in index order.
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	// +optional
+	Platforms []PlatformManifest `json:"platforms,omitempty"`
+}
+
+// PlatformManifest is one child manifest of an image index.
+type PlatformManifest struct {
+	// Digest of the platform manifest.
+	// +kubebuilder:validation:Pattern="^sha256:[a-f0-9]{64}$|^sha512:[a-f0-9]{128}$"
+	// +required
+	Digest string `json:"digest"`
+
+	// Platform as os/architecture[/variant], e.g. linux/arm64/v8; empty when the index does not say.
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	Platform string `json:"platform,omitempty"`
 }
 
 // SignatureResult is the outcome of one authority of one policy for the digest.

@@ -108,15 +108,19 @@ type RegistryStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// LastSyncTime is when the registry was last listed completely.
+	// LastSyncTime is when a listing last changed the inventory or the status. A listing that finds
+	// nothing new writes nothing (not even this field), so an unchanged registry costs the API server
+	// no write; the metric portcullis_registry_requests_total shows the listings themselves.
 	// +optional
 	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
 
-	// RepositoryCount is the number of repositories found by the last complete listing.
+	// RepositoryCount is the number of repositories the last listing found (after
+	// spec.repositories).
 	// +optional
 	RepositoryCount int32 `json:"repositoryCount,omitempty"`
 
-	// ImageCount is the number of distinct (repository, digest) pairs found by the last complete listing.
+	// ImageCount is the number of ImageAttestations the Registry keeps: distinct (repository, digest)
+	// pairs that some RepositoryPolicy selects.
 	// +optional
 	ImageCount int32 `json:"imageCount,omitempty"`
 }

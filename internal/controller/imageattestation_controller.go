@@ -44,10 +44,10 @@ func (r *ImageAttestationReconciler) Reconcile(ctx context.Context, req ctrl.Req
 }
 
 func (r *ImageAttestationReconciler) reconcile(ctx context.Context, obj *v1alpha1.ImageAttestation) (outcome, error) {
+	initDomainConditions(obj)
 	if o, ok, err := checkRegistryRef(ctx, r.Client, obj.Namespace, obj.Spec.RegistryRef.Name); !ok || err != nil {
 		return o, err
 	}
-	initDomainConditions(obj)
 	return pending(v1alpha1.PendingReason, "no verdict yet for %s@%s", obj.Spec.Repository, obj.Spec.Digest), nil
 }
 

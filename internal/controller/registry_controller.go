@@ -2,15 +2,12 @@ package controller
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"net/url"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -18,6 +15,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/registry"
 )
 
 // ReconcileRequestAnnotation, set to any new value (e.g. a timestamp) on a Registry, asks for an
@@ -25,26 +24,45 @@ import (
 // registry.portcullis.dev/reconcile-request="$(date +%s)" --overwrite`.
 const ReconcileRequestAnnotation = "registry.portcullis.dev/reconcile-request"
 
+// Defaults of RegistrySpec, as the CRD sets them (for objects written before a default existed).
+const (
+	defaultInterval = 10 * time.Minute
+	defaultTimeout  = 5 * time.Minute
+)
+
 // RegistryReconciler reconciles a Registry: it checks that the spec can work (host allowed, http only
-// where allowed, credentials and CA Secrets usable) and, in later passes, lists the registry.
+// where allowed, credentials and CA usable), lists the registry every interval, and keeps exactly one
+// ImageAttestation per (repository, digest) that some RepositoryPolicy selects.
 type RegistryReconciler struct {
 	client.Client
 	// APIReader reads Secrets uncached, so the manager never caches every Secret in the cluster.
 	APIReader client.Reader
 	Options   Options
+	// clients keeps one registry client per Registry across passes, so tokens and connections are
+	// reused.
+	clients clientCache
 }
 
 // +kubebuilder:rbac:groups=registry.portcullis.dev,resources=registries,verbs=get;list;watch
 // +kubebuilder:rbac:groups=registry.portcullis.dev,resources=registries/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile runs one pass for a Registry and writes its status with at most one patch.
+// Reconcile runs one pass for a Registry and writes its status with at most one patch (two when the
+// generation is new: Reconciling is shown before the registry is listed).
 func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	obj := &v1alpha1.Registry{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			r.clients.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if obj.Status.ObservedGeneration != obj.Generation && !obj.Spec.Suspend {
+		base := obj.DeepCopy()
+		applyOutcome(obj, pending(v1alpha1.ProgressingReason, "listing the registry for generation %d", obj.Generation))
+		if err := patchStatus(ctx, r.Client, obj, base); err != nil {
+			return ctrl.Result{}, fmt.Errorf("patching status: %w", err)
+		}
 	}
 	base := obj.DeepCopy()
 	defer func() {
@@ -55,7 +73,11 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 
 	o, err := r.reconcile(ctx, obj)
 	applyOutcome(obj, o)
-	if err != nil || o.kind == outcomeFailed {
+	if !equalStatus(obj, base) {
+		now := metav1.Now()
+		obj.Status.LastSyncTime = &now
+	}
+	if err != nil {
 		return ctrl.Result{}, err
 	}
 	if o.kind == outcomeReady {
@@ -64,95 +86,99 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	return ctrl.Result{}, nil
 }
 
-// reconcile is the flat list of steps of one pass. A returned error is transient.
+// reconcile is the flat list of steps of one pass. A returned error is transient (backoff).
 func (r *RegistryReconciler) reconcile(ctx context.Context, obj *v1alpha1.Registry) (outcome, error) {
 	if obj.Spec.Suspend {
 		return outcome{kind: outcomeSuspended, reason: v1alpha1.SuspendedReason, message: "spec.suspend is true: the registry is not listed"}, nil
 	}
-	if o, ok := r.checkEndpoint(obj); !ok {
-		return o, nil
-	}
-	if o, ok, err := r.checkCredentials(ctx, obj); !ok || err != nil {
+	cfg, o, ok, err := r.clientConfig(ctx, obj)
+	if !ok || err != nil {
 		return o, err
 	}
-	if o, ok, err := r.checkCA(ctx, obj); !ok || err != nil {
+	if p := policy.InvalidPattern(obj.Spec.Repositories.Include, obj.Spec.Repositories.Exclude); p != "" {
+		return stalled(v1alpha1.InvalidSpecReason, "spec.repositories: invalid pattern %q", p), nil
+	}
+	lister, err := r.clients.get(client.ObjectKeyFromObject(obj), cfg.key, func() (*registry.Client, error) { return registry.New(cfg.Config) })
+	if err != nil {
+		return stalled(v1alpha1.InvalidSpecReason, "%v", err), nil
+	}
+	policies := &v1alpha1.RepositoryPolicyList{}
+	if err := r.List(ctx, policies, client.InNamespace(obj.Namespace), client.MatchingFields{indexRegistryRef: obj.Name}); err != nil {
+		return failed(v1alpha1.ReadFailedReason, err), err
+	}
+	existing := &v1alpha1.ImageAttestationList{}
+	if err := r.List(ctx, existing, client.InNamespace(obj.Namespace), client.MatchingFields{indexRegistryRef: obj.Name}); err != nil {
+		return failed(v1alpha1.ReadFailedReason, err), err
+	}
+	known := make(map[imageKey]*v1alpha1.ImageAttestation, len(existing.Items))
+	for i := range existing.Items {
+		ia := &existing.Items[i]
+		known[imageKey{ia.Spec.Repository, ia.Spec.Digest}] = ia
+	}
+
+	passCtx, cancel := context.WithTimeout(ctx, registryTimeout(obj))
+	defer cancel()
+	inv, err := listInventory(passCtx, lister, &obj.Spec, policy.NewSelection(policies.Items), known)
+	if err != nil {
+		o := registryFailure("listing the catalog failed; the last known inventory is kept", err)
 		return o, err
 	}
-	return ready(v1alpha1.SucceededReason, "Registry configuration is valid"), nil
+	changes, werr := r.applyInventory(ctx, obj, existing.Items, inv)
+	obj.Status.RepositoryCount = int32(inv.repositories)
+	obj.Status.ImageCount = int32(changes.kept)
+	if werr != nil {
+		return failed(v1alpha1.InventoryWriteFailedReason, werr), werr
+	}
+	if len(inv.failed) > 0 {
+		err := firstFailure(inv.failed)
+		o := registryFailure(fmt.Sprintf("listing %d of the governed repositories failed; their last known images are kept", len(inv.failed)), err)
+		return o, err
+	}
+	if changes.any() {
+		ctrl.LoggerFrom(ctx).Info("inventory changed", "created", changes.created, "updated", changes.updated, "deleted", changes.deleted)
+	}
+	return ready(v1alpha1.SucceededReason, "listed %d repositories; %d images selected by %d policies",
+		inv.repositories, changes.kept, len(policies.Items)), nil
 }
 
-// checkEndpoint applies the manager's host allowlist and plain-http rules to spec.url.
-func (r *RegistryReconciler) checkEndpoint(obj *v1alpha1.Registry) (outcome, bool) {
-	u, err := url.Parse(obj.Spec.URL)
-	if err != nil || u.Host == "" {
-		return stalled(v1alpha1.InvalidSpecReason, "spec.url %q is not an absolute URL", obj.Spec.URL), false
-	}
-	if !r.Options.hostAllowed(u) {
-		return stalled(v1alpha1.HostNotAllowedReason, "host %q is not in the manager's allowed registry hosts", u.Host), false
-	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) && !r.Options.AllowInsecureRegistries {
-		return stalled(v1alpha1.InsecureNotAllowedReason,
-			"plain http to %q is allowed only for loopback hosts unless the manager runs with --allow-insecure-registries", u.Host), false
-	}
-	return outcome{}, true
-}
-
-// checkCredentials checks that spec.secretRef names a Secret of a supported type with its keys.
-// The Secret's values are never logged or echoed.
-func (r *RegistryReconciler) checkCredentials(ctx context.Context, obj *v1alpha1.Registry) (outcome, bool, error) {
-	if obj.Spec.SecretRef == nil {
-		return outcome{}, true, nil
-	}
-	s, o, ok, err := getSecret(ctx, r.APIReader, obj.Namespace, obj.Spec.SecretRef.Name)
-	if !ok || err != nil {
-		return o, ok, err
-	}
-	switch s.Type {
-	case corev1.SecretTypeDockerConfigJson:
-		var cfg struct {
-			Auths map[string]json.RawMessage `json:"auths"`
-		}
-		if err := json.Unmarshal(s.Data[corev1.DockerConfigJsonKey], &cfg); err != nil || len(cfg.Auths) == 0 {
-			return stalled(v1alpha1.SecretInvalidReason, "Secret %q: %s is not a docker config with auths", s.Name, corev1.DockerConfigJsonKey), false, nil
-		}
-	case corev1.SecretTypeBasicAuth:
-		if len(s.Data[corev1.BasicAuthUsernameKey]) == 0 || len(s.Data[corev1.BasicAuthPasswordKey]) == 0 {
-			return stalled(v1alpha1.SecretInvalidReason, "Secret %q needs non-empty %s and %s", s.Name, corev1.BasicAuthUsernameKey, corev1.BasicAuthPasswordKey), false, nil
-		}
-	default:
-		return stalled(v1alpha1.SecretInvalidReason, "Secret %q has type %q; want %s or %s",
-			s.Name, s.Type, corev1.SecretTypeDockerConfigJson, corev1.SecretTypeBasicAuth), false, nil
-	}
-	return outcome{}, true, nil
-}
-
-// checkCA checks that spec.certSecretRef names a Secret whose ca.crt holds PEM certificates.
-func (r *RegistryReconciler) checkCA(ctx context.Context, obj *v1alpha1.Registry) (outcome, bool, error) {
-	if obj.Spec.CertSecretRef == nil {
-		return outcome{}, true, nil
-	}
-	s, o, ok, err := getSecret(ctx, r.APIReader, obj.Namespace, obj.Spec.CertSecretRef.Name)
-	if !ok || err != nil {
-		return o, ok, err
-	}
-	if !x509.NewCertPool().AppendCertsFromPEM(s.Data["ca.crt"]) {
-		return stalled(v1alpha1.SecretInvalidReason, "Secret %q: ca.crt holds no PEM certificate", s.Name), false, nil
-	}
-	return outcome{}, true, nil
-}
-
-// getSecret reads a Secret (uncached, through the APIReader). A missing Secret stalls (a watch
-// re-queues when it appears); any other error is transient.
-func getSecret(ctx context.Context, c client.Reader, ns, name string) (*corev1.Secret, outcome, bool, error) {
-	s := &corev1.Secret{}
-	err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, s)
+// registryFailure maps a registry error to a transient outcome whose reason names its kind.
+func registryFailure(what string, err error) outcome {
+	reason := v1alpha1.RegistryUnavailableReason
 	switch {
-	case apierrors.IsNotFound(err):
-		return nil, stalled(v1alpha1.SecretNotFoundReason, "Secret %q not found in namespace %q", name, ns), false, nil
-	case err != nil:
-		return nil, failed(v1alpha1.ReadFailedReason, fmt.Errorf("reading Secret %q: %w", name, err)), false, err
+	case errors.Is(err, registry.ErrUnauthorized):
+		reason = v1alpha1.AuthenticationFailedReason
+	case errors.Is(err, registry.ErrRateLimited):
+		reason = v1alpha1.RateLimitedReason
+	case errors.Is(err, registry.ErrInvalidResponse), errors.Is(err, registry.ErrTooLarge):
+		reason = v1alpha1.InvalidResponseReason
 	}
-	return s, outcome{}, true, nil
+	return outcome{kind: outcomeFailed, reason: reason, message: what + ": " + truncate(err.Error(), 512)}
+}
+
+// firstFailure returns the error of the alphabetically first failed repository, so that the message
+// is stable across passes.
+func firstFailure(failed map[string]error) error {
+	first := ""
+	for repo := range failed {
+		if first == "" || repo < first {
+			first = repo
+		}
+	}
+	return failed[first]
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// equalStatus reports whether two Registries have the same status, LastSyncTime aside.
+func equalStatus(a, b *v1alpha1.Registry) bool {
+	x, y := a.Status.DeepCopy(), b.Status.DeepCopy()
+	x.LastSyncTime, y.LastSyncTime = nil, nil
+	return statusEqual(x, y)
 }
 
 // registryInterval is spec.interval with the API default applied.
@@ -160,11 +186,20 @@ func registryInterval(obj *v1alpha1.Registry) time.Duration {
 	if obj.Spec.Interval != nil && obj.Spec.Interval.Duration > 0 {
 		return obj.Spec.Interval.Duration
 	}
-	return 10 * time.Minute
+	return defaultInterval
+}
+
+// registryTimeout is spec.timeout with the API default applied.
+func registryTimeout(obj *v1alpha1.Registry) time.Duration {
+	if obj.Spec.Timeout != nil && obj.Spec.Timeout.Duration > 0 {
+		return obj.Spec.Timeout.Duration
+	}
+	return defaultTimeout
 }
 
 // SetupWithManager registers the controller: Registries on spec change or a reconcile-request
-// annotation, and the Secrets they reference (metadata only: Secret data is never cached).
+// annotation, the Secrets they reference (metadata only: Secret data is never cached), and the
+// RepositoryPolicies that select from them.
 func (r *RegistryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.APIReader == nil {
 		return fmt.Errorf("RegistryReconciler needs an APIReader")
@@ -176,6 +211,10 @@ func (r *RegistryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.Registry{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(
 			enqueueReferrers(r.Client, func() client.ObjectList { return &v1alpha1.RegistryList{} }, indexSecretRefs))).
+		Watches(&v1alpha1.RepositoryPolicy{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []ctrl.Request {
+			p := o.(*v1alpha1.RepositoryPolicy)
+			return []ctrl.Request{{NamespacedName: client.ObjectKey{Namespace: p.Namespace, Name: p.Spec.RegistryRef.Name}}}
+		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Named("registry").
 		Complete(r)
 }

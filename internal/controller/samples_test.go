@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
 )
 
 // TestSamplesApply applies every file listed in config/samples/kustomization.yaml to the real API
@@ -27,11 +28,18 @@ func TestSamplesApply(t *testing.T) {
 	}
 	readYAML(t, filepath.Join(dir, "kustomization.yaml"), &kust)
 
+	dist := registrytest.StartDistribution(t, registrytest.Options{})
+	dist.Push(t, "team-a/app", "v1.2.0", registrytest.RandomImage(t))
 	kinds := map[string]bool{}
 	for _, f := range kust.Resources {
 		u := &unstructured.Unstructured{}
 		readYAML(t, filepath.Join(dir, f), &u.Object)
 		u.SetNamespace(ns)
+		if u.GetKind() == "Registry" { // the sample names a registry on loopback: point it at ours
+			if err := unstructured.SetNestedField(u.Object, dist.URL, "spec", "url"); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := k8sClient.Create(ctx, u); err != nil {
 			t.Fatalf("applying sample %s: %v", f, err)
 		}

@@ -105,27 +105,55 @@ func runSuite(m *testing.M) int {
 	return m.Run()
 }
 
-// statusWrites counts the manager's status writes per object (namespace/name), whatever they change.
-var statusWrites sync.Map // string -> *atomic.Int64
+// writes counts the manager's writes to the API server, by namespace ("ns") and, for status writes,
+// by object ("ns/name").
+var writes sync.Map // string -> *atomic.Int64
 
-// countingClient is the manager's client wrapped to count status writes, so tests can assert that a
-// pass over an unchanged object sends nothing (a no-op patch would not even change resourceVersion).
+func countWrite(key string) {
+	n, _ := writes.LoadOrStore(key, new(atomic.Int64))
+	n.(*atomic.Int64).Add(1)
+}
+
+func writeCount(key string) int64 {
+	n, ok := writes.Load(key)
+	if !ok {
+		return 0
+	}
+	return n.(*atomic.Int64).Load()
+}
+
+// countingClient is the manager's client wrapped to count writes, so tests can assert that a pass
+// over an unchanged object sends nothing (a no-op patch would not even change resourceVersion).
 func countingClient(cfg *rest.Config, opts client.Options) (client.Client, error) {
 	c, err := client.NewWithWatch(cfg, opts) // honours opts.Cache, as the manager's default does
 	if err != nil {
 		return nil, err
 	}
-	count := func(obj client.Object) {
-		n, _ := statusWrites.LoadOrStore(obj.GetNamespace()+"/"+obj.GetName(), new(atomic.Int64))
-		n.(*atomic.Int64).Add(1)
-	}
 	return interceptor.NewClient(c, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, o ...client.CreateOption) error {
+			countWrite(obj.GetNamespace())
+			return c.Create(ctx, obj, o...)
+		},
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, o ...client.UpdateOption) error {
+			countWrite(obj.GetNamespace())
+			return c.Update(ctx, obj, o...)
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, p client.Patch, o ...client.PatchOption) error {
+			countWrite(obj.GetNamespace())
+			return c.Patch(ctx, obj, p, o...)
+		},
+		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, o ...client.DeleteOption) error {
+			countWrite(obj.GetNamespace())
+			return c.Delete(ctx, obj, o...)
+		},
 		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, p client.Patch, o ...client.SubResourcePatchOption) error {
-			count(obj)
+			countWrite(obj.GetNamespace())
+			countWrite(obj.GetNamespace() + "/" + obj.GetName())
 			return c.SubResource(sub).Patch(ctx, obj, p, o...)
 		},
 		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, o ...client.SubResourceUpdateOption) error {
-			count(obj)
+			countWrite(obj.GetNamespace())
+			countWrite(obj.GetNamespace() + "/" + obj.GetName())
 			return c.SubResource(sub).Update(ctx, obj, o...)
 		},
 	}), nil
@@ -133,11 +161,7 @@ func countingClient(cfg *rest.Config, opts client.Options) (client.Client, error
 
 // statusWritesOf returns how many status writes the manager sent for obj so far.
 func statusWritesOf(obj client.Object) int64 {
-	n, ok := statusWrites.Load(obj.GetNamespace() + "/" + obj.GetName())
-	if !ok {
-		return 0
-	}
-	return n.(*atomic.Int64).Load()
+	return writeCount(obj.GetNamespace() + "/" + obj.GetName())
 }
 
 // zapLevel keeps the manager quiet unless PORTCULLIS_TEST_LOG=debug.

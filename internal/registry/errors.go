@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
@@ -52,6 +53,14 @@ func kindOf(err error) error {
 		if errors.Is(err, k) {
 			return k
 		}
+	}
+	// encoding/json built with GOEXPERIMENT=jsonv2 reports a failed body read as "jsontext: read
+	// error: ..." without wrapping it, so the read's own error is found by its message.
+	switch msg := err.Error(); {
+	case strings.Contains(msg, ErrTooLarge.Error()):
+		return ErrTooLarge
+	case strings.Contains(msg, context.DeadlineExceeded.Error()), strings.Contains(msg, context.Canceled.Error()):
+		return ErrTimeout
 	}
 	var terr *transport.Error
 	if errors.As(err, &terr) {

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
 )
 
 // TestManagerBinary builds bin/manager, runs it with a kubeconfig as `make run` does, and checks
@@ -103,16 +104,28 @@ func TestManagerBinary(t *testing.T) {
 	if err := c.Create(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
-	for name, url := range map[string]string{"local": "http://127.0.0.1:5000", "elsewhere": "https://registry.example.com"} {
+	dist := registrytest.StartDistribution(t, registrytest.Options{})
+	digest := dist.Push(t, "team-a/app", "v1", registrytest.RandomImage(t))
+	for name, url := range map[string]string{"local": dist.URL, "elsewhere": "https://registry.example.com"} {
 		reg := &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "e2e"},
 			Spec: v1alpha1.RegistrySpec{URL: url, Insecure: url[:5] == "http:"}}
 		if err := c.Create(ctx, reg); err != nil {
 			t.Fatal(err)
 		}
 	}
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "all", Namespace: "e2e"}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "local"}, Repositories: []string{"**"}}}
+	if err := c.Create(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
 	waitUntil(t, "Registry local Ready and elsewhere Stalled HostNotAllowed", func() bool {
 		return conditionIs(ctx, c, "local", v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.SucceededReason) &&
 			conditionIs(ctx, c, "elsewhere", v1alpha1.StalledCondition, metav1.ConditionTrue, v1alpha1.HostNotAllowedReason)
+	})
+	waitUntil(t, "one ImageAttestation for the pushed image", func() bool {
+		list := &v1alpha1.ImageAttestationList{}
+		return c.List(ctx, list, client.InNamespace("e2e")) == nil && len(list.Items) == 1 &&
+			list.Items[0].Spec.Digest == digest && list.Items[0].Spec.Repository == "team-a/app"
 	})
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

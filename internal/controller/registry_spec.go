@@ -1,0 +1,150 @@
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/registry"
+)
+
+// clientConfig is the registry client configuration a Registry's spec and Secrets give, with a key
+// that changes whenever any input changes (so a new Secret version gets a new client).
+type clientConfig struct {
+	registry.Config
+	key string
+}
+
+// clientConfig checks the endpoint against the manager's rules and reads the credentials and CA.
+// A spec or Secret that cannot work stalls; an API error is transient.
+func (r *RegistryReconciler) clientConfig(ctx context.Context, obj *v1alpha1.Registry) (clientConfig, outcome, bool, error) {
+	u, o, ok := r.checkEndpoint(obj)
+	if !ok {
+		return clientConfig{}, o, false, nil
+	}
+	cfg := clientConfig{Config: registry.Config{
+		URL: obj.Spec.URL, Insecure: obj.Spec.Insecure, MetricsName: obj.Namespace + "/" + obj.Name,
+	}}
+	keyParts := []string{obj.Spec.URL, boolString(obj.Spec.Insecure)}
+	if ref := obj.Spec.SecretRef; ref != nil {
+		s, o, ok, err := getSecret(ctx, r.APIReader, obj.Namespace, ref.Name)
+		if !ok || err != nil {
+			return clientConfig{}, o, false, err
+		}
+		auth, err := registry.AuthFromSecret(s, strings.ToLower(u.Host))
+		if err != nil {
+			return clientConfig{}, stalled(v1alpha1.SecretInvalidReason, "%v", err), false, nil
+		}
+		cfg.Auth = auth
+		keyParts = append(keyParts, string(s.UID), s.ResourceVersion)
+	}
+	if ref := obj.Spec.CertSecretRef; ref != nil {
+		s, o, ok, err := getSecret(ctx, r.APIReader, obj.Namespace, ref.Name)
+		if !ok || err != nil {
+			return clientConfig{}, o, false, err
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(s.Data["ca.crt"]) {
+			return clientConfig{}, stalled(v1alpha1.SecretInvalidReason, "Secret %q: ca.crt holds no PEM certificate", s.Name), false, nil
+		}
+		cfg.CAPEM = s.Data["ca.crt"]
+		keyParts = append(keyParts, string(s.UID), s.ResourceVersion)
+	}
+	sum := sha256.Sum256([]byte(strings.Join(keyParts, "\x00")))
+	cfg.key = hex.EncodeToString(sum[:])
+	return cfg, outcome{}, true, nil
+}
+
+// checkEndpoint applies the manager's host allowlist and plain-http rules to spec.url.
+func (r *RegistryReconciler) checkEndpoint(obj *v1alpha1.Registry) (*url.URL, outcome, bool) {
+	u, err := url.Parse(obj.Spec.URL)
+	if err != nil || u.Host == "" {
+		return nil, stalled(v1alpha1.InvalidSpecReason, "spec.url %q is not an absolute URL", obj.Spec.URL), false
+	}
+	if u.User != nil {
+		return nil, stalled(v1alpha1.InvalidSpecReason, "spec.url must not carry credentials: use secretRef"), false
+	}
+	if !r.Options.hostAllowed(u) {
+		return nil, stalled(v1alpha1.HostNotAllowedReason, "host %q is not in the manager's allowed registry hosts", u.Host), false
+	}
+	if u.Scheme == "http" {
+		if !obj.Spec.Insecure {
+			return nil, stalled(v1alpha1.InvalidSpecReason, "spec.url is plain http: set insecure: true"), false
+		}
+		if !isLoopback(u.Hostname()) && !r.Options.AllowInsecureRegistries {
+			return nil, stalled(v1alpha1.InsecureNotAllowedReason,
+				"plain http to %q is allowed only for loopback hosts unless the manager runs with --allow-insecure-registries", u.Host), false
+		}
+	}
+	return u, outcome{}, true
+}
+
+func boolString(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
+
+// clientCache keeps one registry client per Registry, replaced when its configuration key changes.
+type clientCache struct {
+	mu sync.Mutex
+	m  map[types.NamespacedName]cachedClient
+}
+
+type cachedClient struct {
+	key string
+	c   *registry.Client
+}
+
+func (cc *clientCache) get(name types.NamespacedName, key string, build func() (*registry.Client, error)) (*registry.Client, error) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if e, ok := cc.m[name]; ok && e.key == key {
+		return e.c, nil
+	}
+	c, err := build()
+	if err != nil {
+		return nil, errors.Join(errors.New("configuring the registry client"), err)
+	}
+	if cc.m == nil {
+		cc.m = map[types.NamespacedName]cachedClient{}
+	}
+	cc.m[name] = cachedClient{key: key, c: c}
+	return c, nil
+}
+
+func (cc *clientCache) forget(name types.NamespacedName) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	delete(cc.m, name)
+}
+
+// statusEqual compares two statuses semantically (times by value).
+func statusEqual(a, b any) bool { return equality.Semantic.DeepEqual(a, b) }
+
+// getSecret reads a Secret (uncached, through the APIReader). A missing Secret stalls (a watch
+// re-queues when it appears); any other error is transient.
+func getSecret(ctx context.Context, c client.Reader, ns, name string) (*corev1.Secret, outcome, bool, error) {
+	s := &corev1.Secret{}
+	err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, s)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, stalled(v1alpha1.SecretNotFoundReason, "Secret %q not found in namespace %q", name, ns), false, nil
+	case err != nil:
+		return nil, failed(v1alpha1.ReadFailedReason, fmt.Errorf("reading Secret %q: %w", name, err)), false, err
+	}
+	return s, outcome{}, true, nil
+}
