@@ -17,6 +17,7 @@ const MaxTopFindings = 20
 
 // ImageAttestationSpec identifies one image digest in one repository. It is written by the Registry
 // controller; users do not edit it.
+// +kubebuilder:validation:XValidation:rule="self.registryRef == oldSelf.registryRef && self.repository == oldSelf.repository",message="registryRef and repository are immutable"
 type ImageAttestationSpec struct {
 	// RegistryRef names the Registry, in this namespace, the image was found in.
 	// +required
@@ -86,6 +87,7 @@ type SignatureResult struct {
 	// +optional
 	Issuer string `json:"issuer,omitempty"`
 	// Reason is a CamelCase reason when not verified (e.g. `SignatureMissing`, `KeyMismatch`).
+	// +kubebuilder:validation:MaxLength=128
 	// +optional
 	Reason string `json:"reason,omitempty"`
 	// Message explains the reason.
@@ -118,12 +120,16 @@ type VulnerabilitySummary struct {
 // VulnerabilityFinding is one vulnerability in one package.
 type VulnerabilityFinding struct {
 	// ID is the vulnerability ID (CVE, GHSA or GO ID).
+	// +kubebuilder:validation:MaxLength=256
 	ID string `json:"id"`
 	// Package is the affected package (a Go module path, a Debian package name, ...).
+	// +kubebuilder:validation:MaxLength=256
 	Package string `json:"package"`
 	// InstalledVersion is the version found in the image.
+	// +kubebuilder:validation:MaxLength=256
 	InstalledVersion string `json:"installedVersion"`
 	// FixedVersion is the first version that fixes it, if any.
+	// +kubebuilder:validation:MaxLength=256
 	// +optional
 	FixedVersion string `json:"fixedVersion,omitempty"`
 	// Severity as reported (UNKNOWN when the source gives none).
@@ -148,6 +154,7 @@ type SecretSummary struct {
 // SecretFinding is one exposed secret: which rule matched where; the matched text is never stored.
 type SecretFinding struct {
 	// RuleID is the scanner's rule, e.g. `aws-access-key-id`.
+	// +kubebuilder:validation:MaxLength=256
 	RuleID string `json:"ruleID"`
 	// Severity of the rule.
 	Severity Severity `json:"severity"`
@@ -173,6 +180,7 @@ type MisconfigurationSummary struct {
 // MisconfigurationFinding is one failed check.
 type MisconfigurationFinding struct {
 	// ID of the check, e.g. `DS-0002`.
+	// +kubebuilder:validation:MaxLength=256
 	ID string `json:"id"`
 	// Severity of the check.
 	Severity Severity `json:"severity"`
@@ -185,8 +193,10 @@ type MisconfigurationFinding struct {
 // ScannerInfo names the scanner and the vulnerability DB a scan used.
 type ScannerInfo struct {
 	// Name of the scanner, e.g. `trivy`.
+	// +kubebuilder:validation:MaxLength=256
 	Name string `json:"name"`
 	// Version of the scanner.
+	// +kubebuilder:validation:MaxLength=256
 	Version string `json:"version"`
 	// DBUpdatedAt is when the vulnerability DB was built.
 	// +optional
@@ -204,6 +214,7 @@ type PolicyResult struct {
 	// Reasons lists every CamelCase reason it fails (e.g. `SignatureMissing`,
 	// `VulnerabilityThresholdExceeded`); empty when compliant.
 	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=128
 	// +listType=atomic
 	// +optional
 	Reasons []string `json:"reasons,omitempty"`

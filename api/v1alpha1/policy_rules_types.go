@@ -139,11 +139,13 @@ type AccessSpec struct {
 // +kubebuilder:validation:XValidation:rule="has(self.user) != has(self.group)",message="exactly one of user or group must be set"
 type Member struct {
 	// User name in the registry.
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=255
 	// +optional
 	User string `json:"user,omitempty"`
 
 	// Group name in the registry (for OIDC, the group claim value).
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=255
 	// +optional
 	Group string `json:"group,omitempty"`

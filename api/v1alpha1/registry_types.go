@@ -17,7 +17,7 @@ const (
 )
 
 // RegistrySpec is a registry endpoint, its credentials, what to watch in it and how often.
-// +kubebuilder:validation:XValidation:rule="!self.url.startsWith('http://') || (has(self.insecure) && self.insecure)",message="plain http:// needs insecure: true"
+// +kubebuilder:validation:XValidation:rule="!isURL(self.url) || url(self.url).getScheme() != 'http' || (has(self.insecure) && self.insecure)",message="plain http:// needs insecure: true"
 type RegistrySpec struct {
 	// URL of the registry's API root, with scheme and host and no path, e.g.
 	// `https://registry.example.com` or `http://127.0.0.1:5000`. Plain `http://` needs
@@ -25,7 +25,8 @@ type RegistrySpec struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''",message="url must be an absolute http:// or https:// URL with a host"
-	// +kubebuilder:validation:XValidation:rule="url(self).getEscapedPath() in ['', '/'] && url(self).getQuery().size() == 0",message="url must not carry a path or query"
+	// +kubebuilder:validation:XValidation:rule="!isURL(self) || (url(self).getEscapedPath() in ['', '/'] && url(self).getQuery().size() == 0)",message="url must not carry a path or query"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('@')",message="url must not carry credentials: use secretRef"
 	// +required
 	URL string `json:"url"`
 

@@ -104,11 +104,13 @@ type KeylessAuthority struct {
 	Issuer string `json:"issuer"`
 
 	// Subject is the exact certificate identity (an email or URI SAN).
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +optional
 	Subject string `json:"subject,omitempty"`
 
 	// SubjectRegExp is an RE2 regular expression the certificate identity must match in full.
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +optional
 	SubjectRegExp string `json:"subjectRegExp,omitempty"`

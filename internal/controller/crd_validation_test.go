@@ -79,6 +79,11 @@ func TestAdmissionValidation(t *testing.T) {
 		{"registry url without scheme", reg(func(r *v1alpha1.Registry) { r.Spec.URL = "registry.allowed.test" }), "url must be an absolute http:// or https:// URL"},
 		{"registry url ftp", reg(func(r *v1alpha1.Registry) { r.Spec.URL = "ftp://registry.allowed.test" }), "url must be an absolute http:// or https:// URL"},
 		{"registry url with path", reg(func(r *v1alpha1.Registry) { r.Spec.URL = "https://registry.allowed.test/v2/x" }), "url must not carry a path"},
+		{"registry url with query", reg(func(r *v1alpha1.Registry) { r.Spec.URL = "https://registry.allowed.test?x=1" }), "url must not carry a path or query"},
+		{"registry url with credentials", reg(func(r *v1alpha1.Registry) { r.Spec.URL = "https://user:pw@registry.allowed.test" }), "url must not carry credentials"},
+		{"registry upper-case http without insecure", reg(func(r *v1alpha1.Registry) { r.Spec.URL = "HTTP://127.0.0.1:5000" }), "plain http:// needs insecure: true"},
+		{"registry timeout too short", reg(func(r *v1alpha1.Registry) { r.Spec.Timeout = &metav1.Duration{Duration: time.Millisecond} }), "timeout must be at least 1s"},
+		{"registry timeout 1s", reg(func(r *v1alpha1.Registry) { r.Spec.Timeout = &metav1.Duration{Duration: time.Second} }), ""},
 		{"registry url with port", reg(func(r *v1alpha1.Registry) { r.Spec.URL = "https://registry.allowed.test:5443" }), ""},
 		{"registry http without insecure", reg(func(r *v1alpha1.Registry) { r.Spec.URL = "http://127.0.0.1:5000" }), "plain http:// needs insecure: true"},
 		{"registry http with insecure", reg(func(r *v1alpha1.Registry) { r.Spec.URL = "http://127.0.0.1:5000"; r.Spec.Insecure = true }), ""},
@@ -117,6 +122,32 @@ func TestAdmissionValidation(t *testing.T) {
 			p.Spec.Scanning.Misconfigurations = &v1alpha1.MisconfigurationThreshold{MaxSeverity: "high"}
 		}), "Unsupported value"},
 		{"policy require above authorities", pol(func(p *v1alpha1.RepositoryPolicy) { p.Spec.Verification.Require = ptr(int32(3)) }), "require must not exceed"},
+		{"policy rescanInterval too short", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Scanning.RescanInterval = &metav1.Duration{Duration: time.Second}
+		}), "rescanInterval must be at least 1m"},
+		{"policy rescanInterval 1m", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Scanning.RescanInterval = &metav1.Duration{Duration: time.Minute}
+		}), ""},
+		{"policy empty subject", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Verification.Authorities[1].Keyless.Subject = ""
+			p.Spec.Verification.Authorities[1].Keyless.SubjectRegExp = ""
+		}), "exactly one of subject or subjectRegExp"},
+		{"policy key secretRef only", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Verification.Authorities[0].Key = &v1alpha1.KeyAuthority{SecretRef: &v1alpha1.SecretKeyReference{Name: "s", Key: "cosign.pub"}}
+		}), ""},
+		{"policy member user only", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Access = &v1alpha1.AccessSpec{Members: []v1alpha1.Member{{User: "alice", Role: v1alpha1.RoleDeveloper}}}
+		}), ""},
+		{"policy member empty user", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Access = &v1alpha1.AccessSpec{Members: []v1alpha1.Member{{Group: "", User: "", Role: v1alpha1.RoleDeveloper}}}
+		}), "exactly one of user or group"},
+		{"policy robot rotate 1h", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Access = &v1alpha1.AccessSpec{Robots: []v1alpha1.Robot{{Name: "ci", Permissions: []string{"repository:pull"}, SecretName: "s",
+				RotateEvery: &metav1.Duration{Duration: time.Hour}}}}
+		}), ""},
+		{"policy keepWithinDays only", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Retention.Rules[0] = v1alpha1.RetentionRule{KeepWithinDays: ptr(int32(30))}
+		}), ""},
 		{"policy require one", pol(func(p *v1alpha1.RepositoryPolicy) { p.Spec.Verification.Require = ptr(int32(1)) }), ""},
 		{"policy attestation unknown authority", pol(func(p *v1alpha1.RepositoryPolicy) { p.Spec.Verification.Attestations[0].Authority = "nobody" }), "every attestation must name one of the authorities"},
 		{"policy duplicate authority names", pol(func(p *v1alpha1.RepositoryPolicy) { p.Spec.Verification.Authorities[1].Name = "k" }), "Duplicate value"},
@@ -157,18 +188,61 @@ func TestAdmissionValidation(t *testing.T) {
 	}
 }
 
-// TestDigestImmutable checks that an ImageAttestation's digest cannot be changed after creation.
-func TestDigestImmutable(t *testing.T) {
+// TestImageIdentityImmutable checks that an ImageAttestation's digest, repository and Registry cannot
+// change after creation, while its tags can.
+func TestImageIdentityImmutable(t *testing.T) {
 	ctx := context.Background()
 	obj := validImage()
 	obj.Namespace = newNamespace(t)
 	if err := k8sClient.Create(ctx, obj); err != nil {
 		t.Fatal(err)
 	}
-	base := obj.DeepCopy()
-	obj.Spec.Digest = "sha256:" + strings.Repeat("cd", 32)
-	err := k8sClient.Patch(ctx, obj, client.MergeFrom(base))
-	if err == nil || !strings.Contains(err.Error(), "digest is immutable") {
-		t.Fatalf("want 'digest is immutable', got %v", err)
+	for _, tc := range []struct {
+		want   string // empty: accepted
+		mutate func(*v1alpha1.ImageAttestation)
+	}{
+		{"digest is immutable", func(i *v1alpha1.ImageAttestation) { i.Spec.Digest = "sha256:" + strings.Repeat("cd", 32) }},
+		{"registryRef and repository are immutable", func(i *v1alpha1.ImageAttestation) { i.Spec.Repository = "team-b/other" }},
+		{"registryRef and repository are immutable", func(i *v1alpha1.ImageAttestation) { i.Spec.RegistryRef.Name = "other" }},
+		{"", func(i *v1alpha1.ImageAttestation) { i.Spec.Tags = []string{"v1", "v2"} }},
+	} {
+		changed := obj.DeepCopy()
+		tc.mutate(changed)
+		err := k8sClient.Patch(ctx, changed, client.MergeFrom(obj), client.DryRunAll)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("changing tags rejected: %v", err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("want %q, got %v", tc.want, err)
+		}
+	}
+}
+
+// TestDefaults checks the CRD defaults a user relies on: Generic provider, 10m interval, 5m timeout,
+// Audit mode, retention dry-run with in-use protection and 10 deletions per pass, Either index policy.
+func TestDefaults(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	reg := &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "d", Namespace: ns}, Spec: v1alpha1.RegistrySpec{URL: "https://r.allowed.test"}}
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "d", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "d"}, Repositories: []string{"**"},
+		Verification: &v1alpha1.VerificationSpec{Authorities: []v1alpha1.Authority{{Name: "k", Key: &v1alpha1.KeyAuthority{Data: testPubKey}}}},
+		Scanning:     &v1alpha1.ScanningSpec{Vulnerabilities: &v1alpha1.VulnerabilityThresholds{}, Secrets: &v1alpha1.SecretThreshold{}, Misconfigurations: &v1alpha1.MisconfigurationThreshold{}},
+		Retention:    &v1alpha1.RetentionSpec{Rules: []v1alpha1.RetentionRule{{KeepLatest: ptr(int32(1))}}},
+	}}
+	for _, o := range []client.Object{reg, pol} {
+		if err := k8sClient.Create(ctx, o, client.DryRunAll); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if reg.Spec.Provider != v1alpha1.ProviderGeneric || reg.Spec.Interval.Duration != 10*time.Minute || reg.Spec.Timeout.Duration != 5*time.Minute {
+		t.Errorf("Registry defaults: %+v", reg.Spec)
+	}
+	r := pol.Spec.Retention
+	if pol.Spec.Mode != v1alpha1.ModeAudit || !*r.DryRun || !*r.ProtectInUse || *r.MaxDeletionsPerPass != 10 ||
+		pol.Spec.Verification.IndexPolicy != v1alpha1.IndexPolicyEither || pol.Spec.Scanning.RescanInterval.Duration != 24*time.Hour ||
+		pol.Spec.Scanning.Vulnerabilities.UnknownSeverityAs != v1alpha1.SeverityUnknown || *pol.Spec.Scanning.Secrets.Maximum != 0 ||
+		pol.Spec.Scanning.Misconfigurations.MaxSeverity != v1alpha1.SeverityLow {
+		t.Errorf("RepositoryPolicy defaults: %+v %+v %+v", pol.Spec, *r, *pol.Spec.Scanning)
 	}
 }

@@ -271,7 +271,9 @@ func TestDiscoveryAuthentication(t *testing.T) {
 	waitImages(t, ns, map[string]string{"app@" + d1: "v1"})
 	waitFor(t, reg, "Ready", isReady)
 
-	patchObject(t, secret, func(s *corev1.Secret) { s.Data = map[string][]byte{"username": []byte("robot"), "password": []byte("wrong-pass")} })
+	patchObject(t, secret, func(s *corev1.Secret) {
+		s.Data = map[string][]byte{"username": []byte("robot"), "password": []byte("wrong-pass")}
+	})
 	waitFor(t, reg, "AuthenticationFailed", func(r *v1alpha1.Registry) bool {
 		return hasCondition(r, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.AuthenticationFailedReason)
 	})
@@ -284,7 +286,9 @@ func TestDiscoveryAuthentication(t *testing.T) {
 		t.Fatalf("an authentication failure must keep the inventory, have %d images", len(got))
 	}
 
-	patchObject(t, secret, func(s *corev1.Secret) { s.Data = map[string][]byte{"username": []byte("robot"), "password": []byte("right-pass")} })
+	patchObject(t, secret, func(s *corev1.Secret) {
+		s.Data = map[string][]byte{"username": []byte("robot"), "password": []byte("right-pass")}
+	})
 	waitFor(t, reg, "Ready after the fix", isReady)
 }
 

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/policy"
 )
 
 // RepositoryPolicyReconciler reconciles a RepositoryPolicy: it checks that what the policy references
@@ -55,6 +56,9 @@ func (r *RepositoryPolicyReconciler) reconcile(ctx context.Context, obj *v1alpha
 	if o, ok, err := checkRegistryRef(ctx, r.Client, obj.Namespace, obj.Spec.RegistryRef.Name); !ok || err != nil {
 		return o, err
 	}
+	if p := policy.InvalidPattern(policyPatterns(&obj.Spec)...); p != "" {
+		return stalled(v1alpha1.InvalidSpecReason, "invalid pattern %q (doublestar syntax: https://github.com/bmatcuk/doublestar#patterns)", p), nil
+	}
 	if obj.Spec.Verification != nil {
 		for i := range obj.Spec.Verification.Authorities {
 			if o, ok, err := r.checkAuthority(ctx, obj.Namespace, &obj.Spec.Verification.Authorities[i]); !ok || err != nil {
@@ -63,6 +67,20 @@ func (r *RepositoryPolicyReconciler) reconcile(ctx context.Context, obj *v1alpha
 		}
 	}
 	return ready(v1alpha1.SucceededReason, "RepositoryPolicy is valid"), nil
+}
+
+// policyPatterns lists every doublestar pattern list of a policy spec.
+func policyPatterns(spec *v1alpha1.RepositoryPolicySpec) [][]string {
+	out := [][]string{spec.Repositories, spec.Tags.Include, spec.Tags.Exclude}
+	if spec.Immutability != nil {
+		out = append(out, spec.Immutability.Tags)
+	}
+	if spec.Retention != nil {
+		for _, r := range spec.Retention.Rules {
+			out = append(out, r.Tags.Include, r.Tags.Exclude)
+		}
+	}
+	return out
 }
 
 // checkRegistryRef stalls when the named Registry does not exist (a watch re-queues when it appears).

@@ -104,6 +104,22 @@ func TestPolicyReferencesStall(t *testing.T) {
 		waitFor(t, pol, "Ready", policyReady)
 	})
 
+	t.Run("invalid pattern", func(t *testing.T) {
+		pol := validPolicy()
+		pol.Name, pol.Namespace = "pattern", ns
+		pol.Spec.Verification = nil
+		pol.Spec.Tags.Exclude = []string{"v[1-"}
+		if err := k8sClient.Create(ctx, pol); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, pol, "Stalled InvalidSpec", policyStalled(v1alpha1.InvalidSpecReason))
+		if c := findCondition(pol, v1alpha1.StalledCondition); !containsAll(c.Message, "v[1-") {
+			t.Fatalf("message does not name the pattern: %q", c.Message)
+		}
+		patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Tags.Exclude = []string{"v[1-9]*"} })
+		waitFor(t, pol, "Ready", policyReady)
+	})
+
 	t.Run("subject regexp", func(t *testing.T) {
 		pol := validPolicy()
 		pol.Name, pol.Namespace = "regexp", ns
