@@ -77,9 +77,9 @@ build: manifests generate ## Build the manager binary into bin/manager.
 RUN_ARGS ?= --health-probe-bind-address=127.0.0.1:8081 --cache-dir=$(CURDIR)/.local/cache
 
 .PHONY: run
-run: build ## Start a local control plane, install the CRDs and run the manager until Ctrl-C.
+run: build $(REGISTRY_BIN) ## Local control plane + CRDs + a seeded local registry + the samples; runs the manager until Ctrl-C.
 	go build -o bin/localenv ./hack/localenv
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" exec bin/localenv -- bin/manager $(RUN_ARGS)
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" exec bin/localenv -registry $(REGISTRY_BIN) -samples config/samples -- bin/manager $(RUN_ARGS)
 
 .PHONY: docker-build
 docker-build: ## Build the manager image (needs a Docker engine; none on our dev machines).

@@ -11,7 +11,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${PORTCULLIS_CACHE:-$HOME/.cache/portcullis}
 kube_version=${KUBE_VERSION:-$(sed -n 's/^require k8s.io\/kubernetes \(v[0-9.]*\)$/\1/p' "$root/hack/tools/kube-apiserver/go.mod")}
 etcd_version=${ETCD_VERSION:-$(sed -n 's/^require go.etcd.io\/etcd\/server\/v3 \(v[0-9.]*\)$/\1/p' "$root/hack/tools/etcd/go.mod")}
-out="$cache/envtest/kube-${kube_version}-etcd-${etcd_version}"
+# The folder is keyed by the versions and by a hash of the helper modules' go.sum, so a change to a
+# helper module (a replace line, a dependency) builds afresh instead of reusing a stale binary.
+mods_hash=$(cat "$root/hack/tools/kube-apiserver/go.sum" "$root/hack/tools/etcd/go.sum" | sha256sum | cut -c1-8)
+out="$cache/envtest/kube-${kube_version}-etcd-${etcd_version}-${mods_hash}"
 mkdir -p "$out"
 
 log() { echo "envtest-assets: $*" >&2; }
@@ -25,7 +28,9 @@ build() {
 	fi
 	log "building $name ($pkg) into $out; the first time takes minutes, later runs reuse it"
 	local start=$SECONDS
-	(cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$out/.$name.tmp" "$pkg")
+	# Upstream builds these without GOEXPERIMENT (the Makefile sets jsonv2 for trivy): build them as
+	# upstream does.
+	(cd "$dir" && GOEXPERIMENT= CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$out/.$name.tmp" "$pkg")
 	mv "$out/.$name.tmp" "$out/$name"
 	log "built $name in $((SECONDS - start))s"
 }

@@ -3,7 +3,11 @@
 // kubeconfig to .local/kubeconfig, then runs the command given after `--` (the manager) against it
 // until Ctrl-C or the command exits, and stops everything it started.
 //
-// Usage: go run ./hack/localenv [-state .local] [-crds config/crd/bases] -- bin/manager [flags]
+// With -registry it also runs CNCF Distribution on 127.0.0.1:5000 (storage under .local/registry)
+// with a few seeded images; with -samples it applies the samples to the default namespace (the
+// Registry pointed at that registry) and prints `kubectl get` once the manager has listed it.
+//
+// Usage: go run ./hack/localenv [-state .local] [-crds config/crd/bases] [-registry BIN] [-samples DIR] -- bin/manager [flags]
 //
 // The command gets KUBECONFIG in its environment and `--kubeconfig` is not added, so any program
 // that reads KUBECONFIG works. While it runs, `export KUBECONFIG=$PWD/.local/kubeconfig` and kubectl
@@ -22,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -36,6 +41,9 @@ func run(argv []string) error {
 	fs := flag.NewFlagSet("localenv", flag.ContinueOnError)
 	state := fs.String("state", ".local", "Folder for the kubeconfig and other local state.")
 	crds := fs.String("crds", filepath.Join("config", "crd", "bases"), "Folder of CRD manifests to install.")
+	registryBin := fs.String("registry", "", "CNCF Distribution binary to run with seeded images (empty: no registry).")
+	registryAddr := fs.String("registry-addr", "127.0.0.1:5000", "Address for the registry (a free port when taken).")
+	samples := fs.String("samples", "", "Samples folder to apply to the default namespace once the registry runs.")
 	if err := fs.Parse(argv); err != nil {
 		return err
 	}
@@ -50,7 +58,8 @@ func run(argv []string) error {
 	start := time.Now()
 	fmt.Fprintln(os.Stderr, "localenv: starting kube-apiserver and etcd from", os.Getenv("KUBEBUILDER_ASSETS"))
 	env := &envtest.Environment{CRDDirectoryPaths: []string{*crds}, ErrorIfCRDPathMissing: true}
-	if _, err := env.Start(); err != nil {
+	cfg, err := env.Start()
+	if err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
 	defer func() {
@@ -70,6 +79,23 @@ func run(argv []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *registryBin != "" {
+		dist, stopRegistry, err := startRegistry(*registryBin, *registryAddr, filepath.Join(*state, "registry"))
+		if err != nil {
+			return err
+		}
+		defer stopRegistry()
+		if *samples != "" {
+			c, err := client.New(cfg, client.Options{})
+			if err != nil {
+				return err
+			}
+			if err := applySamples(ctx, c, *samples, "default", dist.URL); err != nil {
+				return err
+			}
+			go showWhenListed(ctx, c, kubeconfig, "default")
+		}
+	}
 	return runChild(ctx, args, kubeconfig)
 }
 

@@ -31,7 +31,9 @@ type proxy struct {
 	failCode int
 }
 
-func newProxy(t *testing.T, target string) *proxy {
+func newProxy(t *testing.T, target string) *proxy { return newProxyTB(t, target) }
+
+func newProxyTB(t testing.TB, target string) *proxy {
 	u, _ := url.Parse(target)
 	p := &proxy{counts: map[string]int{}}
 	rp := httputil.NewSingleHostReverseProxy(u)

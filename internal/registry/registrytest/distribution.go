@@ -35,17 +35,21 @@ const BinEnv = "PORTCULLIS_REGISTRY_BIN"
 type Distribution struct {
 	// Host is host:port on loopback; URL is http://Host.
 	Host, URL string
-	auth     authn.Authenticator
+	auth      authn.Authenticator
 }
 
 // Options of a Distribution.
 type Options struct {
 	// Username and Password, when set, turn on htpasswd authentication with that one user.
 	Username, Password string
+	// Addr is host:port to listen on; empty picks a free loopback port.
+	Addr string
+	// Dir holds the configuration, the storage and the log (Start only; tests use a temp dir).
+	Dir string
 }
 
-// StartDistribution starts the registry with deletion enabled and stops it when the test ends. It
-// fails the test when the binary is not available.
+// StartDistribution starts the registry with deletion enabled on a free loopback port and stops it
+// when the test ends. It fails the test when the binary is not available.
 func StartDistribution(t testing.TB, opts Options) *Distribution {
 	t.Helper()
 	bin := os.Getenv(BinEnv)
@@ -53,22 +57,43 @@ func StartDistribution(t testing.TB, opts Options) *Distribution {
 		t.Fatalf("%s is not set: run the tests with `make test`, which builds the registry into the tool cache", BinEnv)
 	}
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	opts.Dir = dir
+	d, stop, err := Start(bin, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	_ = l.Close()
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			data, _ := os.ReadFile(filepath.Join(dir, "registry.log"))
+			t.Logf("registry log:\n%s", data)
+		}
+	})
+	return d
+}
 
+// Start runs the Distribution binary bin with a configuration written into opts.Dir (deletion
+// enabled, storage under opts.Dir/data, log in opts.Dir/registry.log) on opts.Addr, or a free loopback
+// port, and waits until it answers /v2/. stop ends the process.
+func Start(bin string, opts Options) (d *Distribution, stop func(), err error) {
+	addr := opts.Addr
+	if addr == "" {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, nil, err
+		}
+		addr = l.Addr().String()
+		_ = l.Close()
+	}
 	auth := ""
 	if opts.Username != "" {
 		hash, err := bcrypt.GenerateFromPassword([]byte(opts.Password), bcrypt.MinCost)
 		if err != nil {
-			t.Fatal(err)
+			return nil, nil, err
 		}
-		htpasswd := filepath.Join(dir, "htpasswd")
+		htpasswd := filepath.Join(opts.Dir, "htpasswd")
 		if err := os.WriteFile(htpasswd, []byte(opts.Username+":"+string(hash)+"\n"), 0o600); err != nil {
-			t.Fatal(err)
+			return nil, nil, err
 		}
 		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: portcullis-test\n    path: %s\n", htpasswd)
 	}
@@ -90,28 +115,28 @@ storage:
 http:
   addr: %s
   secret: %s
-%s`, filepath.Join(dir, "data"), addr, hex.EncodeToString(secret), auth)
-	cfgPath := filepath.Join(dir, "config.yml")
+%s`, filepath.Join(opts.Dir, "data"), addr, hex.EncodeToString(secret), auth)
+	cfgPath := filepath.Join(opts.Dir, "config.yml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
+		return nil, nil, err
+	}
+	logs, err := os.Create(filepath.Join(opts.Dir, "registry.log"))
+	if err != nil {
+		return nil, nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "serve", cfgPath)
-	logs, _ := os.Create(filepath.Join(dir, "registry.log"))
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		cancel()
-		t.Fatalf("starting %s: %v", bin, err)
+		return nil, nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
-	t.Cleanup(func() {
+	stop = func() {
 		cancel()
 		_ = cmd.Wait()
-		if t.Failed() {
-			data, _ := os.ReadFile(logs.Name())
-			t.Logf("registry log:\n%s", data)
-		}
-	})
-	d := &Distribution{Host: addr, URL: "http://" + addr, auth: authn.Anonymous}
+		_ = logs.Close()
+	}
+	d = &Distribution{Host: addr, URL: "http://" + addr, auth: authn.Anonymous}
 	if opts.Username != "" {
 		d.auth = &authn.Basic{Username: opts.Username, Password: opts.Password}
 	}
@@ -121,15 +146,19 @@ http:
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
-				return d
+				return d, stop, nil
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("registry on %s did not answer /v2/ within 15s: %v", addr, err)
+			stop()
+			return nil, nil, fmt.Errorf("registry on %s did not answer /v2/ within 15s (log: %s): %v", addr, logs.Name(), err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Auth is the authenticator for pushing to this registry.
+func (d *Distribution) Auth() authn.Authenticator { return d.auth }
 
 // Ref parses repo plus a ":tag" or "@digest" suffix on this registry.
 func (d *Distribution) Ref(t testing.TB, repoAndSuffix string) name.Reference {
@@ -178,24 +207,43 @@ func (d *Distribution) Delete(t testing.TB, repo, digest string) {
 // RandomImage is a small image with one random layer, so its digest is unique.
 func RandomImage(t testing.TB) v1.Image {
 	t.Helper()
-	img, err := random.Image(256, 1)
+	img, err := NewRandomImage()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return img
 }
 
+// NewRandomImage is RandomImage outside tests.
+func NewRandomImage() (v1.Image, error) { return random.Image(256, 1) }
+
 // PlatformIndex is an OCI index of one random image per platform ("linux/amd64", "linux/arm64/v8").
 func PlatformIndex(t testing.TB, platforms ...string) v1.ImageIndex {
 	t.Helper()
+	idx, err := NewPlatformIndex(platforms...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx
+}
+
+// NewPlatformIndex is PlatformIndex outside tests.
+func NewPlatformIndex(platforms ...string) (v1.ImageIndex, error) {
 	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
 	for _, p := range platforms {
 		parts := strings.Split(p, "/")
+		if len(parts) < 2 {
+			return nil, fmt.Errorf("platform %q: want os/arch[/variant]", p)
+		}
 		plat := &v1.Platform{OS: parts[0], Architecture: parts[1]}
 		if len(parts) > 2 {
 			plat.Variant = parts[2]
 		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: RandomImage(t), Descriptor: v1.Descriptor{Platform: plat}})
+		img, err := NewRandomImage()
+		if err != nil {
+			return nil, err
+		}
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: plat}})
 	}
-	return idx
+	return idx, nil
 }
