@@ -30,6 +30,7 @@ func startRegistry(bin, addr, dir string) (*registrytest.Distribution, func(), e
 	} else {
 		_ = l.Close()
 	}
+	_ = os.RemoveAll(dir) // a fresh registry every run, so the seeded set is always the same
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, err
 	}

@@ -17,7 +17,7 @@ import (
 // pass over an unchanged registry: it skips the GET of each index. requests/op counts HTTP requests
 // seen by a proxy in front of the registry.
 //
-//	make test PKGS=./internal/controller TESTFLAGS='-run ^$ -bench Listing -benchtime 5x'
+//	make test PKGS=./internal/controller TESTFLAGS='-run NONE -bench Listing -benchtime 5x'
 func BenchmarkListing(b *testing.B) {
 	const repos, tags = 50, 20
 	dist := registrytest.StartDistribution(b, registrytest.Options{})
