@@ -64,6 +64,10 @@ const (
 	// InventoryWriteFailedReason: creating, updating or deleting ImageAttestations failed; retried.
 	InventoryWriteFailedReason = "InventoryWriteFailed"
 
+	// PolicyInvalidReason: a RepositoryPolicy of the Registry has a spec that cannot work (an invalid
+	// pattern); the Registry keeps its inventory unchanged until the policy is fixed.
+	PolicyInvalidReason = "PolicyInvalid"
+
 	// PendingReason: the object's goal is not reached yet and work goes on (for an ImageAttestation:
 	// no current verdict yet); Ready is Unknown meanwhile.
 	PendingReason = "Pending"

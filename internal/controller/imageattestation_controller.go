@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"fmt"
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,21 +25,8 @@ type ImageAttestationReconciler struct {
 // +kubebuilder:rbac:groups=registry.portcullis.dev,resources=imageattestations/status,verbs=get;update;patch
 
 // Reconcile runs one pass for an ImageAttestation and writes its status with at most one patch.
-func (r *ImageAttestationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
-	obj := &v1alpha1.ImageAttestation{}
-	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	base := obj.DeepCopy()
-	defer func() {
-		if err := patchStatus(ctx, r.Client, obj, base); err != nil && retErr == nil {
-			retErr = fmt.Errorf("patching status: %w", err)
-		}
-	}()
-
-	o, err := r.reconcile(ctx, obj)
-	applyOutcome(obj, o)
-	return ctrl.Result{}, err
+func (r *ImageAttestationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	return ctrl.Result{}, reconcileOnce(ctx, r.Client, req.NamespacedName, &v1alpha1.ImageAttestation{}, r.reconcile)
 }
 
 func (r *ImageAttestationReconciler) reconcile(ctx context.Context, obj *v1alpha1.ImageAttestation) (outcome, error) {

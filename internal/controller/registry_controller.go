@@ -57,7 +57,8 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if obj.Status.ObservedGeneration != obj.Generation && !obj.Spec.Suspend {
+	if obj.Status.ObservedGeneration != obj.Generation && !obj.Spec.Suspend &&
+		!hasConditionStatus(obj, v1alpha1.ReconcilingCondition, metav1.ConditionTrue) {
 		base := obj.DeepCopy()
 		applyOutcome(obj, pending(v1alpha1.ProgressingReason, "listing the registry for generation %d", obj.Generation))
 		if err := patchStatus(ctx, r.Client, obj, base); err != nil {
@@ -106,6 +107,14 @@ func (r *RegistryReconciler) reconcile(ctx context.Context, obj *v1alpha1.Regist
 	if err := r.List(ctx, policies, client.InNamespace(obj.Namespace), client.MatchingFields{indexRegistryRef: obj.Name}); err != nil {
 		return failed(v1alpha1.ReadFailedReason, err), err
 	}
+	for i := range policies.Items {
+		// A pattern that does not parse matches nothing: listing with it would delete the images the
+		// policy meant to keep, or keep tags it meant to exclude. Change nothing until it is fixed.
+		if p := policy.InvalidPattern(policyPatterns(&policies.Items[i].Spec)...); p != "" {
+			return stalled(v1alpha1.PolicyInvalidReason, "RepositoryPolicy %q has the invalid pattern %q; the inventory is kept until it is fixed",
+				policies.Items[i].Name, p), nil
+		}
+	}
 	existing := &v1alpha1.ImageAttestationList{}
 	if err := r.List(ctx, existing, client.InNamespace(obj.Namespace), client.MatchingFields{indexRegistryRef: obj.Name}); err != nil {
 		return failed(v1alpha1.ReadFailedReason, err), err
@@ -119,6 +128,9 @@ func (r *RegistryReconciler) reconcile(ctx context.Context, obj *v1alpha1.Regist
 	passCtx, cancel := context.WithTimeout(ctx, registryTimeout(obj))
 	defer cancel()
 	inv, err := listInventory(passCtx, lister, &obj.Spec, policy.NewSelection(policies.Items), known)
+	if err == nil {
+		registryPasses.WithLabelValues(obj.Namespace + "/" + obj.Name).SetToCurrentTime()
+	}
 	if err != nil {
 		o := registryFailure("listing the catalog failed; the last known inventory is kept", err)
 		return o, err

@@ -247,6 +247,15 @@ func TestDiscoveryLifecycle(t *testing.T) {
 	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Repositories = []string{"team-a/**"} })
 	waitImages(t, ns, map[string]string{"team-a/api@" + d1: "v1", "team-a/api@" + d2: "latest,v2"})
 	waitFor(t, reg, "Ready again", func(r *v1alpha1.Registry) bool { return isReady(r) && r.Status.ImageCount == 2 })
+
+	// A policy pattern that does not parse would select nothing: the Registry changes nothing and
+	// says why, and picks up again once the policy is fixed.
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Repositories = []string{"team-[a"} })
+	waitFor(t, reg, "Stalled PolicyInvalid", isStalled(v1alpha1.PolicyInvalidReason))
+	waitImages(t, ns, map[string]string{"team-a/api@" + d1: "v1", "team-a/api@" + d2: "latest,v2"})
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Repositories = []string{"team-a/**", "multi"} })
+	waitImages(t, ns, map[string]string{"team-a/api@" + d1: "v1", "team-a/api@" + d2: "latest,v2", "multi@" + dIdx: "v1"})
+	waitFor(t, reg, "Ready after the fix", func(r *v1alpha1.Registry) bool { return isReady(r) && r.Status.ImageCount == 3 })
 }
 
 // TestDiscoveryAuthentication runs against Distribution with htpasswd: right credentials list the
@@ -294,16 +303,29 @@ func TestDiscoveryAuthentication(t *testing.T) {
 	waitFor(t, reg, "Ready after the fix", isReady)
 }
 
-// TestDiscoveryUnreachable: a registry nobody listens on is RegistryUnavailable, not Stalled.
-func TestDiscoveryUnreachable(t *testing.T) {
+// TestDiscoveryRecovers: a registry that is down when the Registry is created is RegistryUnavailable
+// (transient, not Stalled), and is listed once it comes back, without any change to the Registry.
+func TestDiscoveryRecovers(t *testing.T) {
+	ctx := context.Background()
 	ns := newNamespace(t)
-	reg := &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "down", Namespace: ns}, Spec: v1alpha1.RegistrySpec{
-		URL: "http://127.0.0.1:1", Insecure: true, Timeout: &metav1.Duration{Duration: 5 * time.Second}}}
-	if err := k8sClient.Create(context.Background(), reg); err != nil {
-		t.Fatal(err)
+	dist := registrytest.StartDistribution(t, registrytest.Options{})
+	d1 := dist.Push(t, "app", "v1", registrytest.RandomImage(t))
+	px := newProxy(t, dist.URL)
+	px.fail("/v2/", http.StatusServiceUnavailable)
+	reg := &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "flaky", Namespace: ns}, Spec: v1alpha1.RegistrySpec{
+		URL: px.URL, Insecure: true, Timeout: &metav1.Duration{Duration: 5 * time.Second}}}
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "all", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "flaky"}, Repositories: []string{"**"}}}
+	for _, o := range []client.Object{pol, reg} {
+		if err := k8sClient.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
 	}
 	waitFor(t, reg, "RegistryUnavailable", func(r *v1alpha1.Registry) bool {
 		return hasCondition(r, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.RegistryUnavailableReason) &&
 			findCondition(r, v1alpha1.StalledCondition) == nil && hasCondition(r, v1alpha1.ReconcilingCondition, metav1.ConditionTrue, v1alpha1.RegistryUnavailableReason)
 	})
+	px.fail("", 0)
+	waitImages(t, ns, map[string]string{"app@" + d1: "v1"}) // the backoff retry lists it
+	waitFor(t, reg, "Ready", isReady)
 }

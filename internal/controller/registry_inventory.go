@@ -32,6 +32,9 @@ type registryLister interface {
 
 var _ registryLister = (*registry.Client)(nil)
 
+// maxTags is the most tags an ImageAttestation records (spec.tags MaxItems).
+const maxTags = 256
+
 // imageKey identifies one ImageAttestation: a digest in a repository.
 type imageKey struct{ repository, digest string }
 
@@ -131,6 +134,10 @@ func listRepository(ctx context.Context, reg registryLister, repo string, sel po
 	}
 	for k, img := range found {
 		sort.Strings(img.tags)
+		img.tags = slices.Compact(img.tags) // a registry whose paging repeats a tag
+		if len(img.tags) > maxTags {
+			img.tags = img.tags[:maxTags] // the API's bound; the digest stays selected
+		}
 		inv.images[k] = img
 	}
 	return nil

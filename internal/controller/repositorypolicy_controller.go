@@ -35,21 +35,8 @@ type RepositoryPolicyReconciler struct {
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
 
 // Reconcile runs one pass for a RepositoryPolicy and writes its status with at most one patch.
-func (r *RepositoryPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
-	obj := &v1alpha1.RepositoryPolicy{}
-	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	base := obj.DeepCopy()
-	defer func() {
-		if err := patchStatus(ctx, r.Client, obj, base); err != nil && retErr == nil {
-			retErr = fmt.Errorf("patching status: %w", err)
-		}
-	}()
-
-	o, err := r.reconcile(ctx, obj)
-	applyOutcome(obj, o)
-	return ctrl.Result{}, err
+func (r *RepositoryPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	return ctrl.Result{}, reconcileOnce(ctx, r.Client, req.NamespacedName, &v1alpha1.RepositoryPolicy{}, r.reconcile)
 }
 
 func (r *RepositoryPolicyReconciler) reconcile(ctx context.Context, obj *v1alpha1.RepositoryPolicy) (outcome, error) {

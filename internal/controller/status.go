@@ -112,3 +112,28 @@ func patchStatus(ctx context.Context, c client.Client, obj, base statusObject) e
 	}
 	return nil
 }
+
+// reconcileOnce is the Reconcile of a kind whose pass is one step: fetch obj by key (gone: nothing to
+// do), run step, turn its outcome into conditions, and write the status with at most one patch.
+// step's error is returned so that controller-runtime backs off.
+func reconcileOnce[T statusObject](ctx context.Context, c client.Client, key client.ObjectKey, obj T,
+	step func(context.Context, T) (outcome, error)) (retErr error) {
+	if err := c.Get(ctx, key, obj); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	base := obj.DeepCopyObject().(T)
+	defer func() {
+		if err := patchStatus(ctx, c, obj, base); err != nil && retErr == nil {
+			retErr = fmt.Errorf("patching status: %w", err)
+		}
+	}()
+	o, err := step(ctx, obj)
+	applyOutcome(obj, o)
+	return err
+}
+
+// hasConditionStatus reports whether obj has condition typ with status s.
+func hasConditionStatus(obj statusObject, typ string, s metav1.ConditionStatus) bool {
+	c := apimeta.FindStatusCondition(obj.GetConditions(), typ)
+	return c != nil && c.Status == s
+}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -69,9 +70,36 @@ type Config struct {
 type Client struct {
 	reg      name.Registry
 	nameOpts []name.Option
-	puller   *remote.Puller
 	pageSize int
 	maxPages int
+
+	newPuller func() (*remote.Puller, error)
+	mu        sync.Mutex
+	puller    *remote.Puller
+}
+
+// pull returns the current Puller. go-containerregistry's Puller sets each repository up once (ping,
+// token) and keeps a failed set-up for good, so after a failure that may pass (auth, unavailable,
+// timeout, rate limit) done drops it and the next call starts afresh.
+func (c *Client) pull() (p *remote.Puller, done func(error) error, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.puller == nil {
+		if c.puller, err = c.newPuller(); err != nil {
+			return nil, nil, err
+		}
+	}
+	p = c.puller
+	return p, func(err error) error {
+		if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrInvalidResponse) && !errors.Is(err, ErrTooLarge) {
+			c.mu.Lock()
+			if c.puller == p {
+				c.puller = nil
+			}
+			c.mu.Unlock()
+		}
+		return err
+	}, nil
 }
 
 // New builds a Client. It fails when the URL does not parse or the CA bundle holds no certificate.
@@ -117,20 +145,23 @@ func New(cfg Config) (*Client, error) {
 		auth = authn.Anonymous
 	}
 	pageSize := int(def(float64(cfg.PageSize), DefaultPageSize))
-	puller, err := remote.NewPuller(
-		remote.WithTransport(t),
-		remote.WithAuth(auth),
-		remote.WithUserAgent("portcullis"),
-		remote.WithPageSize(pageSize),
-		// politeTransport retries; go-containerregistry's own retries would multiply requests.
-		remote.WithRetryStatusCodes(),
-		remote.WithRetryPredicate(func(error) bool { return false }),
-	)
-	if err != nil {
+	newPuller := func() (*remote.Puller, error) {
+		return remote.NewPuller(
+			remote.WithTransport(t),
+			remote.WithAuth(auth),
+			remote.WithUserAgent("portcullis"),
+			remote.WithPageSize(pageSize),
+			// politeTransport retries; go-containerregistry's own retries would multiply requests.
+			remote.WithRetryStatusCodes(),
+			remote.WithRetryPredicate(func(error) bool { return false }),
+		)
+	}
+	c := &Client{reg: reg, nameOpts: nameOpts, pageSize: pageSize, newPuller: newPuller,
+		maxPages: int(def(float64(cfg.MaxPages), DefaultMaxPages))}
+	if _, _, err := c.pull(); err != nil {
 		return nil, err
 	}
-	return &Client{reg: reg, nameOpts: nameOpts, puller: puller, pageSize: pageSize,
-		maxPages: int(def(float64(cfg.MaxPages), DefaultMaxPages))}, nil
+	return c, nil
 }
 
 func httpTransport(caPEM []byte) (*http.Transport, error) {
@@ -155,12 +186,16 @@ func httpTransport(caPEM []byte) (*http.Transport, error) {
 // Repositories lists the registry's catalog (`GET /v2/_catalog`), following `Link: <...>;
 // rel="next"` pages. A page that repeats an earlier next link, or more than MaxPages pages, fails
 // with ErrInvalidResponse.
-func (c *Client) Repositories(ctx context.Context) ([]string, error) {
-	pager, err := c.puller.Catalogger(ctx, c.reg)
+func (c *Client) Repositories(ctx context.Context) (repos []string, err error) {
+	p, done, err := c.pull()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = done(err) }()
+	pager, err := p.Catalogger(ctx, c.reg)
 	if err != nil {
 		return nil, classify("listing the catalog", err)
 	}
-	var repos []string
 	seen := map[string]bool{}
 	for pages := 0; pager.HasNext(); pages++ {
 		if pages >= c.maxPages {
@@ -181,17 +216,21 @@ func (c *Client) Repositories(ctx context.Context) ([]string, error) {
 
 // Tags lists a repository's tags (`GET /v2/<name>/tags/list`) with the same paging rules as
 // Repositories. A repository that does not exist fails with ErrNotFound.
-func (c *Client) Tags(ctx context.Context, repository string) ([]string, error) {
+func (c *Client) Tags(ctx context.Context, repository string) (tags []string, err error) {
 	op := "listing tags of " + repository
 	repo, err := c.repo(repository)
 	if err != nil {
 		return nil, classify(op, err)
 	}
-	pager, err := c.puller.Lister(ctx, repo)
+	p, done, err := c.pull()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = done(err) }()
+	pager, err := p.Lister(ctx, repo)
 	if err != nil {
 		return nil, classify(op, err)
 	}
-	var tags []string
 	seen := map[string]bool{}
 	for pages := 0; pager.HasNext(); pages++ {
 		if pages >= c.maxPages {
@@ -221,27 +260,30 @@ type Manifest struct {
 // IsIndex reports whether the manifest is an OCI image index or a Docker manifest list.
 func (m Manifest) IsIndex() bool { return types.MediaType(m.MediaType).IsIndex() }
 
-// acceptable are the manifest media types asked for in the Accept header of a resolution.
-var acceptable = []types.MediaType{types.OCIImageIndex, types.OCIManifestSchema1, types.DockerManifestList, types.DockerManifestSchema2}
-
 // Resolve returns the digest a tag points at, with one `HEAD /v2/<name>/manifests/<tag>` carrying
-// the Accept types for OCI index, OCI manifest, Docker manifest list and Docker v2 manifest; when the
-// HEAD gives no usable digest (some registries omit Docker-Content-Digest) it falls back to GET and
-// computes the digest from the body.
-func (c *Client) Resolve(ctx context.Context, repository, tag string) (Manifest, error) {
+// go-containerregistry's Accept list (OCI index and manifest, Docker manifest list and v2 manifest,
+// and Docker schema 1); when the HEAD gives no usable digest (some registries omit
+// Docker-Content-Digest) it falls back to GET and computes the digest from the body. A tag or
+// repository that does not exist (404 with MANIFEST_UNKNOWN or NAME_UNKNOWN) is ErrNotFound.
+func (c *Client) Resolve(ctx context.Context, repository, tag string) (m Manifest, err error) {
 	op := fmt.Sprintf("resolving %s:%s", repository, tag)
 	ref, err := c.ref(repository, ":"+tag)
 	if err != nil {
 		return Manifest{}, classify(op, err)
 	}
-	desc, err := c.puller.Head(ctx, ref)
+	p, done, err := c.pull()
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer func() { err = done(err) }()
+	desc, err := p.Head(ctx, ref)
 	if err == nil {
 		return Manifest{Digest: desc.Digest.String(), MediaType: string(desc.MediaType)}, nil
 	}
 	if k := kindOf(err); k != ErrInvalidResponse {
 		return Manifest{}, classify(op, err) // 401, 404, 429, 5xx, timeouts: a GET would fare no better
 	}
-	got, gerr := c.puller.Get(ctx, ref)
+	got, gerr := p.Get(ctx, ref)
 	if gerr != nil {
 		return Manifest{}, classify(op, gerr)
 	}
@@ -258,13 +300,18 @@ type Platform struct {
 
 // Platforms fetches an index by digest and returns its children. The body's digest is checked
 // against the one asked for.
-func (c *Client) Platforms(ctx context.Context, repository, digest string) ([]Platform, error) {
+func (c *Client) Platforms(ctx context.Context, repository, digest string) (_ []Platform, err error) {
 	op := fmt.Sprintf("reading index %s@%s", repository, digest)
 	ref, err := c.ref(repository, "@"+digest)
 	if err != nil {
 		return nil, classify(op, err)
 	}
-	desc, err := c.puller.Get(ctx, ref)
+	p, done, err := c.pull()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { err = done(err) }()
+	desc, err := p.Get(ctx, ref)
 	if err != nil {
 		return nil, classify(op, err)
 	}

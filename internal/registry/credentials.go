@@ -44,7 +44,7 @@ func AuthFromSecret(s *corev1.Secret, host string) (authn.Authenticator, error) 
 			return nil, fmt.Errorf("%w: Secret %q: %s is not a docker config", ErrCredentials, s.Name, corev1.DockerConfigJsonKey)
 		}
 		for key, e := range cfg.Auths {
-			if configHost(key) != strings.ToLower(host) {
+			if configHost(key) != configHost(host) {
 				continue
 			}
 			entry := authn.AuthConfig{Username: e.Username, Password: e.Password, IdentityToken: e.IdentityToken, RegistryToken: e.RegistryToken}
@@ -66,8 +66,9 @@ func AuthFromSecret(s *corev1.Secret, host string) (authn.Authenticator, error) 
 	return nil, fmt.Errorf("%w: Secret %q has type %q; want %s or %s", ErrCredentials, s.Name, s.Type, corev1.SecretTypeDockerConfigJson, corev1.SecretTypeBasicAuth)
 }
 
-// configHost normalises a docker config key to host[:port]; Docker Hub's legacy key maps to its
-// registry host.
+// configHost normalises a docker config key or a registry host to host[:port]: lower case, no
+// scheme or path, no default :443, and Docker Hub's names (docker.io, index.docker.io,
+// registry-1.docker.io) as one.
 func configHost(key string) string {
 	k := strings.ToLower(strings.TrimSpace(key))
 	if strings.Contains(k, "://") {
@@ -76,7 +77,9 @@ func configHost(key string) string {
 		}
 	}
 	k, _, _ = strings.Cut(k, "/")
-	if k == "index.docker.io" || k == "docker.io" {
+	k = strings.TrimSuffix(k, ":443")
+	switch k {
+	case "docker.io", "index.docker.io", "registry-1.docker.io":
 		return "index.docker.io"
 	}
 	return k

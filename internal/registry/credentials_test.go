@@ -31,6 +31,8 @@ func TestAuthFromSecret(t *testing.T) {
 		{"basic-auth without password", &corev1.Secret{Type: corev1.SecretTypeBasicAuth, Data: map[string][]byte{"username": []byte("u")}}, "r.test", "", "", "needs non-empty"},
 		{"dockerconfig host key", dcj(`{"auths":{"r.test:5000":{"username":"a","password":"b"}}}`), "r.test:5000", "a", "b", ""},
 		{"dockerconfig URL key", dcj(`{"auths":{"https://R.test/v1/":{"username":"a","password":"b"}}}`), "r.test", "a", "b", ""},
+		{"dockerconfig Docker Hub alias", dcj(`{"auths":{"https://index.docker.io/v1/":{"username":"a","password":"b"}}}`), "registry-1.docker.io", "a", "b", ""},
+		{"dockerconfig default port", dcj(`{"auths":{"r.test":{"username":"a","password":"b"}}}`), "r.test:443", "a", "b", ""},
 		{"dockerconfig auth field", dcj(`{"auths":{"r.test":{"auth":"` + b64 + `"}}}`), "r.test", "bob", "pa:ss", ""},
 		{"dockerconfig other host", dcj(`{"auths":{"other.test":{"username":"a","password":"b"}}}`), "r.test", "", "", `no auths entry for "r.test"`},
 		{"dockerconfig bad auth", dcj(`{"auths":{"r.test":{"auth":"!!!"}}}`), "r.test", "", "", "not base64"},

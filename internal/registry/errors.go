@@ -2,6 +2,8 @@ package registry
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,21 +56,17 @@ func kindOf(err error) error {
 			return k
 		}
 	}
-	// encoding/json built with GOEXPERIMENT=jsonv2 reports a failed body read as "jsontext: read
-	// error: ..." without wrapping it, so the read's own error is found by its message.
-	switch msg := err.Error(); {
-	case strings.Contains(msg, ErrTooLarge.Error()):
-		return ErrTooLarge
-	case strings.Contains(msg, context.DeadlineExceeded.Error()), strings.Contains(msg, context.Canceled.Error()):
-		return ErrTimeout
-	}
 	var terr *transport.Error
 	if errors.As(err, &terr) {
 		switch code := terr.StatusCode; {
 		case code == http.StatusUnauthorized || code == http.StatusForbidden:
 			return ErrUnauthorized
-		case code == http.StatusNotFound:
+		case code == http.StatusNotFound && contentNotFound(terr):
 			return ErrNotFound
+		case code == http.StatusNotFound:
+			// A 404 from the /v2/ ping, a token endpoint or a proxy in front says nothing about the
+			// repository: treating it as "gone" would delete its images.
+			return ErrUnavailable
 		case code == http.StatusTooManyRequests:
 			return ErrRateLimited
 		case code >= 500:
@@ -77,12 +75,27 @@ func kindOf(err error) error {
 			return ErrInvalidResponse
 		}
 	}
+	// encoding/json built with GOEXPERIMENT=jsonv2 reports a failed body read as "jsontext: read
+	// error: ..." without wrapping it, so the read's own error is found by its message.
+	switch msg := err.Error(); {
+	case strings.Contains(msg, ErrTooLarge.Error()):
+		return ErrTooLarge
+	case strings.Contains(msg, context.DeadlineExceeded.Error()), strings.Contains(msg, context.Canceled.Error()):
+		return ErrTimeout
+	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return ErrTimeout
 	}
 	var nerr net.Error
 	if errors.As(err, &nerr) && nerr.Timeout() {
 		return ErrTimeout
+	}
+	var unknownCA x509.UnknownAuthorityError
+	var invalidCert x509.CertificateInvalidError
+	var hostname x509.HostnameError
+	var tlsRecord tls.RecordHeaderError
+	if errors.As(err, &unknownCA) || errors.As(err, &invalidCert) || errors.As(err, &hostname) || errors.As(err, &tlsRecord) {
+		return ErrUnavailable // TLS: the registry cannot be trusted or spoken to; the message says why
 	}
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
@@ -94,4 +107,26 @@ func kindOf(err error) error {
 		return ErrUnavailable
 	}
 	return ErrInvalidResponse
+}
+
+// contentNotFound reports whether a 404 is the distribution API saying that a repository, tag or
+// manifest does not exist: from the tags or manifests endpoint, with NAME_UNKNOWN or MANIFEST_UNKNOWN
+// (or no error body, which some registries send).
+func contentNotFound(terr *transport.Error) bool {
+	if terr.Request == nil || terr.Request.URL == nil {
+		return false
+	}
+	p := terr.Request.URL.Path
+	if !strings.HasSuffix(p, "/tags/list") && !strings.Contains(p, "/manifests/") {
+		return false
+	}
+	if len(terr.Errors) == 0 {
+		return true
+	}
+	for _, d := range terr.Errors {
+		if d.Code == transport.NameUnknownErrorCode || d.Code == transport.ManifestUnknownErrorCode {
+			return true
+		}
+	}
+	return false
 }

@@ -297,3 +297,62 @@ func onPath(path string, h http.HandlerFunc) func(http.ResponseWriter, *http.Req
 		return true
 	}
 }
+
+// TestRecoversAfterSetupFailure: go-containerregistry keeps a failed repository set-up (ping, token)
+// for good; the Client must drop it so the same Client works once the registry is back.
+func TestRecoversAfterSetupFailure(t *testing.T) {
+	fs := newFaultServer(t)
+	fs.push(t, "app", "v1", randomImage(t))
+	fs.setFault(onPath("/v2/", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }))
+	c := fs.client(t, func(c *Config) { c.MaxRetries = 1 })
+	ctx := context.Background()
+	if _, err := c.Tags(ctx, "app"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("while down: %v, want ErrUnavailable", err)
+	}
+	fs.setFault(nil)
+	if tags, err := c.Tags(ctx, "app"); err != nil || len(tags) != 1 {
+		t.Fatalf("after recovery: %v, %v", tags, err)
+	}
+}
+
+// TestNotFoundOnlyFromContent: a 404 says "gone" only when the tags or manifests endpoint says so; a
+// 404 from the ping (a proxy, a wrong path) is ErrUnavailable, so nothing is deleted for it.
+func TestNotFoundOnlyFromContent(t *testing.T) {
+	fs := newFaultServer(t)
+	fs.push(t, "app", "v1", randomImage(t))
+	fs.setFault(onPath("/v2/", func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) }))
+	if _, err := fs.client(t).Tags(context.Background(), "app"); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotFound) {
+		t.Fatalf("404 on the ping: %v, want ErrUnavailable", err)
+	}
+}
+
+// TestRetryAfterPastDeadline: a Retry-After longer than the pass has left fails at once as a rate
+// limit, instead of sleeping into a timeout.
+func TestRetryAfterPastDeadline(t *testing.T) {
+	fs := newFaultServer(t)
+	fs.push(t, "app", "v1", randomImage(t))
+	fs.setFault(onPath("/v2/app/tags/list", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "20")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := fs.client(t, func(c *Config) { c.MaxRetryWait = time.Minute }).Tags(ctx, "app")
+	if !errors.Is(err, ErrRateLimited) || time.Since(start) > time.Second {
+		t.Fatalf("error %v after %s, want ErrRateLimited at once", err, time.Since(start))
+	}
+}
+
+// TestStatusBeforeMessage: a 401 whose body happens to say "context canceled" is still
+// ErrUnauthorized.
+func TestStatusBeforeMessage(t *testing.T) {
+	fs := newFaultServer(t)
+	fs.push(t, "app", "v1", randomImage(t))
+	fs.setFault(onPath("/v2/app/tags/list", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"context canceled"}]}`, http.StatusUnauthorized)
+	}))
+	if _, err := fs.client(t).Tags(context.Background(), "app"); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("error %v, want ErrUnauthorized", err)
+	}
+}

@@ -42,7 +42,9 @@ func (t *politeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if retryable(resp.StatusCode) && attempt < t.maxRetries && (req.Method == http.MethodGet || req.Method == http.MethodHead) {
 			wait := t.backoff(attempt, resp.Header.Get("Retry-After"))
-			if wait <= t.maxWait {
+			deadline, hasDeadline := ctx.Deadline()
+			// A wait past the pass's deadline would only turn a rate limit into a timeout.
+			if wait <= t.maxWait && (!hasDeadline || t.now().Add(wait).Before(deadline)) {
 				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 				_ = resp.Body.Close()
 				if err := sleep(ctx, wait); err != nil {
