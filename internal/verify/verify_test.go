@@ -1,0 +1,294 @@
+package verify
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
+	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
+	"github.com/sigstore/cosign/v2/pkg/oci/static"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/payload"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+)
+
+// testRegistry is go-containerregistry's in-process registry; fail500 makes it answer 500.
+type testRegistry struct {
+	*httptest.Server
+	host    string
+	fail500 atomic.Bool
+}
+
+func newRegistry(t *testing.T) *testRegistry {
+	t.Helper()
+	r := &testRegistry{}
+	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.fail500.Load() {
+			http.Error(w, "down", http.StatusInternalServerError)
+			return
+		}
+		inner.ServeHTTP(w, req)
+	}))
+	t.Cleanup(r.Close)
+	r.host = strings.TrimPrefix(r.URL, "http://")
+	return r
+}
+
+// pushImage pushes a random image as repo:tag and returns its digest reference.
+func (r *testRegistry) pushImage(t *testing.T, repo string) name.Digest {
+	t.Helper()
+	img, err := random.Image(128, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(r.host+"/"+repo+":v1", name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	dg, err := name.NewDigest(r.host+"/"+repo+"@"+d.String(), name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dg
+}
+
+// sign signs subject's digest with signer as `cosign sign --key ... --tlog-upload=false` does: a
+// simple-signing payload naming subject, its signature attached under the cosign tag scheme, in
+// sigRepo when given.
+func sign(t *testing.T, subject name.Digest, signer signature.Signer, sigRepo string) {
+	t.Helper()
+	p, err := (&payload.Cosign{Image: subject}).MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := signer.SignMessage(strings.NewReader(string(p)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := static.NewSignature(p, base64.StdEncoding.EncodeToString(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts []ociremote.Option
+	target := subject.Context()
+	if sigRepo != "" {
+		target, _ = name.NewRepository(subject.RegistryStr()+"/"+sigRepo, name.Insecure)
+		opts = append(opts, ociremote.WithTargetRepository(target))
+	}
+	se, err := ociremote.SignedEntity(subject, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	se, err = mutate.AttachSignatureToEntity(se, sig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ociremote.WriteSignatures(target, se, opts...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type keyPair struct {
+	signer signature.Signer
+	pubPEM []byte
+}
+
+func newKey(t *testing.T, kind string, h crypto.Hash) keyPair {
+	t.Helper()
+	var priv crypto.Signer
+	var err error
+	switch kind {
+	case "p256":
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "p384":
+		priv, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case "rsa":
+		priv, err = rsa.GenerateKey(rand.Reader, 2048)
+	case "ed25519":
+		_, priv, err = ed25519.GenerateKey(rand.Reader)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := signature.LoadSigner(priv, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keyPair{signer: s, pubPEM: pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})}
+}
+
+func keyPolicy(names ...string) *v1alpha1.VerificationSpec {
+	spec := &v1alpha1.VerificationSpec{}
+	for _, n := range names {
+		spec.Authorities = append(spec.Authorities, v1alpha1.Authority{Name: n, Key: &v1alpha1.KeyAuthority{Data: "x"}, IgnoreTransparencyLog: true})
+	}
+	return spec
+}
+
+func compile(t *testing.T, spec *v1alpha1.VerificationSpec, keys Keys) *Verifier {
+	t.Helper()
+	v, err := Compile(spec, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestKeyAuthorities(t *testing.T) {
+	reg := newRegistry(t)
+	ctx := context.Background()
+	cases := []struct {
+		name    string
+		kind    string
+		hash    crypto.Hash
+		signed  bool
+		wrong   bool // signed with another key
+		sigRepo string
+		reason  string // empty: verified
+	}{
+		{name: "p256 sha256", kind: "p256", hash: crypto.SHA256, signed: true},
+		{name: "p384 sha384", kind: "p384", hash: crypto.SHA384, signed: true},
+		{name: "p256 sha512", kind: "p256", hash: crypto.SHA512, signed: true},
+		{name: "rsa sha256", kind: "rsa", hash: crypto.SHA256, signed: true},
+		{name: "ed25519", kind: "ed25519", hash: crypto.SHA512, signed: true},
+		{name: "signatures in another repository", kind: "p256", hash: crypto.SHA256, signed: true, sigRepo: "signatures/app"},
+		{name: "unsigned", kind: "p256", hash: crypto.SHA256, reason: ReasonSignatureMissing},
+		{name: "wrong key", kind: "p256", hash: crypto.SHA256, signed: true, wrong: true, reason: ReasonKeyMismatch},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			digest := reg.pushImage(t, "app"+string(rune('a'+i)))
+			trusted := newKey(t, tc.kind, tc.hash)
+			signer := trusted
+			if tc.wrong {
+				signer = newKey(t, tc.kind, tc.hash)
+			}
+			if tc.signed {
+				sign(t, digest, signer.signer, tc.sigRepo)
+			}
+			spec := keyPolicy("release")
+			spec.SignatureRepository = tc.sigRepo
+			res, err := compile(t, spec, Keys{"release": trusted.pubPEM}).Verify(ctx, digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ar := res.Authorities[0]
+			if tc.reason == "" {
+				if !res.Verified || !ar.Verified || ar.Signer != "key release" {
+					t.Fatalf("want verified, got %+v", res)
+				}
+				return
+			}
+			if res.Verified || ar.Verified || ar.Reason != tc.reason {
+				t.Fatalf("want not verified with %s, got %+v", tc.reason, res)
+			}
+		})
+	}
+}
+
+// TestSignatureOfAnotherDigest: a signature whose payload names another digest, copied under this
+// digest's signature tag, does not verify.
+func TestSignatureOfAnotherDigest(t *testing.T) {
+	reg := newRegistry(t)
+	key := newKey(t, "p256", crypto.SHA256)
+	a, b := reg.pushImage(t, "app"), reg.pushImage(t, "app")
+	sign(t, a, key.signer, "")
+	// Copy a's signature image to b's signature tag.
+	aTag, _ := ociremote.SignatureTag(a)
+	bTag, _ := ociremote.SignatureTag(b)
+	img, err := remote.Image(aTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(bTag, img); err != nil {
+		t.Fatal(err)
+	}
+	res, err := compile(t, keyPolicy("k"), Keys{"k": key.pubPEM}).Verify(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Verified || res.Authorities[0].Reason != ReasonDigestMismatch {
+		t.Fatalf("want DigestMismatch, got %+v", res)
+	}
+}
+
+func TestRequireAndTransparencyLog(t *testing.T) {
+	reg := newRegistry(t)
+	ctx := context.Background()
+	k1, k2 := newKey(t, "p256", crypto.SHA256), newKey(t, "p256", crypto.SHA256)
+	digest := reg.pushImage(t, "app")
+	sign(t, digest, k1.signer, "")
+	keys := Keys{"one": k1.pubPEM, "two": k2.pubPEM}
+
+	spec := keyPolicy("one", "two")
+	if res, _ := compile(t, spec, keys).Verify(ctx, digest); res.Verified {
+		t.Fatalf("default require is all authorities: %+v", res)
+	}
+	one := int32(1)
+	spec.Require = &one
+	res, err := compile(t, spec, keys).Verify(ctx, digest)
+	if err != nil || !res.Verified || !res.Authorities[0].Verified || res.Authorities[1].Reason != ReasonKeyMismatch {
+		t.Fatalf("require 1: %+v, %v", res, err)
+	}
+
+	strict := keyPolicy("one")
+	strict.Authorities[0].IgnoreTransparencyLog = false
+	res, _ = compile(t, strict, keys).Verify(ctx, digest)
+	if res.Verified || res.Authorities[0].Reason != ReasonTransparencyLogUnverifiable {
+		t.Fatalf("a required transparency log it cannot check must fail safe: %+v", res)
+	}
+
+	keyless := &v1alpha1.VerificationSpec{Authorities: []v1alpha1.Authority{{Name: "ci", Keyless: &v1alpha1.KeylessAuthority{Issuer: "https://issuer.test", Subject: "ci@test"}}}}
+	res, _ = compile(t, keyless, nil).Verify(ctx, digest)
+	if res.Verified || res.Authorities[0].Reason != ReasonUnsupported {
+		t.Fatalf("an unsupported authority must never pass: %+v", res)
+	}
+}
+
+func TestRegistryFailureIsAnError(t *testing.T) {
+	reg := newRegistry(t)
+	key := newKey(t, "p256", crypto.SHA256)
+	digest := reg.pushImage(t, "app")
+	sign(t, digest, key.signer, "")
+	reg.fail500.Store(true)
+	_, err := compile(t, keyPolicy("k"), Keys{"k": key.pubPEM}).Verify(context.Background(), digest)
+	if !errors.Is(err, ErrRegistry) {
+		t.Fatalf("a registry failure must be ErrRegistry, got %v", err)
+	}
+}
+
+func TestCompileRejectsBadKeys(t *testing.T) {
+	if _, err := Compile(keyPolicy("k"), Keys{"k": []byte("not a key")}); err == nil || !strings.Contains(err.Error(), `authority "k"`) {
+		t.Fatalf("want an error naming the authority, got %v", err)
+	}
+	if _, err := Compile(keyPolicy("k"), Keys{}); err == nil {
+		t.Fatal("missing key material must fail")
+	}
+}
