@@ -2,9 +2,9 @@
 // the cosign library, in-process: a policy's verification spec is compiled once into a Verifier, then
 // Verify(ctx, digest) returns a typed result per authority (verified or not, who signed, and why not).
 //
-// This first part covers public-key authorities and signatures stored with cosign's tag scheme
-// (`<repo>:sha256-<hex>.sig`, or in spec.signatureRepository). Keyless identities, attestations,
-// OCI 1.1 referrers and index policies build on it.
+// Authorities are public keys or keyless identities (Fulcio certificates checked against a sigstore
+// trusted root given by the user, so air-gapped deployments work). Signatures are read from cosign's
+// tag scheme (`<repo>:sha256-<hex>.sig`, or in spec.signatureRepository).
 package verify
 
 import (
@@ -42,16 +42,27 @@ const (
 	// a transparency-log entry (ignoreTransparencyLog: false) and Portcullis cannot verify one for it
 	// (that needs the log's keys from a trusted root). Fail-safe: it never passes.
 	ReasonTransparencyLogUnverifiable = "TransparencyLogUnverifiable"
-	// ReasonUnsupported: the authority uses a feature this build does not verify yet; it never passes.
-	ReasonUnsupported = "Unsupported"
+	// ReasonSignatureInvalid: a keyless signature does not verify with its certificate's key.
+	ReasonSignatureInvalid = "SignatureInvalid"
+	// ReasonCertificateMissing: a keyless authority found a signature without a certificate.
+	ReasonCertificateMissing = "CertificateMissing"
+	// ReasonCertificateUntrusted: the certificate does not chain to a CA of the trusted root.
+	ReasonCertificateUntrusted = "CertificateUntrusted"
+	// ReasonIdentityMismatch: the certificate's identity or issuer is not the authority's.
+	ReasonIdentityMismatch = "IdentityMismatch"
+	// ReasonCertificateExpired: the certificate was not valid at the time checked.
+	ReasonCertificateExpired = "CertificateExpired"
+	// ReasonTimestampMissing: the certificate has expired (as Fulcio's short-lived ones do) and no
+	// transparency-log or timestamp-authority time proves it was valid when the image was signed.
+	ReasonTimestampMissing = "TimestampMissing"
 )
 
 // ErrRegistry wraps a failure to fetch signatures: transient, never a failed verification.
 var ErrRegistry = errors.New("fetching signatures failed")
 
-// Keys maps an authority name to the PEM public key the controller read for it (from key.data or the
-// referenced Secret).
-type Keys map[string][]byte
+// Material maps an authority name to what the controller read for it: the PEM public key of a key
+// authority (key.data or the referenced Secret), the trusted_root.json of a keyless authority.
+type Material map[string][]byte
 
 // Verifier verifies digests against one compiled verification spec. Safe for concurrent use.
 type Verifier struct {
@@ -62,35 +73,41 @@ type Verifier struct {
 }
 
 type authority struct {
-	name        string
-	verifier    signature.Verifier // nil when unsupported
-	unsupported string
-	ignoreTlog  bool
+	name       string
+	verifier   signature.Verifier // key authorities
+	keyless    *keyless           // keyless authorities
+	ignoreTlog bool
 }
 
 // Compile builds a Verifier from a policy's verification spec and the keys read for it. It fails
 // when a key does not parse (the policy is then Stalled with the message). remoteOpts configure
 // registry access (transport, credentials) for fetching signatures.
-func Compile(spec *v1alpha1.VerificationSpec, keys Keys, remoteOpts ...remote.Option) (*Verifier, error) {
+func Compile(spec *v1alpha1.VerificationSpec, material Material, remoteOpts ...remote.Option) (*Verifier, error) {
 	v := &Verifier{require: len(spec.Authorities), sigRepo: spec.SignatureRepository, remoteOpts: remoteOpts}
 	if spec.Require != nil {
 		v.require = int(*spec.Require)
 	}
 	for _, a := range spec.Authorities {
 		ca := authority{name: a.Name, ignoreTlog: a.IgnoreTransparencyLog}
+		data, ok := material[a.Name]
+		if !ok {
+			return nil, fmt.Errorf("authority %q: no key or trusted root", a.Name)
+		}
 		switch {
 		case a.Key != nil:
-			pem, ok := keys[a.Name]
-			if !ok {
-				return nil, fmt.Errorf("authority %q: no key material", a.Name)
-			}
-			ver, err := keyVerifier(pem)
+			ver, err := keyVerifier(data)
 			if err != nil {
 				return nil, fmt.Errorf("authority %q: %w", a.Name, err)
 			}
 			ca.verifier = ver
+		case a.Keyless != nil:
+			kl, err := compileKeyless(a.Keyless, data)
+			if err != nil {
+				return nil, fmt.Errorf("authority %q: %w", a.Name, err)
+			}
+			ca.keyless = kl
 		default:
-			ca.unsupported = "keyless verification is not implemented yet"
+			return nil, fmt.Errorf("authority %q: neither key nor keyless", a.Name)
 		}
 		v.authorities = append(v.authorities, ca)
 	}
@@ -147,8 +164,9 @@ type AuthorityResult struct {
 	Name string
 	// Verified is true when a signature by the authority verified for this digest.
 	Verified bool
-	// Signer names who signed: "key <name>" for a key authority.
-	Signer string
+	// Signer names who signed: "key <name>" for a key authority, the certificate identity (email or
+	// URI) for a keyless one; Issuer is the keyless certificate's OIDC issuer.
+	Signer, Issuer string
 	// Reason is one of the Reason* constants when not verified; Message explains it.
 	Reason, Message string
 }
@@ -226,38 +244,77 @@ func nameOpts(d name.Digest) []name.Option {
 // check verifies sigs against one authority and explains a failure.
 func (a authority) check(ctx context.Context, sigs []oci.Signature, h v1.Hash) AuthorityResult {
 	r := AuthorityResult{Name: a.name}
-	if a.verifier == nil {
-		r.Reason, r.Message = ReasonUnsupported, a.unsupported
-		return r
-	}
 	if len(sigs) == 0 {
 		r.Reason, r.Message = ReasonSignatureMissing, "no cosign signature found for the digest"
 		return r
 	}
 	// ClaimVerifier ties the signed payload to this digest: without it cosign checks only that the
-	// key signed *something*, and a signature copied from another image would pass.
-	co := &cosign.CheckOpts{SigVerifier: a.verifier, ClaimVerifier: cosign.SimpleClaimVerifier, IgnoreTlog: true, IgnoreSCT: true}
-	reason, msg := ReasonKeyMismatch, fmt.Sprintf("none of %d signatures verifies with the key", len(sigs))
+	// authority signed *something*, and a signature copied from another image would pass.
+	co := &cosign.CheckOpts{ClaimVerifier: cosign.SimpleClaimVerifier, IgnoreTlog: true, IgnoreSCT: true}
+	if a.keyless != nil {
+		a.keyless.apply(co)
+		co.IgnoreTlog = a.ignoreTlog
+	} else {
+		co.SigVerifier = a.verifier
+	}
+	best := failure{rank: -1}
 	for _, sig := range sigs {
 		if _, err := cosign.VerifyImageSignature(ctx, sig, h, co); err != nil {
-			if isDigestMismatch(err) {
-				reason, msg = ReasonDigestMismatch, "a signature by the key signs another digest"
-			}
+			best = best.worse(classifyFailure(a.keyless != nil, err))
 			continue
 		}
-		if !a.ignoreTlog {
-			reason, msg = ReasonTransparencyLogUnverifiable,
-				"a signature by the key verifies, but its transparency-log entry cannot be verified without the log's keys; set ignoreTransparencyLog: true to accept signatures made with --tlog-upload=false"
+		if a.keyless == nil && !a.ignoreTlog {
+			best = best.worse(failure{rank: 5, reason: ReasonTransparencyLogUnverifiable,
+				message: "a signature by the key verifies, but its transparency-log entry cannot be verified without the log's keys; set ignoreTransparencyLog: true to accept signatures made with --tlog-upload=false"})
 			continue
 		}
-		r.Verified, r.Signer = true, "key "+a.name
+		r.Verified = true
+		r.Signer, r.Issuer = "key "+a.name, ""
+		if a.keyless != nil {
+			r.Signer, r.Issuer = signerOf(sig)
+		}
 		return r
 	}
-	r.Reason, r.Message = reason, msg
+	r.Reason, r.Message = best.reason, fmt.Sprintf("%d signature(s) found, none verifies: %s", len(sigs), best.message)
 	return r
 }
 
-// isDigestMismatch recognises cosign.SimpleClaimVerifier's error for a payload naming another digest.
-func isDigestMismatch(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "invalid or missing digest in claim")
+// failure is why one signature did not verify; rank orders how far it got, so the reason reported
+// for several signatures is the most telling one (a matching key with the wrong digest says more than
+// a signature by someone else).
+type failure struct {
+	rank            int
+	reason, message string
+}
+
+func (f failure) worse(g failure) failure {
+	if g.rank > f.rank {
+		return g
+	}
+	return f
+}
+
+// classifyFailure maps cosign's verification errors to reasons.
+func classifyFailure(keyless bool, err error) failure {
+	msg := err.Error()
+	var noCert *cosign.ErrNoCertificateFoundOnSignature
+	switch {
+	case strings.Contains(msg, "invalid or missing digest in claim"):
+		return failure{6, ReasonDigestMismatch, "a signature by the authority signs another digest"}
+	case errors.As(err, &noCert):
+		return failure{1, ReasonCertificateMissing, "the signature carries no certificate"}
+	case strings.Contains(msg, "none of the expected identities matched"):
+		return failure{4, ReasonIdentityMismatch, msg}
+	case strings.Contains(msg, "expected a signed timestamp to verify an expired certificate"):
+		return failure{5, ReasonTimestampMissing, "the certificate has expired and no signed timestamp proves it was valid at signing time"}
+	case strings.Contains(msg, "expired") || strings.Contains(msg, "not yet valid"):
+		return failure{5, ReasonCertificateExpired, msg}
+	case strings.Contains(msg, "rekor") || strings.Contains(msg, "bundle") || strings.Contains(msg, "offline verification"):
+		return failure{5, ReasonTransparencyLogUnverifiable, msg}
+	case strings.Contains(msg, "x509") || strings.Contains(msg, "certificate"):
+		return failure{3, ReasonCertificateUntrusted, msg}
+	case keyless:
+		return failure{2, ReasonSignatureInvalid, msg}
+	}
+	return failure{2, ReasonKeyMismatch, "the signature does not verify with the authority's key"}
 }

@@ -152,7 +152,7 @@ func keyPolicy(names ...string) *v1alpha1.VerificationSpec {
 	return spec
 }
 
-func compile(t *testing.T, spec *v1alpha1.VerificationSpec, keys Keys) *Verifier {
+func compile(t *testing.T, spec *v1alpha1.VerificationSpec, keys Material) *Verifier {
 	t.Helper()
 	v, err := Compile(spec, keys)
 	if err != nil {
@@ -195,7 +195,7 @@ func TestKeyAuthorities(t *testing.T) {
 			}
 			spec := keyPolicy("release")
 			spec.SignatureRepository = tc.sigRepo
-			res, err := compile(t, spec, Keys{"release": trusted.pubPEM}).Verify(ctx, digest)
+			res, err := compile(t, spec, Material{"release": trusted.pubPEM}).Verify(ctx, digest)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -230,7 +230,7 @@ func TestSignatureOfAnotherDigest(t *testing.T) {
 	if err := remote.Write(bTag, img); err != nil {
 		t.Fatal(err)
 	}
-	res, err := compile(t, keyPolicy("k"), Keys{"k": key.pubPEM}).Verify(context.Background(), b)
+	res, err := compile(t, keyPolicy("k"), Material{"k": key.pubPEM}).Verify(context.Background(), b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestRequireAndTransparencyLog(t *testing.T) {
 	k1, k2 := newKey(t, "p256", crypto.SHA256), newKey(t, "p256", crypto.SHA256)
 	digest := reg.pushImage(t, "app")
 	sign(t, digest, k1.signer, "")
-	keys := Keys{"one": k1.pubPEM, "two": k2.pubPEM}
+	keys := Material{"one": k1.pubPEM, "two": k2.pubPEM}
 
 	spec := keyPolicy("one", "two")
 	if res, _ := compile(t, spec, keys).Verify(ctx, digest); res.Verified {
@@ -265,11 +265,6 @@ func TestRequireAndTransparencyLog(t *testing.T) {
 		t.Fatalf("a required transparency log it cannot check must fail safe: %+v", res)
 	}
 
-	keyless := &v1alpha1.VerificationSpec{Authorities: []v1alpha1.Authority{{Name: "ci", Keyless: &v1alpha1.KeylessAuthority{Issuer: "https://issuer.test", Subject: "ci@test"}}}}
-	res, _ = compile(t, keyless, nil).Verify(ctx, digest)
-	if res.Verified || res.Authorities[0].Reason != ReasonUnsupported {
-		t.Fatalf("an unsupported authority must never pass: %+v", res)
-	}
 }
 
 func TestRegistryFailureIsAnError(t *testing.T) {
@@ -278,17 +273,17 @@ func TestRegistryFailureIsAnError(t *testing.T) {
 	digest := reg.pushImage(t, "app")
 	sign(t, digest, key.signer, "")
 	reg.fail500.Store(true)
-	_, err := compile(t, keyPolicy("k"), Keys{"k": key.pubPEM}).Verify(context.Background(), digest)
+	_, err := compile(t, keyPolicy("k"), Material{"k": key.pubPEM}).Verify(context.Background(), digest)
 	if !errors.Is(err, ErrRegistry) {
 		t.Fatalf("a registry failure must be ErrRegistry, got %v", err)
 	}
 }
 
 func TestCompileRejectsBadKeys(t *testing.T) {
-	if _, err := Compile(keyPolicy("k"), Keys{"k": []byte("not a key")}); err == nil || !strings.Contains(err.Error(), `authority "k"`) {
+	if _, err := Compile(keyPolicy("k"), Material{"k": []byte("not a key")}); err == nil || !strings.Contains(err.Error(), `authority "k"`) {
 		t.Fatalf("want an error naming the authority, got %v", err)
 	}
-	if _, err := Compile(keyPolicy("k"), Keys{}); err == nil {
+	if _, err := Compile(keyPolicy("k"), Material{}); err == nil {
 		t.Fatal("missing key material must fail")
 	}
 }
