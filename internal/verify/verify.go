@@ -66,7 +66,8 @@ type Material map[string][]byte
 
 // Verifier verifies digests against one compiled verification spec. Safe for concurrent use.
 type Verifier struct {
-	authorities []authority
+	authorities  []authority
+	attestations []attestation
 	require     int
 	sigRepo     string
 	remoteOpts  []remote.Option
@@ -110,6 +111,9 @@ func Compile(spec *v1alpha1.VerificationSpec, material Material, remoteOpts ...r
 			return nil, fmt.Errorf("authority %q: neither key nor keyless", a.Name)
 		}
 		v.authorities = append(v.authorities, ca)
+	}
+	if err := v.compileAttestations(spec.Attestations); err != nil {
+		return nil, err
 	}
 	return v, nil
 }
@@ -175,7 +179,10 @@ type AuthorityResult struct {
 type Result struct {
 	// Authorities has one result per authority, in spec order.
 	Authorities []AuthorityResult
-	// Verified is true when at least `require` authorities verified.
+	// Attestations has one result per attestation requirement, in spec order.
+	Attestations []AttestationResult
+	// Verified is true when at least `require` authorities verified and every attestation
+	// requirement passed.
 	Verified bool
 }
 
@@ -187,7 +194,7 @@ func (v *Verifier) Verify(ctx context.Context, digest name.Digest) (Result, erro
 	if err != nil {
 		return Result{}, fmt.Errorf("digest %s: %w", digest, err)
 	}
-	sigs, err := v.signatures(ctx, digest)
+	sigs, err := v.fetch(ctx, digest, ociremote.SignatureTag)
 	if err != nil {
 		return Result{}, err
 	}
@@ -201,12 +208,24 @@ func (v *Verifier) Verify(ctx context.Context, digest name.Digest) (Result, erro
 		res.Authorities = append(res.Authorities, ar)
 	}
 	res.Verified = verified >= v.require && v.require > 0
+	if len(v.attestations) > 0 {
+		atts, err := v.fetch(ctx, digest, ociremote.AttestationTag)
+		if err != nil {
+			return Result{}, err
+		}
+		for _, req := range v.attestations {
+			ar := v.checkAttestation(ctx, req, atts, h)
+			res.Verified = res.Verified && ar.Verified
+			res.Attestations = append(res.Attestations, ar)
+		}
+	}
 	return res, nil
 }
 
-// signatures fetches the cosign signature image of digest (tag scheme), from signatureRepository
-// when set. None found is an empty list.
-func (v *Verifier) signatures(ctx context.Context, digest name.Digest) ([]oci.Signature, error) {
+// fetch reads the cosign signature or attestation image of digest (tag scheme: tagOf is
+// ociremote.SignatureTag or AttestationTag), from signatureRepository when set. None found is an
+// empty list.
+func (v *Verifier) fetch(ctx context.Context, digest name.Digest, tagOf func(name.Reference, ...ociremote.Option) (name.Tag, error)) ([]oci.Signature, error) {
 	opts := []ociremote.Option{ociremote.WithRemoteOptions(append([]remote.Option{remote.WithContext(ctx)}, v.remoteOpts...)...)}
 	if v.sigRepo != "" {
 		repo, err := name.NewRepository(digest.RegistryStr()+"/"+v.sigRepo, nameOpts(digest)...)
@@ -215,7 +234,7 @@ func (v *Verifier) signatures(ctx context.Context, digest name.Digest) ([]oci.Si
 		}
 		opts = append(opts, ociremote.WithTargetRepository(repo))
 	}
-	tag, err := ociremote.SignatureTag(digest, opts...)
+	tag, err := tagOf(digest, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRegistry, err)
 	}
@@ -248,15 +267,7 @@ func (a authority) check(ctx context.Context, sigs []oci.Signature, h v1.Hash) A
 		r.Reason, r.Message = ReasonSignatureMissing, "no cosign signature found for the digest"
 		return r
 	}
-	// ClaimVerifier ties the signed payload to this digest: without it cosign checks only that the
-	// authority signed *something*, and a signature copied from another image would pass.
-	co := &cosign.CheckOpts{ClaimVerifier: cosign.SimpleClaimVerifier, IgnoreTlog: true, IgnoreSCT: true}
-	if a.keyless != nil {
-		a.keyless.apply(co)
-		co.IgnoreTlog = a.ignoreTlog
-	} else {
-		co.SigVerifier = a.verifier
-	}
+	co := a.checkOpts(cosign.SimpleClaimVerifier)
 	best := failure{rank: -1}
 	for _, sig := range sigs {
 		if _, err := cosign.VerifyImageSignature(ctx, sig, h, co); err != nil {
@@ -277,6 +288,20 @@ func (a authority) check(ctx context.Context, sigs []oci.Signature, h v1.Hash) A
 	}
 	r.Reason, r.Message = best.reason, fmt.Sprintf("%d signature(s) found, none verifies: %s", len(sigs), best.message)
 	return r
+}
+
+// checkOpts are cosign's options for this authority. The claim verifier ties the signed payload to
+// the digest: without it cosign checks only that the authority signed *something*, and a signature
+// copied from another image would pass. A key authority's transparency log is handled by check.
+func (a authority) checkOpts(claims func(oci.Signature, v1.Hash, map[string]any) error) *cosign.CheckOpts {
+	co := &cosign.CheckOpts{ClaimVerifier: claims, IgnoreTlog: true, IgnoreSCT: true}
+	if a.keyless != nil {
+		a.keyless.apply(co)
+		co.IgnoreTlog = a.ignoreTlog
+	} else {
+		co.SigVerifier = a.verifier
+	}
+	return co
 }
 
 // failure is why one signature did not verify; rank orders how far it got, so the reason reported
