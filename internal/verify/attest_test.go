@@ -111,10 +111,10 @@ func TestAttestations(t *testing.T) {
 func TestCompileCondition(t *testing.T) {
 	for expr, ok := range map[string]bool{
 		`predicate.buildDefinition.buildType == "x"`: true,
-		`has(predicate.materials)`:                    true,
-		`predicate.buildType ==`:                      false, // syntax
-		`1 + 1`:                                       false, // not a bool
-		`undeclared.field == 1`:                       false,
+		`has(predicate.materials)`:                   true,
+		`predicate.buildType ==`:                     false, // syntax
+		`1 + 1`:                                      false, // not a bool
+		`undeclared.field == 1`:                      false,
 	} {
 		if _, err := CompileCondition(expr); (err == nil) != ok {
 			t.Errorf("CompileCondition(%q): err %v, want ok=%v", expr, err, ok)

@@ -68,9 +68,9 @@ type Material map[string][]byte
 type Verifier struct {
 	authorities  []authority
 	attestations []attestation
-	require     int
-	sigRepo     string
-	remoteOpts  []remote.Option
+	require      int
+	sigRepo      string
+	remoteOpts   []remote.Option
 }
 
 type authority struct {
