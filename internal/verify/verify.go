@@ -198,6 +198,11 @@ func (v *Verifier) Verify(ctx context.Context, digest name.Digest) (Result, erro
 	if err != nil {
 		return Result{}, err
 	}
+	if len(sigs) == 0 {
+		if sigs, err = v.referrers(ctx, digest, sigArtifactType); err != nil {
+			return Result{}, err
+		}
+	}
 	res := Result{}
 	verified := 0
 	for _, a := range v.authorities {
@@ -226,7 +231,7 @@ func (v *Verifier) Verify(ctx context.Context, digest name.Digest) (Result, erro
 // ociremote.SignatureTag or AttestationTag), from signatureRepository when set. None found is an
 // empty list.
 func (v *Verifier) fetch(ctx context.Context, digest name.Digest, tagOf func(name.Reference, ...ociremote.Option) (name.Tag, error)) ([]oci.Signature, error) {
-	opts := []ociremote.Option{ociremote.WithRemoteOptions(append([]remote.Option{remote.WithContext(ctx)}, v.remoteOpts...)...)}
+	opts := v.remoteOptions(ctx)
 	if v.sigRepo != "" {
 		repo, err := name.NewRepository(digest.RegistryStr()+"/"+v.sigRepo, nameOpts(digest)...)
 		if err != nil {
@@ -251,6 +256,47 @@ func (v *Verifier) fetch(ctx context.Context, digest name.Digest, tagOf func(nam
 		return nil, fmt.Errorf("%w: reading %s: %w", ErrRegistry, tag, err)
 	}
 	return sigs, nil
+}
+
+// sigArtifactType is the artifact type of a cosign signature stored as an OCI 1.1 referrer
+// (`cosign sign --registry-referrers-mode=oci-1-1`, cosign's experimental OCI 1.1 support).
+const sigArtifactType = "application/vnd.dev.cosign.artifact.sig.v1+json"
+
+// referrers reads signatures stored as OCI 1.1 referrers of digest
+// (https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-referrers), through
+// the referrers API or, for registries without it, the `sha256-<hex>` referrers tag. Registries that
+// ignore the artifactType filter (no OCI-Filters-Applied header) are filtered here.
+func (v *Verifier) referrers(ctx context.Context, digest name.Digest, artifactType string) ([]oci.Signature, error) {
+	opts := v.remoteOptions(ctx)
+	idx, err := ociremote.Referrers(digest, artifactType, opts...)
+	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%w: listing referrers of %s: %w", ErrRegistry, digest, err)
+	}
+	var out []oci.Signature
+	for _, d := range idx.Manifests {
+		if d.ArtifactType != artifactType {
+			continue
+		}
+		ref := digest.Context().Digest(d.Digest.String())
+		img, err := ociremote.Signatures(ref, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("%w: reading referrer %s: %w", ErrRegistry, ref, err)
+		}
+		sigs, err := img.Get()
+		if err != nil {
+			return nil, fmt.Errorf("%w: reading referrer %s: %w", ErrRegistry, ref, err)
+		}
+		out = append(out, sigs...)
+	}
+	return out, nil
+}
+
+func (v *Verifier) remoteOptions(ctx context.Context) []ociremote.Option {
+	return []ociremote.Option{ociremote.WithRemoteOptions(append([]remote.Option{remote.WithContext(ctx)}, v.remoteOpts...)...)}
 }
 
 func nameOpts(d name.Digest) []name.Option {

@@ -43,7 +43,7 @@ type testRegistry struct {
 func newRegistry(t *testing.T) *testRegistry {
 	t.Helper()
 	r := &testRegistry{}
-	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)), ggcrregistry.WithReferrersSupport(true))
 	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if r.fail500.Load() {
 			http.Error(w, "down", http.StatusInternalServerError)
@@ -285,5 +285,41 @@ func TestCompileRejectsBadKeys(t *testing.T) {
 	}
 	if _, err := Compile(keyPolicy("k"), Material{}); err == nil {
 		t.Fatal("missing key material must fail")
+	}
+}
+
+// TestReferrers: a signature stored as an OCI 1.1 referrer (cosign's --registry-referrers-mode=oci-1-1)
+// verifies; a referrer of another artifact type is ignored (the in-process registry does not filter).
+func TestReferrers(t *testing.T) {
+	reg := newRegistry(t)
+	key := newKey(t, "p256", crypto.SHA256)
+	digest := reg.pushImage(t, "app")
+	p, _ := (&payload.Cosign{Image: digest}).MarshalJSON()
+	raw, err := key.signer.SignMessage(strings.NewReader(string(p)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, _ := static.NewSignature(p, base64.StdEncoding.EncodeToString(raw))
+	se, err := ociremote.SignedEntity(digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if se, err = mutate.AttachSignatureToEntity(se, sig); err != nil {
+		t.Fatal(err)
+	}
+	if err := ociremote.WriteSignaturesExperimentalOCI(digest, se); err != nil {
+		t.Fatal(err)
+	}
+	if tag, _ := ociremote.SignatureTag(digest); func() bool { _, err := remote.Head(tag); return err == nil }() {
+		t.Fatal("the signature must be stored only as a referrer for this test")
+	}
+	res, err := compile(t, keyPolicy("k"), Material{"k": key.pubPEM}).Verify(context.Background(), digest)
+	if err != nil || !res.Verified {
+		t.Fatalf("referrer signature: %+v, %v", res, err)
+	}
+	other := reg.pushImage(t, "other")
+	res, err = compile(t, keyPolicy("k"), Material{"k": key.pubPEM}).Verify(context.Background(), other)
+	if err != nil || res.Verified || res.Authorities[0].Reason != ReasonSignatureMissing {
+		t.Fatalf("unsigned digest: %+v, %v", res, err)
 	}
 }
