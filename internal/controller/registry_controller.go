@@ -72,9 +72,9 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		}
 	}()
 
-	o, err := r.reconcile(ctx, obj)
+	o, changed, err := r.reconcile(ctx, obj)
 	applyOutcome(obj, o)
-	if !equalStatus(obj, base) {
+	if changed || !equalStatus(obj, base) {
 		now := metav1.Now()
 		obj.Status.LastSyncTime = &now
 	}
@@ -87,37 +87,44 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	return ctrl.Result{}, nil
 }
 
-// reconcile is the flat list of steps of one pass. A returned error is transient (backoff).
-func (r *RegistryReconciler) reconcile(ctx context.Context, obj *v1alpha1.Registry) (outcome, error) {
+// reconcile is the flat list of steps of one pass. changed reports whether ImageAttestations were
+// created, updated or deleted. A returned error is transient (backoff).
+func (r *RegistryReconciler) reconcile(ctx context.Context, obj *v1alpha1.Registry) (o outcome, changed bool, err error) {
+	o, ch, err := r.pass(ctx, obj)
+	return o, ch.any(), err
+}
+
+func (r *RegistryReconciler) pass(ctx context.Context, obj *v1alpha1.Registry) (outcome, inventoryChanges, error) {
+	var none inventoryChanges
 	if obj.Spec.Suspend {
-		return outcome{kind: outcomeSuspended, reason: v1alpha1.SuspendedReason, message: "spec.suspend is true: the registry is not listed"}, nil
+		return outcome{kind: outcomeSuspended, reason: v1alpha1.SuspendedReason, message: "spec.suspend is true: the registry is not listed"}, none, nil
 	}
 	cfg, o, ok, err := r.clientConfig(ctx, obj)
 	if !ok || err != nil {
-		return o, err
+		return o, none, err
 	}
 	if p := policy.InvalidPattern(obj.Spec.Repositories.Include, obj.Spec.Repositories.Exclude); p != "" {
-		return stalled(v1alpha1.InvalidSpecReason, "spec.repositories: invalid pattern %q", p), nil
+		return stalled(v1alpha1.InvalidSpecReason, "spec.repositories: invalid pattern %q", p), none, nil
 	}
 	lister, err := r.clients.get(client.ObjectKeyFromObject(obj), cfg.key, func() (*registry.Client, error) { return registry.New(cfg.Config) })
 	if err != nil {
-		return stalled(v1alpha1.InvalidSpecReason, "%v", err), nil
+		return stalled(v1alpha1.InvalidSpecReason, "%v", err), none, nil
 	}
 	policies := &v1alpha1.RepositoryPolicyList{}
 	if err := r.List(ctx, policies, client.InNamespace(obj.Namespace), client.MatchingFields{indexRegistryRef: obj.Name}); err != nil {
-		return failed(v1alpha1.ReadFailedReason, err), err
+		return failed(v1alpha1.ReadFailedReason, err), none, err
 	}
 	for i := range policies.Items {
 		// A pattern that does not parse matches nothing: listing with it would delete the images the
 		// policy meant to keep, or keep tags it meant to exclude. Change nothing until it is fixed.
 		if p := policy.InvalidPattern(policyPatterns(&policies.Items[i].Spec)...); p != "" {
 			return stalled(v1alpha1.PolicyInvalidReason, "RepositoryPolicy %q has the invalid pattern %q; the inventory is kept until it is fixed",
-				policies.Items[i].Name, p), nil
+				policies.Items[i].Name, p), none, nil
 		}
 	}
 	existing := &v1alpha1.ImageAttestationList{}
 	if err := r.List(ctx, existing, client.InNamespace(obj.Namespace), client.MatchingFields{indexRegistryRef: obj.Name}); err != nil {
-		return failed(v1alpha1.ReadFailedReason, err), err
+		return failed(v1alpha1.ReadFailedReason, err), none, err
 	}
 	known := make(map[imageKey]*v1alpha1.ImageAttestation, len(existing.Items))
 	for i := range existing.Items {
@@ -133,24 +140,25 @@ func (r *RegistryReconciler) reconcile(ctx context.Context, obj *v1alpha1.Regist
 	}
 	if err != nil {
 		o := registryFailure("listing the catalog failed; the last known inventory is kept", err)
-		return o, err
+		return o, none, err
 	}
 	changes, werr := r.applyInventory(ctx, obj, existing.Items, inv)
+	none = changes
 	obj.Status.RepositoryCount = int32(inv.repositories)
 	obj.Status.ImageCount = int32(changes.kept)
 	if werr != nil {
-		return failed(v1alpha1.InventoryWriteFailedReason, werr), werr
+		return failed(v1alpha1.InventoryWriteFailedReason, werr), none, werr
 	}
 	if len(inv.failed) > 0 {
 		err := firstFailure(inv.failed)
 		o := registryFailure(fmt.Sprintf("listing %d of the governed repositories failed; their last known images are kept", len(inv.failed)), err)
-		return o, err
+		return o, none, err
 	}
 	if changes.any() {
 		ctrl.LoggerFrom(ctx).Info("inventory changed", "created", changes.created, "updated", changes.updated, "deleted", changes.deleted)
 	}
 	return ready(v1alpha1.SucceededReason, "listed %d repositories; %d images selected by %d policies",
-		inv.repositories, changes.kept, len(policies.Items)), nil
+		inv.repositories, changes.kept, len(policies.Items)), changes, nil
 }
 
 // registryFailure maps a registry error to a transient outcome whose reason names its kind.

@@ -3,14 +3,7 @@ package verify
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log"
@@ -31,6 +24,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/verify/verifytest"
 )
 
 // testRegistry is go-containerregistry's in-process registry; fail500 makes it answer 500.
@@ -75,40 +69,9 @@ func (r *testRegistry) pushImage(t *testing.T, repo string) name.Digest {
 	return dg
 }
 
-// sign signs subject's digest with signer as `cosign sign --key ... --tlog-upload=false` does: a
-// simple-signing payload naming subject, its signature attached under the cosign tag scheme, in
-// sigRepo when given.
 func sign(t *testing.T, subject name.Digest, signer signature.Signer, sigRepo string) {
 	t.Helper()
-	p, err := (&payload.Cosign{Image: subject}).MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := signer.SignMessage(strings.NewReader(string(p)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig, err := static.NewSignature(p, base64.StdEncoding.EncodeToString(raw))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var opts []ociremote.Option
-	target := subject.Context()
-	if sigRepo != "" {
-		target, _ = name.NewRepository(subject.RegistryStr()+"/"+sigRepo, name.Insecure)
-		opts = append(opts, ociremote.WithTargetRepository(target))
-	}
-	se, err := ociremote.SignedEntity(subject, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	se, err = mutate.AttachSignatureToEntity(se, sig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ociremote.WriteSignatures(target, se, opts...); err != nil {
-		t.Fatal(err)
-	}
+	verifytest.Sign(t, subject, signer, sigRepo)
 }
 
 type keyPair struct {
@@ -118,30 +81,8 @@ type keyPair struct {
 
 func newKey(t *testing.T, kind string, h crypto.Hash) keyPair {
 	t.Helper()
-	var priv crypto.Signer
-	var err error
-	switch kind {
-	case "p256":
-		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case "p384":
-		priv, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case "rsa":
-		priv, err = rsa.GenerateKey(rand.Reader, 2048)
-	case "ed25519":
-		_, priv, err = ed25519.GenerateKey(rand.Reader)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := signature.LoadSigner(priv, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(priv.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return keyPair{signer: s, pubPEM: pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})}
+	k := verifytest.NewKey(t, kind, h)
+	return keyPair{signer: k.Signer, pubPEM: k.PublicPEM}
 }
 
 func keyPolicy(names ...string) *v1alpha1.VerificationSpec {

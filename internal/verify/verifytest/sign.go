@@ -1,0 +1,98 @@
+// Package verifytest signs images in tests as cosign does, with keys made by the test: no network,
+// no transparency log.
+package verifytest
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
+	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
+	"github.com/sigstore/cosign/v2/pkg/oci/static"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/payload"
+)
+
+// KeyPair is a signing key and its PEM public key (as in cosign.pub).
+type KeyPair struct {
+	Signer    signature.Signer
+	PublicPEM []byte
+}
+
+// NewKey makes a key of kind "p256", "p384", "rsa" or "ed25519" signing over hash h.
+func NewKey(t testing.TB, kind string, h crypto.Hash) KeyPair {
+	t.Helper()
+	var priv crypto.Signer
+	var err error
+	switch kind {
+	case "p256":
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "p384":
+		priv, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case "rsa":
+		priv, err = rsa.GenerateKey(rand.Reader, 2048)
+	case "ed25519":
+		_, priv, err = ed25519.GenerateKey(rand.Reader)
+	default:
+		t.Fatalf("unknown key kind %q", kind)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := signature.LoadSigner(priv, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return KeyPair{Signer: s, PublicPEM: pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})}
+}
+
+// Sign signs subject as `cosign sign --key ... --tlog-upload=false` does: a simple-signing payload
+// naming subject, its signature attached with cosign's tag scheme, in sigRepo (on the same registry)
+// when given.
+func Sign(t testing.TB, subject name.Digest, signer signature.Signer, sigRepo string, opts ...ociremote.Option) {
+	t.Helper()
+	p, err := (&payload.Cosign{Image: subject}).MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := signer.SignMessage(strings.NewReader(string(p)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := static.NewSignature(p, base64.StdEncoding.EncodeToString(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := subject.Context()
+	if sigRepo != "" {
+		target, err = name.NewRepository(subject.RegistryStr()+"/"+sigRepo, name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, ociremote.WithTargetRepository(target))
+	}
+	se, err := ociremote.SignedEntity(subject, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if se, err = mutate.AttachSignatureToEntity(se, sig); err != nil {
+		t.Fatal(err)
+	}
+	if err := ociremote.WriteSignatures(target, se, opts...); err != nil {
+		t.Fatal(err)
+	}
+}
