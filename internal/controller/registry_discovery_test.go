@@ -197,16 +197,22 @@ func TestDiscoveryLifecycle(t *testing.T) {
 		}
 	}
 
-	// Re-tag: latest moves to img2; a new digest appears in team-b/web. lastSyncTime moves with it.
+	// Re-tag: latest moves to img2. Only tags change, and lastSyncTime moves with them.
 	synced := reg.Status.LastSyncTime.DeepCopy()
 	time.Sleep(1100 * time.Millisecond) // metav1.Time has second precision
 	dist.Push(t, "team-a/api", "latest", img2)
+	requestPass(t, reg)
+	waitImages(t, ns, map[string]string{
+		"team-a/api@" + d1: "v1", "team-a/api@" + d2: "latest,v2", "team-b/web@" + d3: "v1", "multi@" + dIdx: "v1",
+	})
+	waitFor(t, reg, "lastSyncTime moved", func(r *v1alpha1.Registry) bool { return r.Status.LastSyncTime.After(synced.Time) })
+
+	// A new digest appears in team-b/web.
 	d4 := dist.Push(t, "team-b/web", "v2", registrytest.RandomImage(t))
 	requestPass(t, reg)
 	waitImages(t, ns, map[string]string{
 		"team-a/api@" + d1: "v1", "team-a/api@" + d2: "latest,v2", "team-b/web@" + d3: "v1", "team-b/web@" + d4: "v2", "multi@" + dIdx: "v1",
 	})
-	waitFor(t, reg, "lastSyncTime moved", func(r *v1alpha1.Registry) bool { return r.Status.LastSyncTime.After(synced.Time) })
 
 	// Delete: img3's manifest leaves the registry.
 	dist.Delete(t, "team-b/web", d3)
