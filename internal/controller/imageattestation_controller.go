@@ -2,39 +2,97 @@ package controller
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/verify"
 )
 
-// ImageAttestationReconciler reconciles an ImageAttestation: the verdict for one digest. Until a
-// verdict exists the object says so (Ready=Unknown, reason Pending), never that the image passed.
+// ImageAttestationReconciler reconciles an ImageAttestation: the verdict for one digest. It verifies
+// the signatures and attestations every selecting policy requires. Until a full verdict exists the
+// object says so (Ready=Unknown, reason Pending), never that the image passed.
 type ImageAttestationReconciler struct {
 	client.Client
-	Options Options
+	// APIReader reads key Secrets and trusted-root ConfigMaps uncached.
+	APIReader client.Reader
+	Options   Options
+
+	access       *registryAccess
+	verification verification
 }
 
 // +kubebuilder:rbac:groups=registry.portcullis.dev,resources=imageattestations,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=registry.portcullis.dev,resources=imageattestations/status,verbs=get;update;patch
 
-// Reconcile runs one pass for an ImageAttestation and writes its status with at most one patch.
+// Reconcile runs one pass for an ImageAttestation and writes its status with at most one patch. It
+// comes back after the Registry's interval to look for signatures added since.
 func (r *ImageAttestationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	return ctrl.Result{}, reconcileOnce(ctx, r.Client, req.NamespacedName, &v1alpha1.ImageAttestation{}, r.reconcile)
+	var requeue bool
+	var interval = defaultInterval
+	err := reconcileOnce(ctx, r.Client, req.NamespacedName, &v1alpha1.ImageAttestation{},
+		func(ctx context.Context, ia *v1alpha1.ImageAttestation) (outcome, error) {
+			o, reg, err := r.reconcile(ctx, ia)
+			if reg != nil {
+				requeue, interval = true, registryInterval(reg)
+			}
+			return o, err
+		})
+	if err != nil || !requeue {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: interval}, nil
 }
 
-func (r *ImageAttestationReconciler) reconcile(ctx context.Context, obj *v1alpha1.ImageAttestation) (outcome, error) {
-	initDomainConditions(obj)
-	if o, ok, err := checkRegistryRef(ctx, r.Client, obj.Namespace, obj.Spec.RegistryRef.Name); !ok || err != nil {
-		return o, err
+func (r *ImageAttestationReconciler) reconcile(ctx context.Context, ia *v1alpha1.ImageAttestation) (outcome, *v1alpha1.Registry, error) {
+	initDomainConditions(ia)
+	reg := &v1alpha1.Registry{}
+	if o, ok, err := getRegistry(ctx, r.Client, ia.Namespace, ia.Spec.RegistryRef.Name, reg); !ok || err != nil {
+		return o, nil, err
 	}
-	return pending(v1alpha1.PendingReason, "no verdict yet for %s@%s", obj.Spec.Repository, obj.Spec.Digest), nil
+	rc, o, ok, err := r.access.client(ctx, reg)
+	if err != nil {
+		return o, nil, err
+	}
+	if !ok { // the Registry itself says why (Stalled); wait for it to change
+		return pending(v1alpha1.PendingReason, "the Registry %q cannot be reached as configured: %s", reg.Name, o.message), nil, nil
+	}
+	all := &v1alpha1.RepositoryPolicyList{}
+	if err := r.List(ctx, all, client.InNamespace(ia.Namespace), client.MatchingFields{indexRegistryRef: reg.Name}); err != nil {
+		return failed(v1alpha1.ReadFailedReason, err), nil, err
+	}
+	policies := selectingPolicies(all.Items, ia)
+	if err := r.verifySignatures(ctx, ia, reg, rc, policies); err != nil {
+		reason := v1alpha1.RegistryUnavailableReason
+		if !errors.Is(err, verify.ErrRegistry) {
+			reason = v1alpha1.ReadFailedReason
+		}
+		// The last verdict stays; the pass is retried with backoff.
+		return outcome{kind: outcomeFailed, reason: reason, message: "verifying signatures: " + truncate(err.Error(), 512) + "; the last verdict is kept"}, reg, err
+	}
+	return pending(v1alpha1.PendingReason, "signatures checked for %s@%s; no scan yet", ia.Spec.Repository, ia.Spec.Digest), reg, nil
+}
+
+// getRegistry reads the named Registry into reg; a missing one stalls (a watch re-queues when it
+// appears).
+func getRegistry(ctx context.Context, c client.Reader, ns, name string, reg *v1alpha1.Registry) (outcome, bool, error) {
+	if o, ok, err := checkRegistryRef(ctx, c, ns, name); !ok || err != nil {
+		return o, ok, err
+	}
+	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, reg); err != nil {
+		return failed(v1alpha1.ReadFailedReason, err), false, client.IgnoreNotFound(err)
+	}
+	return outcome{}, true, nil
 }
 
 // initDomainConditions sets each domain condition to Unknown when it is absent, so that a reader
@@ -53,19 +111,33 @@ func initDomainConditions(obj *v1alpha1.ImageAttestation) {
 	}
 }
 
-// SetupWithManager registers the controller: ImageAttestations on spec change, and the creation or
-// deletion of the Registry they name.
+// SetupWithManager registers the controller: ImageAttestations on spec change, the creation or
+// deletion of their Registry, and changes to the policies of that Registry (all its images are
+// verified again). At most Options.ScanConcurrency images are processed at once.
 func (r *ImageAttestationReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.APIReader == nil {
+		return fmt.Errorf("ImageAttestationReconciler needs an APIReader")
+	}
+	if r.access == nil {
+		r.access = &registryAccess{apiReader: r.APIReader, options: r.Options}
+	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.ImageAttestation{}, indexRegistryRef, func(o client.Object) []string {
 		return []string{o.(*v1alpha1.ImageAttestation).Spec.RegistryRef.Name}
 	}); err != nil {
 		return err
 	}
 	newList := func() client.ObjectList { return &v1alpha1.ImageAttestationList{} }
+	byRegistry := enqueueReferrers(r.Client, newList, indexRegistryRef)
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.ImageAttestation{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&v1alpha1.Registry{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexRegistryRef)),
-			builder.WithPredicates(createOrDelete())).
+		Watches(&v1alpha1.Registry{}, handler.EnqueueRequestsFromMapFunc(byRegistry), builder.WithPredicates(createOrDelete())).
+		Watches(&v1alpha1.RepositoryPolicy{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []ctrl.Request {
+			p := o.(*v1alpha1.RepositoryPolicy)
+			reg := &v1alpha1.Registry{}
+			reg.Name, reg.Namespace = p.Spec.RegistryRef.Name, p.Namespace
+			return byRegistry(ctx, reg)
+		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.Options.ScanConcurrency)}).
 		Named("imageattestation").
 		Complete(r)
 }

@@ -44,7 +44,7 @@ func TestImageAttestationStatus(t *testing.T) {
 		t.Fatal("Stalled must be cleared once the Registry exists")
 	}
 	for typ, reason := range map[string]string{
-		v1alpha1.SignatureVerifiedCondition:      v1alpha1.NotVerifiedReason,
+		v1alpha1.SignatureVerifiedCondition:      notRequiredReason, // no policy selects it
 		v1alpha1.VulnerabilitiesScannedCondition: v1alpha1.NotScannedReason,
 		v1alpha1.PolicyCompliantCondition:        v1alpha1.NotEvaluatedReason,
 	} {

@@ -38,9 +38,8 @@ type RegistryReconciler struct {
 	// APIReader reads Secrets uncached, so the manager never caches every Secret in the cluster.
 	APIReader client.Reader
 	Options   Options
-	// clients keeps one registry client per Registry across passes, so tokens and connections are
-	// reused.
-	clients clientCache
+	// access builds and keeps the registry clients (shared with the ImageAttestation controller).
+	access *registryAccess
 }
 
 // +kubebuilder:rbac:groups=registry.portcullis.dev,resources=registries,verbs=get;list;watch
@@ -52,8 +51,8 @@ type RegistryReconciler struct {
 func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	obj := &v1alpha1.Registry{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
-		if client.IgnoreNotFound(err) == nil {
-			r.clients.forget(req.NamespacedName)
+		if client.IgnoreNotFound(err) == nil && r.access != nil {
+			r.access.clients.forget(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -99,16 +98,12 @@ func (r *RegistryReconciler) pass(ctx context.Context, obj *v1alpha1.Registry) (
 	if obj.Spec.Suspend {
 		return outcome{kind: outcomeSuspended, reason: v1alpha1.SuspendedReason, message: "spec.suspend is true: the registry is not listed"}, none, nil
 	}
-	cfg, o, ok, err := r.clientConfig(ctx, obj)
+	lister, o, ok, err := r.access.client(ctx, obj)
 	if !ok || err != nil {
 		return o, none, err
 	}
 	if p := policy.InvalidPattern(obj.Spec.Repositories.Include, obj.Spec.Repositories.Exclude); p != "" {
 		return stalled(v1alpha1.InvalidSpecReason, "spec.repositories: invalid pattern %q", p), none, nil
-	}
-	lister, err := r.clients.get(client.ObjectKeyFromObject(obj), cfg.key, func() (*registry.Client, error) { return registry.New(cfg.Config) })
-	if err != nil {
-		return stalled(v1alpha1.InvalidSpecReason, "%v", err), none, nil
 	}
 	policies := &v1alpha1.RepositoryPolicyList{}
 	if err := r.List(ctx, policies, client.InNamespace(obj.Namespace), client.MatchingFields{indexRegistryRef: obj.Name}); err != nil {
@@ -223,6 +218,9 @@ func registryTimeout(obj *v1alpha1.Registry) time.Duration {
 func (r *RegistryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.APIReader == nil {
 		return fmt.Errorf("RegistryReconciler needs an APIReader")
+	}
+	if r.access == nil {
+		r.access = &registryAccess{apiReader: r.APIReader, options: r.Options}
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.Registry{}, indexSecretRefs, registrySecretNames); err != nil {
 		return err

@@ -28,9 +28,31 @@ type clientConfig struct {
 	key string
 }
 
+// registryAccess turns a Registry into a registry client: it applies the manager's host rules, reads
+// the credentials and CA from the Registry's namespace, and keeps one client per Registry across
+// passes and controllers (discovery and verification share tokens, connections and rate limit).
+type registryAccess struct {
+	apiReader client.Reader
+	options   Options
+	clients   clientCache
+}
+
+// client returns the registry client for obj. A spec or Secret that cannot work stalls; an API error
+// is transient.
+func (r *registryAccess) client(ctx context.Context, obj *v1alpha1.Registry) (*registry.Client, outcome, bool, error) {
+	cfg, o, ok, err := r.clientConfig(ctx, obj)
+	if !ok || err != nil {
+		return nil, o, ok, err
+	}
+	c, err := r.clients.get(client.ObjectKeyFromObject(obj), cfg.key, func() (*registry.Client, error) { return registry.New(cfg.Config) })
+	if err != nil {
+		return nil, stalled(v1alpha1.InvalidSpecReason, "%v", err), false, nil
+	}
+	return c, outcome{}, true, nil
+}
+
 // clientConfig checks the endpoint against the manager's rules and reads the credentials and CA.
-// A spec or Secret that cannot work stalls; an API error is transient.
-func (r *RegistryReconciler) clientConfig(ctx context.Context, obj *v1alpha1.Registry) (clientConfig, outcome, bool, error) {
+func (r *registryAccess) clientConfig(ctx context.Context, obj *v1alpha1.Registry) (clientConfig, outcome, bool, error) {
 	u, o, ok := r.checkEndpoint(obj)
 	if !ok {
 		return clientConfig{}, o, false, nil
@@ -40,7 +62,7 @@ func (r *RegistryReconciler) clientConfig(ctx context.Context, obj *v1alpha1.Reg
 	}}
 	keyParts := []string{obj.Spec.URL, boolString(obj.Spec.Insecure)}
 	if ref := obj.Spec.SecretRef; ref != nil {
-		s, o, ok, err := getSecret(ctx, r.APIReader, obj.Namespace, ref.Name)
+		s, o, ok, err := getSecret(ctx, r.apiReader, obj.Namespace, ref.Name)
 		if !ok || err != nil {
 			return clientConfig{}, o, false, err
 		}
@@ -52,7 +74,7 @@ func (r *RegistryReconciler) clientConfig(ctx context.Context, obj *v1alpha1.Reg
 		keyParts = append(keyParts, string(s.UID), s.ResourceVersion)
 	}
 	if ref := obj.Spec.CertSecretRef; ref != nil {
-		s, o, ok, err := getSecret(ctx, r.APIReader, obj.Namespace, ref.Name)
+		s, o, ok, err := getSecret(ctx, r.apiReader, obj.Namespace, ref.Name)
 		if !ok || err != nil {
 			return clientConfig{}, o, false, err
 		}
@@ -68,7 +90,7 @@ func (r *RegistryReconciler) clientConfig(ctx context.Context, obj *v1alpha1.Reg
 }
 
 // checkEndpoint applies the manager's host allowlist and plain-http rules to spec.url.
-func (r *RegistryReconciler) checkEndpoint(obj *v1alpha1.Registry) (*url.URL, outcome, bool) {
+func (r *registryAccess) checkEndpoint(obj *v1alpha1.Registry) (*url.URL, outcome, bool) {
 	u, err := url.Parse(obj.Spec.URL)
 	if err != nil || u.Host == "" {
 		return nil, stalled(v1alpha1.InvalidSpecReason, "spec.url %q is not an absolute URL", obj.Spec.URL), false
@@ -76,14 +98,14 @@ func (r *RegistryReconciler) checkEndpoint(obj *v1alpha1.Registry) (*url.URL, ou
 	if u.User != nil {
 		return nil, stalled(v1alpha1.InvalidSpecReason, "spec.url must not carry credentials: use secretRef"), false
 	}
-	if !r.Options.hostAllowed(u) {
+	if !r.options.hostAllowed(u) {
 		return nil, stalled(v1alpha1.HostNotAllowedReason, "host %q is not in the manager's allowed registry hosts", u.Host), false
 	}
 	if u.Scheme == "http" {
 		if !obj.Spec.Insecure {
 			return nil, stalled(v1alpha1.InvalidSpecReason, "spec.url is plain http: set insecure: true"), false
 		}
-		if !isLoopback(u.Hostname()) && !r.Options.AllowInsecureRegistries {
+		if !isLoopback(u.Hostname()) && !r.options.AllowInsecureRegistries {
 			return nil, stalled(v1alpha1.InsecureNotAllowedReason,
 				"plain http to %q is allowed only for loopback hosts unless the manager runs with --allow-insecure-registries", u.Host), false
 		}

@@ -2,11 +2,7 @@ package controller
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"regexp"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -20,6 +16,7 @@ import (
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/verify"
 )
 
 // RepositoryPolicyReconciler reconciles a RepositoryPolicy: it checks that what the policy references
@@ -47,10 +44,12 @@ func (r *RepositoryPolicyReconciler) reconcile(ctx context.Context, obj *v1alpha
 		return stalled(v1alpha1.InvalidSpecReason, "invalid pattern %q (doublestar syntax: https://github.com/bmatcuk/doublestar#patterns)", p), nil
 	}
 	if obj.Spec.Verification != nil {
-		for i := range obj.Spec.Verification.Authorities {
-			if o, ok, err := r.checkAuthority(ctx, obj.Namespace, &obj.Spec.Verification.Authorities[i]); !ok || err != nil {
-				return o, err
-			}
+		material, o, ok, err := readMaterial(ctx, r.APIReader, obj.Namespace, obj.Spec.Verification)
+		if !ok || err != nil {
+			return o, err
+		}
+		if _, err := verify.Compile(obj.Spec.Verification, material); err != nil {
+			return stalled(v1alpha1.InvalidSpecReason, "spec.verification: %v", err), nil
 		}
 	}
 	return ready(v1alpha1.SucceededReason, "RepositoryPolicy is valid"), nil
@@ -80,78 +79,6 @@ func checkRegistryRef(ctx context.Context, c client.Reader, ns, name string) (ou
 		return failed(v1alpha1.ReadFailedReason, fmt.Errorf("reading Registry %q: %w", name, err)), false, err
 	}
 	return outcome{}, true, nil
-}
-
-// checkAuthority checks one authority's key or keyless identity.
-func (r *RepositoryPolicyReconciler) checkAuthority(ctx context.Context, ns string, a *v1alpha1.Authority) (outcome, bool, error) {
-	switch {
-	case a.Key != nil && a.Key.SecretRef != nil:
-		ref := a.Key.SecretRef
-		s, o, ok, err := getSecret(ctx, r.APIReader, ns, ref.Name)
-		if !ok || err != nil {
-			return o, ok, err
-		}
-		if err := parsePublicKey(s.Data[ref.Key]); err != nil {
-			return stalled(v1alpha1.SecretInvalidReason, "authority %q: Secret %q key %q: %v", a.Name, ref.Name, ref.Key, err), false, nil
-		}
-	case a.Key != nil:
-		if err := parsePublicKey([]byte(a.Key.Data)); err != nil {
-			return stalled(v1alpha1.InvalidSpecReason, "authority %q: key.data: %v", a.Name, err), false, nil
-		}
-	case a.Keyless != nil:
-		if a.Keyless.SubjectRegExp != "" {
-			if _, err := regexp.Compile(a.Keyless.SubjectRegExp); err != nil {
-				return stalled(v1alpha1.InvalidSpecReason, "authority %q: subjectRegExp: %v", a.Name, err), false, nil
-			}
-		}
-		return r.checkTrustedRoot(ctx, ns, a.Name, a.Keyless.TrustedRootRef)
-	}
-	return outcome{}, true, nil
-}
-
-// checkTrustedRoot checks that the trusted root exists and is a JSON object; the full sigstore
-// trusted-root parse happens where it is used (verification).
-func (r *RepositoryPolicyReconciler) checkTrustedRoot(ctx context.Context, ns, authority string, ref v1alpha1.TrustedRootReference) (outcome, bool, error) {
-	key := ref.Key
-	if key == "" {
-		key = "trusted_root.json"
-	}
-	var data []byte
-	if trustedRootKind(ref) == "Secret" {
-		s, o, ok, err := getSecret(ctx, r.APIReader, ns, ref.Name)
-		if !ok || err != nil {
-			return o, ok, err
-		}
-		data = s.Data[key]
-	} else {
-		cm := &corev1.ConfigMap{}
-		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: ref.Name}, cm)
-		switch {
-		case apierrors.IsNotFound(err):
-			return stalled(v1alpha1.ConfigMapNotFoundReason, "ConfigMap %q not found in namespace %q", ref.Name, ns), false, nil
-		case err != nil:
-			return failed(v1alpha1.ReadFailedReason, fmt.Errorf("reading ConfigMap %q: %w", ref.Name, err)), false, err
-		}
-		data = []byte(cm.Data[key])
-	}
-	var root map[string]json.RawMessage
-	if err := json.Unmarshal(data, &root); err != nil {
-		return stalled(v1alpha1.InvalidSpecReason, "authority %q: trusted root %s %q key %q is not a JSON object", authority, trustedRootKind(ref), ref.Name, key), false, nil
-	}
-	return outcome{}, true, nil
-}
-
-// parsePublicKey accepts one PEM "PUBLIC KEY" block (PKIX: ECDSA, RSA or Ed25519), as written by
-// `cosign generate-key-pair` into cosign.pub.
-func parsePublicKey(data []byte) error {
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PUBLIC KEY" {
-		return fmt.Errorf("no PEM PUBLIC KEY block")
-	}
-	if _, err := x509.ParsePKIXPublicKey(block.Bytes); err != nil {
-		return fmt.Errorf("parsing public key: %w", err)
-	}
-	return nil
 }
 
 // SetupWithManager registers the controller: policies on spec change, the Registries they name, and

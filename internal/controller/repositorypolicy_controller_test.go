@@ -120,6 +120,24 @@ func TestPolicyReferencesStall(t *testing.T) {
 		waitFor(t, pol, "Ready", policyReady)
 	})
 
+	t.Run("attestation condition", func(t *testing.T) {
+		pol := validPolicy()
+		pol.Name, pol.Namespace = "cel", ns
+		pol.Spec.Verification.Authorities = pol.Spec.Verification.Authorities[:1]
+		pol.Spec.Verification.Attestations[0].Condition = "predicate.buildType =="
+		if err := k8sClient.Create(ctx, pol); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, pol, "Stalled InvalidSpec", policyStalled(v1alpha1.InvalidSpecReason))
+		if c := findCondition(pol, v1alpha1.StalledCondition); !containsAll(c.Message, `attestation "prov"`, "predicate.buildType ==") {
+			t.Fatalf("the message must name the attestation and its condition: %q", c.Message)
+		}
+		patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Verification.Attestations[0].Condition = `predicate.buildType == "https://example.test/v1"`
+		})
+		waitFor(t, pol, "Ready", policyReady)
+	})
+
 	t.Run("subject regexp", func(t *testing.T) {
 		pol := validPolicy()
 		pol.Name, pol.Namespace = "regexp", ns

@@ -73,10 +73,16 @@ type Client struct {
 	pageSize int
 	maxPages int
 
-	newPuller func() (*remote.Puller, error)
-	mu        sync.Mutex
-	puller    *remote.Puller
+	remoteOpts []remote.Option
+	newPuller  func() (*remote.Puller, error)
+	mu         sync.Mutex
+	puller     *remote.Puller
 }
+
+// RemoteOptions are go-containerregistry options that reach this registry the same way the Client
+// does (its polite transport, credentials and no extra retries), for other libraries that take them
+// (cosign, to fetch signatures).
+func (c *Client) RemoteOptions() []remote.Option { return c.remoteOpts }
 
 // pull returns the current Puller. go-containerregistry's Puller sets each repository up once (ping,
 // token) and keeps a failed set-up for good, so after a failure that may pass (auth, unavailable,
@@ -145,18 +151,17 @@ func New(cfg Config) (*Client, error) {
 		auth = authn.Anonymous
 	}
 	pageSize := int(def(float64(cfg.PageSize), DefaultPageSize))
-	newPuller := func() (*remote.Puller, error) {
-		return remote.NewPuller(
-			remote.WithTransport(t),
-			remote.WithAuth(auth),
-			remote.WithUserAgent("portcullis"),
-			remote.WithPageSize(pageSize),
-			// politeTransport retries; go-containerregistry's own retries would multiply requests.
-			remote.WithRetryStatusCodes(),
-			remote.WithRetryPredicate(func(error) bool { return false }),
-		)
+	remoteOpts := []remote.Option{
+		remote.WithTransport(t),
+		remote.WithAuth(auth),
+		remote.WithUserAgent("portcullis"),
+		remote.WithPageSize(pageSize),
+		// politeTransport retries; go-containerregistry's own retries would multiply requests.
+		remote.WithRetryStatusCodes(),
+		remote.WithRetryPredicate(func(error) bool { return false }),
 	}
-	c := &Client{reg: reg, nameOpts: nameOpts, pageSize: pageSize, newPuller: newPuller,
+	newPuller := func() (*remote.Puller, error) { return remote.NewPuller(remoteOpts...) }
+	c := &Client{reg: reg, nameOpts: nameOpts, pageSize: pageSize, newPuller: newPuller, remoteOpts: remoteOpts,
 		maxPages: int(def(float64(cfg.MaxPages), DefaultMaxPages))}
 	if _, _, err := c.pull(); err != nil {
 		return nil, err

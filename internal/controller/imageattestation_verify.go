@@ -1,0 +1,251 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/registry"
+	"github.com/portcullis-dev/portcullis/internal/verify"
+)
+
+// Reasons of the SignatureVerified condition beyond verify's per-authority reasons.
+const (
+	verifiedReason    = "Verified"
+	notRequiredReason = "NotRequired"
+)
+
+// maxSignatureResults bounds status.signatures (the API's MaxItems).
+const maxSignatureResults = 64
+
+// verification is what the ImageAttestation controller keeps between passes: compiled verifiers
+// per policy generation and key material, and results per digest, so an unchanged digest is not
+// re-verified on every pass (only once its entry is older than the Registry's interval).
+type verification struct {
+	mu        sync.Mutex
+	verifiers map[string]*verify.Verifier  // policy UID/generation/material hash
+	results   map[string]verificationEntry // verifier key + digest
+}
+
+type verificationEntry struct {
+	result verify.ImageResult
+	at     time.Time
+}
+
+// maxCachedResults bounds the result cache; past it the cache starts afresh (results are cheap to
+// recompute, a leak is not).
+const maxCachedResults = 50_000
+
+func (v *verification) verifier(key string, compile func() (*verify.Verifier, error)) (*verify.Verifier, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if c, ok := v.verifiers[key]; ok {
+		return c, nil
+	}
+	c, err := compile()
+	if err != nil {
+		return nil, err
+	}
+	if v.verifiers == nil || len(v.verifiers) > 1000 {
+		v.verifiers = map[string]*verify.Verifier{}
+	}
+	v.verifiers[key] = c
+	return c, nil
+}
+
+func (v *verification) cached(key string, maxAge time.Duration) (verify.ImageResult, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e, ok := v.results[key]
+	return e.result, ok && time.Since(e.at) < maxAge
+}
+
+func (v *verification) store(key string, r verify.ImageResult) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.results == nil || len(v.results) >= maxCachedResults {
+		v.results = map[string]verificationEntry{}
+	}
+	v.results[key] = verificationEntry{result: r, at: time.Now()}
+}
+
+// verifySignatures runs every selecting policy's verification for the image and writes
+// status.signatures and the SignatureVerified condition. A registry failure returns an error and
+// leaves the last verdict in place.
+func (r *ImageAttestationReconciler) verifySignatures(ctx context.Context, ia *v1alpha1.ImageAttestation, reg *v1alpha1.Registry,
+	rc *registry.Client, policies []v1alpha1.RepositoryPolicy) error {
+	digest, err := digestRef(reg, ia)
+	if err != nil {
+		return err
+	}
+	var results []v1alpha1.SignatureResult
+	var failures []string
+	required := 0
+	for i := range policies {
+		p := &policies[i]
+		if p.Spec.Verification == nil {
+			continue
+		}
+		required++
+		res, err := r.verifyWithPolicy(ctx, p, digest, ia, rc, registryInterval(reg))
+		if err != nil {
+			var stall policyError
+			if errors.As(err, &stall) {
+				failures = append(failures, fmt.Sprintf("%s: %s", p.Name, stall.msg))
+				results = append(results, v1alpha1.SignatureResult{Policy: p.Name, Reason: v1alpha1.PolicyInvalidReason, Message: truncate(stall.msg, 1000)})
+				continue
+			}
+			return err
+		}
+		results = append(results, signatureResults(p.Name, res)...)
+		if !res.Verified {
+			failures = append(failures, fmt.Sprintf("%s: %s", p.Name, firstReason(res)))
+		}
+	}
+	if len(results) > maxSignatureResults {
+		results = results[:maxSignatureResults]
+	}
+	cond := metav1.Condition{Type: v1alpha1.SignatureVerifiedCondition, ObservedGeneration: ia.Generation}
+	switch {
+	case required == 0:
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionUnknown, notRequiredReason, "no selecting policy requires signatures"
+	case len(failures) == 0:
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, verifiedReason, fmt.Sprintf("verified for %d policies", required)
+	default:
+		cond.Status, cond.Reason = metav1.ConditionFalse, reasonOf(failures[0])
+		cond.Message = truncate(strings.Join(failures, "; "), 1000)
+	}
+	changed := !slices.EqualFunc(ia.Status.Signatures, results, func(a, b v1alpha1.SignatureResult) bool { return a == b })
+	old := apimeta.FindStatusCondition(ia.Status.Conditions, v1alpha1.SignatureVerifiedCondition)
+	if old == nil || old.Status != cond.Status || old.Reason != cond.Reason || old.Message != cond.Message {
+		changed = true
+	}
+	ia.Status.Signatures = results
+	apimeta.SetStatusCondition(&ia.Status.Conditions, cond)
+	if changed {
+		now := metav1.Now()
+		ia.Status.LastVerifiedTime = &now
+	}
+	return nil
+}
+
+// policyError is a policy whose verification cannot be compiled (its own status says Stalled).
+type policyError struct{ msg string }
+
+func (e policyError) Error() string { return e.msg }
+
+// verifyWithPolicy verifies the image against one policy, from the cache when fresh.
+func (r *ImageAttestationReconciler) verifyWithPolicy(ctx context.Context, p *v1alpha1.RepositoryPolicy, digest name.Digest,
+	ia *v1alpha1.ImageAttestation, rc *registry.Client, maxAge time.Duration) (verify.ImageResult, error) {
+	material, o, ok, err := readMaterial(ctx, r.APIReader, p.Namespace, p.Spec.Verification)
+	if err != nil {
+		return verify.ImageResult{}, err
+	}
+	if !ok {
+		return verify.ImageResult{}, policyError{o.message}
+	}
+	key := fmt.Sprintf("%s/%d/%s", p.UID, p.Generation, materialHash(material))
+	v, err := r.verification.verifier(key, func() (*verify.Verifier, error) {
+		return verify.Compile(p.Spec.Verification, material, rc.RemoteOptions()...)
+	})
+	if err != nil {
+		return verify.ImageResult{}, policyError{err.Error()}
+	}
+	rkey := key + "/" + ia.Spec.Digest
+	if res, ok := r.verification.cached(rkey, maxAge); ok {
+		return res, nil
+	}
+	res, err := v.VerifyImage(ctx, digest, ia.Spec.Platforms, p.Spec.Verification.IndexPolicy)
+	if err != nil {
+		return verify.ImageResult{}, err
+	}
+	r.verification.store(rkey, res)
+	return res, nil
+}
+
+// signatureResults flattens a result into status entries: one per authority, one per attestation
+// (authority "attestation/<name>"), with the level found signed for an index.
+func signatureResults(policyName string, res verify.ImageResult) []v1alpha1.SignatureResult {
+	var out []v1alpha1.SignatureResult
+	for _, a := range res.Authorities {
+		sr := v1alpha1.SignatureResult{Policy: policyName, Authority: a.Name, Verified: a.Verified,
+			Signer: truncate(a.Signer, 1000), Issuer: truncate(a.Issuer, 1000), Reason: a.Reason, Message: truncate(a.Message, 1000)}
+		if res.Level != verify.LevelNone && res.Level != verify.LevelImage {
+			sr.Message = truncate(strings.TrimSpace(sr.Message+" (signed at level "+res.Level+")"), 1000)
+		}
+		out = append(out, sr)
+	}
+	for _, a := range res.Attestations {
+		out = append(out, v1alpha1.SignatureResult{Policy: policyName, Authority: "attestation/" + a.Name, Verified: a.Verified,
+			Signer: a.Authority, Reason: a.Reason, Message: truncate(a.Message, 1000)})
+	}
+	return out
+}
+
+// firstReason is "Reason" of the first failing authority or attestation of a result.
+func firstReason(res verify.ImageResult) string {
+	for _, a := range res.Authorities {
+		if !a.Verified {
+			return a.Reason
+		}
+	}
+	for _, a := range res.Attestations {
+		if !a.Verified {
+			return a.Reason
+		}
+	}
+	for _, p := range res.Platforms {
+		if !p.Result.Verified {
+			return "Platform" + firstReason(verify.ImageResult{Result: p.Result})
+		}
+	}
+	return "NotVerified"
+}
+
+// reasonOf extracts the reason from a "policy: Reason" failure line.
+func reasonOf(failure string) string {
+	if _, r, ok := strings.Cut(failure, ": "); ok && !strings.ContainsAny(r, " :") {
+		return r
+	}
+	return v1alpha1.PolicyInvalidReason
+}
+
+// digestRef names the image digest on the Registry's host.
+func digestRef(reg *v1alpha1.Registry, ia *v1alpha1.ImageAttestation) (name.Digest, error) {
+	u, err := url.Parse(reg.Spec.URL)
+	if err != nil {
+		return name.Digest{}, err
+	}
+	var opts []name.Option
+	if strings.EqualFold(u.Scheme, "http") {
+		opts = append(opts, name.Insecure)
+	}
+	return name.NewDigest(u.Host+"/"+ia.Spec.Repository+"@"+ia.Spec.Digest, opts...)
+}
+
+// selectingPolicies are the policies of the image's Registry that govern its repository and select at
+// least one of its tags.
+func selectingPolicies(all []v1alpha1.RepositoryPolicy, ia *v1alpha1.ImageAttestation) []v1alpha1.RepositoryPolicy {
+	var out []v1alpha1.RepositoryPolicy
+	for _, p := range all {
+		sel := policy.NewSelection([]v1alpha1.RepositoryPolicy{p})
+		for _, tag := range ia.Spec.Tags {
+			if sel.Tag(ia.Spec.Repository, tag) {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
