@@ -34,7 +34,9 @@ func imageFor(t *testing.T, ns, repo, digest string, what string, cond func(*v1a
 }
 
 func signatureIs(s metav1.ConditionStatus, reason string) func(*v1alpha1.ImageAttestation) bool {
-	return func(ia *v1alpha1.ImageAttestation) bool { return hasCondition(ia, v1alpha1.SignatureVerifiedCondition, s, reason) }
+	return func(ia *v1alpha1.ImageAttestation) bool {
+		return hasCondition(ia, v1alpha1.SignatureVerifiedCondition, s, reason)
+	}
 }
 
 // TestSignatureVerification signs images in a real Distribution registry with keys made by the test
@@ -106,6 +108,8 @@ func TestSignatureVerification(t *testing.T) {
 	px.fail("", 0)
 
 	// Rotating the policy's key re-verifies every image of the Registry.
-	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Verification.Authorities[0].Key.Data = string(otherKey.PublicPEM) })
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) {
+		p.Spec.Verification.Authorities[0].Key.Data = string(otherKey.PublicPEM)
+	})
 	imageFor(t, ns, "app", signed, "KeyMismatch after the key rotation", signatureIs(metav1.ConditionFalse, verify.ReasonKeyMismatch))
 }
