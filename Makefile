@@ -11,6 +11,8 @@ export PORTCULLIS_CACHE
 CONTROLLER_TOOLS_VERSION ?= v0.21.0
 KUSTOMIZE_VERSION ?= v5.8.1
 DISTRIBUTION_VERSION ?= v3.1.2
+COSIGN_VERSION ?= v2.6.5
+COSIGN ?= $(PORTCULLIS_CACHE)/bin/cosign-$(COSIGN_VERSION)/cosign
 REGISTRY_BIN ?= $(PORTCULLIS_CACHE)/bin/registry-$(DISTRIBUTION_VERSION)/registry
 CONTROLLER_GEN ?= $(PORTCULLIS_CACHE)/bin/controller-gen-$(CONTROLLER_TOOLS_VERSION)/controller-gen
 KUSTOMIZE ?= $(PORTCULLIS_CACHE)/bin/kustomize-$(KUSTOMIZE_VERSION)/kustomize
@@ -67,6 +69,12 @@ envtest-assets: ## Build (once) kube-apiserver and etcd for envtest; prints thei
 test: manifests generate vet $(REGISTRY_BIN) ## Run all tests against a real kube-apiserver + etcd and a real registry (built once, cached).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" go test $(TESTFLAGS) $(PKGS)
 
+.PHONY: bench
+bench: $(COSIGN) $(REGISTRY_BIN) ## Benchmarks (not in CI): listing, and in-process verification vs one cosign CLI process per digest.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" PORTCULLIS_COSIGN_BIN="$(COSIGN)" \
+		go test -run NONE -bench Listing -benchtime 3x ./internal/controller
+	GOEXPERIMENT=jsonv2 PORTCULLIS_COSIGN_BIN="$(COSIGN)" go test -run NONE -bench Verify200 -benchtime 1x ./internal/verify
+
 ##@ Build
 
 .PHONY: build
@@ -116,6 +124,10 @@ $(CONTROLLER_GEN):
 # The CNCF Distribution registry (tests and `make run`): built from Go modules, a few minutes cold.
 $(REGISTRY_BIN):
 	GOBIN=$(dir $@) go install github.com/distribution/distribution/v3/cmd/registry@$(DISTRIBUTION_VERSION)
+
+# The cosign CLI, only for `make bench` (about 10 minutes cold; never built by CI).
+$(COSIGN):
+	GOEXPERIMENT= GOBIN=$(dir $@) go install github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
 
 $(KUSTOMIZE):
 	GOBIN=$(dir $@) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)

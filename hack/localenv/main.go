@@ -80,7 +80,7 @@ func run(argv []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *registryBin != "" {
-		dist, stopRegistry, err := startRegistry(*registryBin, *registryAddr, filepath.Join(*state, "registry"))
+		dist, pubPEM, stopRegistry, err := startRegistry(*registryBin, *registryAddr, filepath.Join(*state, "registry"))
 		if err != nil {
 			return err
 		}
@@ -90,7 +90,7 @@ func run(argv []string) error {
 			if err != nil {
 				return err
 			}
-			if err := applySamples(ctx, c, *samples, "default", dist.URL); err != nil {
+			if err := applySamples(ctx, c, *samples, "default", dist.URL, pubPEM); err != nil {
 				return err
 			}
 			go showWhenListed(ctx, c, kubeconfig, "default")

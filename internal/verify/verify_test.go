@@ -34,7 +34,7 @@ type testRegistry struct {
 	fail500 atomic.Bool
 }
 
-func newRegistry(t *testing.T) *testRegistry {
+func newRegistry(t testing.TB) *testRegistry {
 	t.Helper()
 	r := &testRegistry{}
 	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)), ggcrregistry.WithReferrersSupport(true))
@@ -51,7 +51,7 @@ func newRegistry(t *testing.T) *testRegistry {
 }
 
 // pushImage pushes a random image as repo:tag and returns its digest reference.
-func (r *testRegistry) pushImage(t *testing.T, repo string) name.Digest {
+func (r *testRegistry) pushImage(t testing.TB, repo string) name.Digest {
 	t.Helper()
 	img, err := random.Image(128, 1)
 	if err != nil {
@@ -69,7 +69,7 @@ func (r *testRegistry) pushImage(t *testing.T, repo string) name.Digest {
 	return dg
 }
 
-func sign(t *testing.T, subject name.Digest, signer signature.Signer, sigRepo string) {
+func sign(t testing.TB, subject name.Digest, signer signature.Signer, sigRepo string) {
 	t.Helper()
 	verifytest.Sign(t, subject, signer, sigRepo)
 }
@@ -79,7 +79,7 @@ type keyPair struct {
 	pubPEM []byte
 }
 
-func newKey(t *testing.T, kind string, h crypto.Hash) keyPair {
+func newKey(t testing.TB, kind string, h crypto.Hash) keyPair {
 	t.Helper()
 	k := verifytest.NewKey(t, kind, h)
 	return keyPair{signer: k.Signer, pubPEM: k.PublicPEM}

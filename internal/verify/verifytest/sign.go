@@ -65,34 +65,38 @@ func NewKey(t testing.TB, kind string, h crypto.Hash) KeyPair {
 // when given.
 func Sign(t testing.TB, subject name.Digest, signer signature.Signer, sigRepo string, opts ...ociremote.Option) {
 	t.Helper()
+	if err := SignImage(subject, signer, sigRepo, opts...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// SignImage is Sign outside tests (hack/localenv signs a seeded image with it).
+func SignImage(subject name.Digest, signer signature.Signer, sigRepo string, opts ...ociremote.Option) error {
 	p, err := (&payload.Cosign{Image: subject}).MarshalJSON()
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	raw, err := signer.SignMessage(strings.NewReader(string(p)))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	sig, err := static.NewSignature(p, base64.StdEncoding.EncodeToString(raw))
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	target := subject.Context()
 	if sigRepo != "" {
-		target, err = name.NewRepository(subject.RegistryStr()+"/"+sigRepo, name.Insecure)
-		if err != nil {
-			t.Fatal(err)
+		if target, err = name.NewRepository(subject.RegistryStr()+"/"+sigRepo, name.Insecure); err != nil {
+			return err
 		}
 		opts = append(opts, ociremote.WithTargetRepository(target))
 	}
 	se, err := ociremote.SignedEntity(subject, opts...)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if se, err = mutate.AttachSignatureToEntity(se, sig); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := ociremote.WriteSignatures(target, se, opts...); err != nil {
-		t.Fatal(err)
-	}
+	return ociremote.WriteSignatures(target, se, opts...)
 }
