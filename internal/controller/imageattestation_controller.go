@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -64,13 +67,15 @@ func (r *ImageAttestationReconciler) reconcile(ctx context.Context, ia *v1alpha1
 	if err != nil {
 		return o, nil, err
 	}
-	if !ok { // the Registry itself says why (Stalled); wait for it to change
-		return pending(v1alpha1.PendingReason, "the Registry %q cannot be reached as configured: %s", reg.Name, o.message), nil, nil
+	if !ok { // the Registry itself says why (Stalled); look again after its interval
+		return pending(v1alpha1.PendingReason, "the Registry %q cannot be reached as configured: %s", reg.Name, o.message), reg, nil
 	}
 	all := &v1alpha1.RepositoryPolicyList{}
 	if err := r.List(ctx, all, client.InNamespace(ia.Namespace), client.MatchingFields{indexRegistryRef: reg.Name}); err != nil {
 		return failed(v1alpha1.ReadFailedReason, err), nil, err
 	}
+	// The cache's index order is random: sort, so an unchanged verdict is written the same way.
+	slices.SortFunc(all.Items, func(a, b v1alpha1.RepositoryPolicy) int { return strings.Compare(a.Name, b.Name) })
 	policies := selectingPolicies(all.Items, ia)
 	if err := r.verifySignatures(ctx, ia, reg, rc, policies); err != nil {
 		reason := v1alpha1.RegistryUnavailableReason
@@ -128,15 +133,34 @@ func (r *ImageAttestationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	newList := func() client.ObjectList { return &v1alpha1.ImageAttestationList{} }
 	byRegistry := enqueueReferrers(r.Client, newList, indexRegistryRef)
+	byPolicy := func(ctx context.Context, p *v1alpha1.RepositoryPolicy) []ctrl.Request {
+		reg := &v1alpha1.Registry{}
+		reg.Name, reg.Namespace = p.Spec.RegistryRef.Name, p.Namespace
+		return byRegistry(ctx, reg)
+	}
+	// A key Secret or trusted-root ConfigMap that changes re-verifies the images of the policies
+	// that read it (the material hash is part of the verifier and result keys).
+	byMaterial := func(index string) handler.MapFunc {
+		return func(ctx context.Context, o client.Object) []ctrl.Request {
+			pols := &v1alpha1.RepositoryPolicyList{}
+			if err := r.List(ctx, pols, client.InNamespace(o.GetNamespace()), client.MatchingFields{index: o.GetName()}); err != nil {
+				return nil
+			}
+			var reqs []ctrl.Request
+			for i := range pols.Items {
+				reqs = append(reqs, byPolicy(ctx, &pols.Items[i])...)
+			}
+			return reqs
+		}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.ImageAttestation{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&v1alpha1.Registry{}, handler.EnqueueRequestsFromMapFunc(byRegistry), builder.WithPredicates(createOrDelete())).
 		Watches(&v1alpha1.RepositoryPolicy{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []ctrl.Request {
-			p := o.(*v1alpha1.RepositoryPolicy)
-			reg := &v1alpha1.Registry{}
-			reg.Name, reg.Namespace = p.Spec.RegistryRef.Name, p.Namespace
-			return byRegistry(ctx, reg)
+			return byPolicy(ctx, o.(*v1alpha1.RepositoryPolicy))
 		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(byMaterial(indexSecretRefs))).
+		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(byMaterial(indexConfigMapRefs))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.Options.ScanConcurrency)}).
 		Named("imageattestation").
 		Complete(r)

@@ -155,7 +155,9 @@ func (r *ImageAttestationReconciler) verifyWithPolicy(ctx context.Context, p *v1
 	if !ok {
 		return verify.ImageResult{}, policyError{o.message}
 	}
-	key := fmt.Sprintf("%s/%d/%s", p.UID, p.Generation, materialHash(material))
+	// The key names the registry client too (%p): a rotated registry credential or CA gives a new
+	// client, and a verifier compiled with the old one must not be reused.
+	key := fmt.Sprintf("%s/%d/%s/%p", p.UID, p.Generation, materialHash(material), rc)
 	v, err := r.verification.verifier(key, func() (*verify.Verifier, error) {
 		return verify.Compile(p.Spec.Verification, material, rc.RemoteOptions()...)
 	})
@@ -166,7 +168,8 @@ func (r *ImageAttestationReconciler) verifyWithPolicy(ctx context.Context, p *v1
 	if res, ok := r.verification.cached(rkey, maxAge); ok {
 		return res, nil
 	}
-	res, err := v.VerifyImage(ctx, digest, ia.Spec.Platforms, p.Spec.Verification.IndexPolicy)
+	res, err := v.VerifyImage(ctx, digest, registry.Manifest{MediaType: ia.Spec.MediaType}.IsIndex() || len(ia.Spec.Platforms) > 0,
+		p.Spec.Verification.IndexPolicy)
 	if err != nil {
 		return verify.ImageResult{}, err
 	}
@@ -189,6 +192,15 @@ func signatureResults(policyName string, res verify.ImageResult) []v1alpha1.Sign
 	for _, a := range res.Attestations {
 		out = append(out, v1alpha1.SignatureResult{Policy: policyName, Authority: "attestation/" + a.Name, Verified: a.Verified,
 			Signer: a.Authority, Reason: a.Reason, Message: truncate(a.Message, 1000)})
+	}
+	// For an index checked through its platforms, one row per platform and authority, so a user
+	// sees which platform failed.
+	for _, pr := range res.Platforms {
+		for _, a := range pr.Result.Authorities {
+			out = append(out, v1alpha1.SignatureResult{Policy: policyName, Authority: a.Name + "@" + pr.Platform, Verified: a.Verified,
+				Signer: truncate(a.Signer, 1000), Issuer: truncate(a.Issuer, 1000), Reason: a.Reason,
+				Message: truncate(strings.TrimSpace("platform "+pr.Digest+" "+a.Message), 1000)})
+		}
 	}
 	return out
 }

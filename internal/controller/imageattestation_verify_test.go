@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -112,4 +113,17 @@ func TestSignatureVerification(t *testing.T) {
 		p.Spec.Verification.Authorities[0].Key.Data = string(otherKey.PublicPEM)
 	})
 	imageFor(t, ns, "app", signed, "KeyMismatch after the key rotation", signatureIs(metav1.ConditionFalse, verify.ReasonKeyMismatch))
+
+	// The key moves to a Secret; rotating the Secret alone (no policy generation change) re-verifies.
+	keySecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cosign", Namespace: ns},
+		Data: map[string][]byte{"cosign.pub": otherKey.PublicPEM}}
+	if err := k8sClient.Create(ctx, keySecret); err != nil {
+		t.Fatal(err)
+	}
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) {
+		p.Spec.Verification.Authorities[0].Key = &v1alpha1.KeyAuthority{SecretRef: &v1alpha1.SecretKeyReference{Name: "cosign", Key: "cosign.pub"}}
+	})
+	imageFor(t, ns, "app", signed, "still KeyMismatch with the Secret", signatureIs(metav1.ConditionFalse, verify.ReasonKeyMismatch))
+	patchObject(t, keySecret, func(s *corev1.Secret) { s.Data = map[string][]byte{"cosign.pub": key.PublicPEM} })
+	imageFor(t, ns, "app", signed, "Verified after the Secret rotation", signatureIs(metav1.ConditionTrue, "Verified"))
 }

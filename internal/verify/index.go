@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 )
@@ -35,16 +36,17 @@ type ImageResult struct {
 	Level string
 }
 
-// VerifyImage verifies digest and, when platforms are given (the image is an index), applies
-// indexPolicy: Index needs the index digest verified, Platforms every platform manifest, Either one
-// of the two (default).
-func (v *Verifier) VerifyImage(ctx context.Context, digest name.Digest, platforms []v1alpha1.PlatformManifest, indexPolicy v1alpha1.IndexPolicy) (ImageResult, error) {
+// VerifyImage verifies digest and, when isIndex (an OCI image index or Docker manifest list),
+// applies indexPolicy: Index needs the index digest verified, Platforms every platform manifest,
+// Either one of the two (default). The platform manifests are read from the index itself, fetched by
+// digest, so none can be left out.
+func (v *Verifier) VerifyImage(ctx context.Context, digest name.Digest, isIndex bool, indexPolicy v1alpha1.IndexPolicy) (ImageResult, error) {
 	top, err := v.Verify(ctx, digest)
 	if err != nil {
 		return ImageResult{}, err
 	}
 	out := ImageResult{Result: top, Level: LevelNone}
-	if len(platforms) == 0 {
+	if !isIndex {
 		if top.Verified {
 			out.Level = LevelImage
 		}
@@ -56,7 +58,11 @@ func (v *Verifier) VerifyImage(ctx context.Context, digest name.Digest, platform
 	if indexPolicy == v1alpha1.IndexPolicyIndex || (indexPolicy != v1alpha1.IndexPolicyPlatforms && top.Verified) {
 		return out, nil // the index decides; the platforms need not be fetched
 	}
-	all := true
+	platforms, err := v.platforms(ctx, digest)
+	if err != nil {
+		return ImageResult{}, err
+	}
+	all := len(platforms) > 0 // an empty index has nothing signed
 	for _, p := range platforms {
 		d, err := name.NewDigest(digest.Context().String()+"@"+p.Digest, nameOpts(digest)...)
 		if err != nil {
@@ -79,6 +85,30 @@ func (v *Verifier) VerifyImage(ctx context.Context, digest name.Digest, platform
 		out.Verified = all
 	} else { // Either
 		out.Verified = top.Verified || all
+	}
+	return out, nil
+}
+
+// platforms reads the index's platform manifests.
+func (v *Verifier) platforms(ctx context.Context, digest name.Digest) ([]v1alpha1.PlatformManifest, error) {
+	idx, err := remote.Index(digest, append([]remote.Option{remote.WithContext(ctx)}, v.remoteOpts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading index %s: %w", ErrRegistry, digest, err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading index %s: %w", ErrRegistry, digest, err)
+	}
+	out := make([]v1alpha1.PlatformManifest, 0, len(im.Manifests))
+	for _, m := range im.Manifests {
+		p := ""
+		if m.Platform != nil {
+			p = m.Platform.OS + "/" + m.Platform.Architecture
+			if m.Platform.Variant != "" {
+				p += "/" + m.Platform.Variant
+			}
+		}
+		out = append(out, v1alpha1.PlatformManifest{Digest: m.Digest.String(), Platform: p})
 	}
 	return out, nil
 }

@@ -69,12 +69,20 @@ func TestIndexPolicy(t *testing.T) {
 					sign(t, d, key.signer, "")
 				}
 			}
-			res, err := v.VerifyImage(ctx, digest, plats, tc.policy)
+			res, err := v.VerifyImage(ctx, digest, true, tc.policy)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if res.Verified != tc.want || res.Level != tc.level {
 				t.Fatalf("verified %v level %s, want %v %s (%+v)", res.Verified, res.Level, tc.want, tc.level, res)
+			}
+			if !tc.signed.index && res.Authorities[0].Reason != ReasonSignatureMissing {
+				t.Fatalf("the unsigned index must say SignatureMissing: %+v", res.Authorities)
+			}
+			for _, p := range res.Platforms {
+				if !tc.signed.children && p.Result.Authorities[0].Reason != ReasonSignatureMissing {
+					t.Fatalf("an unsigned platform must say SignatureMissing: %+v", p)
+				}
 			}
 		})
 	}
@@ -83,7 +91,7 @@ func TestIndexPolicy(t *testing.T) {
 		digest, plats := reg.pushIndex(t, "idx-partial")
 		d, _ := name.NewDigest(digest.Context().String()+"@"+plats[0].Digest, name.Insecure)
 		sign(t, d, key.signer, "")
-		res, err := v.VerifyImage(ctx, digest, plats, v1alpha1.IndexPolicyPlatforms)
+		res, err := v.VerifyImage(ctx, digest, true, v1alpha1.IndexPolicyPlatforms)
 		if err != nil || res.Verified || len(res.Platforms) != 2 || !res.Platforms[0].Result.Verified ||
 			res.Platforms[1].Result.Authorities[0].Reason != ReasonSignatureMissing {
 			t.Fatalf("want the unsigned platform named: %+v, %v", res, err)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	ggcrmutate "github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
@@ -259,6 +261,18 @@ func TestReferrers(t *testing.T) {
 		t.Fatalf("referrer signature: %+v, %v", res, err)
 	}
 	other := reg.pushImage(t, "other")
+	// A referrer of another artifact type (an SBOM, say) must be filtered out, not read as signatures.
+	sbom, _ := random.Image(64, 1)
+	sbom = ggcrmutate.ConfigMediaType(sbom, "application/vnd.example.sbom.v1+json")
+	desc, err := remote.Head(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbom = ggcrmutate.Subject(sbom, *desc).(v1.Image)
+	sd, _ := sbom.Digest()
+	if err := remote.Write(other.Context().Digest(sd.String()), sbom); err != nil {
+		t.Fatal(err)
+	}
 	res, err = compile(t, keyPolicy("k"), Material{"k": key.pubPEM}).Verify(context.Background(), other)
 	if err != nil || res.Verified || res.Authorities[0].Reason != ReasonSignatureMissing {
 		t.Fatalf("unsigned digest: %+v, %v", res, err)
