@@ -81,6 +81,9 @@ func TestSignatureVerification(t *testing.T) {
 	}
 
 	ok := imageFor(t, ns, "app", signed, "SignatureVerified=True", signatureIs(metav1.ConditionTrue, "Verified"))
+	if n := len(images(t, ns)); n != 3 {
+		t.Errorf("want 3 ImageAttestations (signature tags are not images), have %d", n)
+	}
 	if len(ok.Status.Signatures) != 1 || !ok.Status.Signatures[0].Verified || ok.Status.Signatures[0].Signer != "key release" ||
 		ok.Status.Signatures[0].Policy != "signed" || ok.Status.LastVerifiedTime == nil {
 		t.Errorf("signed image status: %+v", ok.Status)

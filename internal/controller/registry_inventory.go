@@ -107,7 +107,7 @@ func listRepository(ctx context.Context, reg registryLister, repo string, sel po
 	}
 	found := map[imageKey]*image{}
 	for _, tag := range tags {
-		if !sel.Tag(repo, tag) {
+		if supplyChainTag.MatchString(tag) || !sel.Tag(repo, tag) {
 			continue
 		}
 		m, err := reg.Resolve(ctx, repo, tag)
@@ -238,6 +238,11 @@ func newImageAttestation(obj *v1alpha1.Registry, k imageKey, img *image) *v1alph
 }
 
 var notDNS = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// supplyChainTag matches the tags that carry signatures, attestations and SBOMs rather than images:
+// cosign's tag scheme (`sha256-<hex>.sig`, `.att`, `.sbom`) and the OCI 1.1 referrers fallback tag
+// (`sha256-<hex>`, distribution-spec "Referrers Tag Schema"). They are never images to evaluate.
+var supplyChainTag = regexp.MustCompile(`^(sha256-[a-f0-9]{64}|sha512-[a-f0-9]{128})(\.(sig|att|sbom))?$`)
 
 // imageAttestationName is deterministic, DNS-safe and at most 63 characters: the repository's last
 // path segment (sanitised, up to 40 characters), a dash, and 16 hex digits of

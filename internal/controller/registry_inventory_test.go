@@ -62,7 +62,8 @@ func newFake() *fakeLister {
 	oci := "application/vnd.oci.image.manifest.v1+json"
 	return &fakeLister{
 		repos: []string{"a", "b", "c", "scratch/x"},
-		tags:  map[string][]string{"a": {"v1", "latest", "v2-dev"}, "b": {"v1", "gone"}, "c": {"v1"}},
+		tags: map[string][]string{"a": {"v1", "latest", "v2-dev", "sha256-" + strings.Repeat("ab", 32) + ".sig",
+			"sha256-" + strings.Repeat("ab", 32) + ".att", "sha256-" + strings.Repeat("ab", 32)}, "b": {"v1", "gone"}, "c": {"v1"}},
 		manifests: map[string]registry.Manifest{
 			"a:v1": {Digest: digestN(1), MediaType: oci}, "a:latest": {Digest: digestN(1), MediaType: oci},
 			"a:v2-dev": {Digest: digestN(2), MediaType: oci}, "b:v1": {Digest: digestN(3), MediaType: oci},
@@ -89,7 +90,8 @@ func TestListInventory(t *testing.T) {
 		if got := inv.images[imageKey{"c", digestN(4)}]; got == nil || len(got.platforms) != 1 {
 			t.Errorf("index c@4 without platforms: %+v", got)
 		}
-		if f.calls["resolve"] != 5 || f.calls["platforms"] != 1 || f.calls["tags"] != 3 { // a:v2-dev is not resolved
+		// a:v2-dev is not selected; signature, attestation and referrers-fallback tags are never images
+		if f.calls["resolve"] != 5 || f.calls["platforms"] != 1 || f.calls["tags"] != 3 {
 			t.Errorf("calls %v", f.calls)
 		}
 	})
