@@ -125,6 +125,14 @@ type KeylessAuthority struct {
 	// `--insecure-ignore-sct`). Default false.
 	// +optional
 	IgnoreSCT bool `json:"ignoreSCT,omitempty"`
+
+	// UseSignedTimestamps verifies RFC 3161 timestamps on signatures against the timestamp
+	// authorities of the trusted root (cosign's `--use-signed-timestamps`), so a short-lived
+	// certificate that has expired since passes when a valid timestamp proves it was valid at
+	// signing time. A timestamp that does not verify fails the signature (TimestampInvalid); without
+	// one, an expired certificate fails (TimestampMissing). Default false.
+	// +optional
+	UseSignedTimestamps bool `json:"useSignedTimestamps,omitempty"`
 }
 
 // TrustedRootReference names a Secret or ConfigMap key in the policy's namespace.

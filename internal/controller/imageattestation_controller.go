@@ -161,7 +161,8 @@ func (r *ImageAttestationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(byMaterial(indexSecretRefs))).
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(byMaterial(indexConfigMapRefs))).
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.Options.ScanConcurrency)}).
+		// A panic inside a library (cosign, later trivy) becomes an error for this object, never a crash.
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.Options.ScanConcurrency), RecoverPanic: ptrTo(true)}).
 		Named("imageattestation").
 		Complete(r)
 }

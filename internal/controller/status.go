@@ -137,3 +137,5 @@ func hasConditionStatus(obj statusObject, typ string, s metav1.ConditionStatus) 
 	c := apimeta.FindStatusCondition(obj.GetConditions(), typ)
 	return c != nil && c.Status == s
 }
+
+func ptrTo[T any](v T) *T { return &v }

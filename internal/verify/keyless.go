@@ -15,9 +15,10 @@ import (
 // keyless is a compiled keyless authority: an expected identity and the trusted root to check
 // certificates (and, unless ignored, SCTs and transparency-log entries) against.
 type keyless struct {
-	identity  cosign.Identity
-	trust     *root.TrustedRoot
-	ignoreSCT bool
+	identity      cosign.Identity
+	trust         *root.TrustedRoot
+	ignoreSCT     bool
+	useTimestamps bool
 }
 
 // compileKeyless parses the trusted root (sigstore `trusted_root.json`,
@@ -35,13 +36,14 @@ func compileKeyless(k *v1alpha1.KeylessAuthority, trustedRootJSON []byte) (*keyl
 		}
 		id.SubjectRegExp = "^(?:" + k.SubjectRegExp + ")$"
 	}
-	return &keyless{identity: id, trust: tr, ignoreSCT: k.IgnoreSCT}, nil
+	return &keyless{identity: id, trust: tr, ignoreSCT: k.IgnoreSCT, useTimestamps: k.UseSignedTimestamps}, nil
 }
 
 func (k *keyless) apply(co *cosign.CheckOpts) {
 	co.TrustedMaterial = k.trust
 	co.Identities = []cosign.Identity{k.identity}
 	co.IgnoreSCT = k.ignoreSCT
+	co.UseSignedTimestamps = k.useTimestamps
 }
 
 // signerOf returns the certificate identity (first SAN) and OIDC issuer of a keyless signature.

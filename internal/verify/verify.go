@@ -55,6 +55,9 @@ const (
 	// ReasonTimestampMissing: the certificate has expired (as Fulcio's short-lived ones do) and no
 	// transparency-log or timestamp-authority time proves it was valid when the image was signed.
 	ReasonTimestampMissing = "TimestampMissing"
+	// ReasonTimestampInvalid: the signature's RFC 3161 timestamp does not verify against the trusted
+	// root's timestamp authorities.
+	ReasonTimestampInvalid = "TimestampInvalid"
 )
 
 // ErrRegistry wraps a failure to fetch signatures: transient, never a failed verification.
@@ -316,6 +319,12 @@ func (a authority) check(ctx context.Context, sigs []oci.Signature, h v1.Hash) A
 	co := a.checkOpts(cosign.SimpleClaimVerifier)
 	best := failure{rank: -1}
 	for _, sig := range sigs {
+		if co.UseSignedTimestamps {
+			if err := checkTimestamp(sig, co); err != nil {
+				best = best.worse(failure{5, ReasonTimestampInvalid, err.Error()})
+				continue
+			}
+		}
 		if _, err := cosign.VerifyImageSignature(ctx, sig, h, co); err != nil {
 			best = best.worse(classifyFailure(a.keyless != nil, err))
 			continue
@@ -350,6 +359,21 @@ func (a authority) checkOpts(claims func(oci.Signature, v1.Hash, map[string]any)
 	return co
 }
 
+// checkTimestamp verifies a signature's RFC 3161 timestamp, if it has one, against the trusted
+// root's timestamp authorities before cosign does: cosign v2.6.5 panics (index out of range) when
+// every timestamp fails against a trusted root, and a bad timestamp must be a reason, not a crash.
+func checkTimestamp(sig oci.Signature, co *cosign.CheckOpts) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the RFC 3161 timestamp does not verify against the trusted root's timestamp authorities")
+		}
+	}()
+	if _, err := cosign.VerifyRFC3161Timestamp(sig, co); err != nil {
+		return fmt.Errorf("the RFC 3161 timestamp does not verify: %w", err)
+	}
+	return nil
+}
+
 // failure is why one signature did not verify; rank orders how far it got, so the reason reported
 // for several signatures is the most telling one (a matching key with the wrong digest says more than
 // a signature by someone else).
@@ -376,6 +400,8 @@ func classifyFailure(keyless bool, err error) failure {
 		return failure{1, ReasonCertificateMissing, "the signature carries no certificate"}
 	case strings.Contains(msg, "none of the expected identities matched"):
 		return failure{4, ReasonIdentityMismatch, msg}
+	case strings.Contains(msg, "RFC3161 timestamp"):
+		return failure{5, ReasonTimestampInvalid, msg}
 	case strings.Contains(msg, "expected a signed timestamp to verify an expired certificate"):
 		return failure{5, ReasonTimestampMissing, "the certificate has expired and no signed timestamp proves it was valid at signing time"}
 	case strings.Contains(msg, "expired") || strings.Contains(msg, "not yet valid"):
