@@ -201,22 +201,8 @@ func (c *Client) Repositories(ctx context.Context) (repos []string, err error) {
 	if err != nil {
 		return nil, classify("listing the catalog", err)
 	}
-	seen := map[string]bool{}
-	for pages := 0; pager.HasNext(); pages++ {
-		if pages >= c.maxPages {
-			return nil, classify("listing the catalog", fmt.Errorf("%w: more than %d pages", ErrInvalidResponse, c.maxPages))
-		}
-		page, err := pager.Next(ctx)
-		if err != nil {
-			return nil, classify("listing the catalog", err)
-		}
-		if page.Next != "" && seen[page.Next] {
-			return nil, classify("listing the catalog", fmt.Errorf("%w: the next-page link %s repeats", ErrInvalidResponse, page.Next))
-		}
-		seen[page.Next] = true
-		repos = append(repos, page.Repos...)
-	}
-	return repos, nil
+	return collectPages(ctx, "listing the catalog", c.maxPages, pager.HasNext, pager.Next,
+		func(p *remote.Catalogs) ([]string, string) { return p.Repos, p.Next })
 }
 
 // Tags lists a repository's tags (`GET /v2/<name>/tags/list`) with the same paging rules as
@@ -236,22 +222,33 @@ func (c *Client) Tags(ctx context.Context, repository string) (tags []string, er
 	if err != nil {
 		return nil, classify(op, err)
 	}
+	return collectPages(ctx, op, c.maxPages, pager.HasNext, pager.Next,
+		func(p *remote.Tags) ([]string, string) { return p.Tags, p.Next })
+}
+
+// collectPages reads a paged listing to the end, following the registry's `Link: <...>; rel="next"`
+// pages. A next link seen before, or more than maxPages pages, fails with ErrInvalidResponse (a
+// registry that pages forever).
+func collectPages[P any](ctx context.Context, op string, maxPages int, hasNext func() bool,
+	next func(context.Context) (P, error), parts func(P) (items []string, nextLink string)) ([]string, error) {
+	var out []string
 	seen := map[string]bool{}
-	for pages := 0; pager.HasNext(); pages++ {
-		if pages >= c.maxPages {
-			return nil, classify(op, fmt.Errorf("%w: more than %d pages", ErrInvalidResponse, c.maxPages))
+	for pages := 0; hasNext(); pages++ {
+		if pages >= maxPages {
+			return nil, classify(op, fmt.Errorf("%w: more than %d pages", ErrInvalidResponse, maxPages))
 		}
-		page, err := pager.Next(ctx)
+		page, err := next(ctx)
 		if err != nil {
 			return nil, classify(op, err)
 		}
-		if page.Next != "" && seen[page.Next] {
-			return nil, classify(op, fmt.Errorf("%w: the next-page link %s repeats", ErrInvalidResponse, page.Next))
+		items, link := parts(page)
+		if link != "" && seen[link] {
+			return nil, classify(op, fmt.Errorf("%w: the next-page link %s repeats", ErrInvalidResponse, link))
 		}
-		seen[page.Next] = true
-		tags = append(tags, page.Tags...)
+		seen[link] = true
+		out = append(out, items...)
 	}
-	return tags, nil
+	return out, nil
 }
 
 // Manifest is what a tag points at.

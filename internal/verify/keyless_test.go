@@ -93,8 +93,9 @@ func certPEM(c *x509.Certificate) []byte {
 }
 
 // signKeyless signs subject as `cosign sign` with a Fulcio certificate does (without a transparency
-// log): the signature carries the leaf certificate and its chain.
-func signKeyless(t *testing.T, subject name.Digest, ca testCA, cert *x509.Certificate, key *ecdsa.PrivateKey) {
+// log): the signature carries the leaf certificate and its chain, plus extra options.
+func signKeyless(t *testing.T, subject name.Digest, ca testCA, cert *x509.Certificate, key *ecdsa.PrivateKey,
+	extra ...func(raw []byte) static.Option) {
 	t.Helper()
 	p, _ := (&payload.Cosign{Image: subject}).MarshalJSON()
 	signer, err := signature.LoadSigner(key, crypto.SHA256)
@@ -105,7 +106,11 @@ func signKeyless(t *testing.T, subject name.Digest, ca testCA, cert *x509.Certif
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, err := static.NewSignature(p, base64.StdEncoding.EncodeToString(raw), static.WithCertChain(certPEM(cert), certPEM(ca.cert)))
+	opts := []static.Option{static.WithCertChain(certPEM(cert), certPEM(ca.cert))}
+	for _, e := range extra {
+		opts = append(opts, e(raw))
+	}
+	sig, err := static.NewSignature(p, base64.StdEncoding.EncodeToString(raw), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,8 +118,7 @@ func signKeyless(t *testing.T, subject name.Digest, ca testCA, cert *x509.Certif
 	if err != nil {
 		t.Fatal(err)
 	}
-	se, err = mutate.AttachSignatureToEntity(se, sig)
-	if err != nil {
+	if se, err = mutate.AttachSignatureToEntity(se, sig); err != nil {
 		t.Fatal(err)
 	}
 	if err := ociremote.WriteSignatures(subject.Context(), se); err != nil {

@@ -10,21 +10,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"encoding/base64"
 	"math/big"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/digitorus/timestamp"
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/sigstore/cosign/v2/pkg/cosign/bundle"
-	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
-	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
 	"github.com/sigstore/sigstore-go/pkg/root"
-	"github.com/sigstore/sigstore/pkg/signature"
-	"github.com/sigstore/sigstore/pkg/signature/payload"
 )
 
 // testTSA is an RFC 3161 timestamp authority made by the test: a root and a timestamping leaf.
@@ -85,31 +78,10 @@ func trustedRootWithTSA(t *testing.T, ca testCA, tsa testTSA) []byte {
 	return data
 }
 
-// signKeylessStamped signs subject with a certificate and attaches an RFC 3161 timestamp of the
-// signature made by tsa at signedAt.
-func signKeylessStamped(t *testing.T, subject name.Digest, ca testCA, cert *x509.Certificate, key *ecdsa.PrivateKey, tsa testTSA, signedAt time.Time) {
-	t.Helper()
-	p, _ := (&payload.Cosign{Image: subject}).MarshalJSON()
-	signer, _ := signature.LoadSigner(key, crypto.SHA256)
-	raw, err := signer.SignMessage(strings.NewReader(string(p)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig, err := static.NewSignature(p, base64.StdEncoding.EncodeToString(raw),
-		static.WithCertChain(certPEM(cert), certPEM(ca.cert)),
-		static.WithRFC3161Timestamp(&bundle.RFC3161Timestamp{SignedRFC3161Timestamp: tsa.stamp(t, raw, signedAt)}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	se, err := ociremote.SignedEntity(subject)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if se, err = mutate.AttachSignatureToEntity(se, sig); err != nil {
-		t.Fatal(err)
-	}
-	if err := ociremote.WriteSignatures(subject.Context(), se); err != nil {
-		t.Fatal(err)
+// stamped attaches an RFC 3161 timestamp of the signature made by tsa at signedAt.
+func stamped(t *testing.T, tsa testTSA, signedAt time.Time) func(raw []byte) static.Option {
+	return func(raw []byte) static.Option {
+		return static.WithRFC3161Timestamp(&bundle.RFC3161Timestamp{SignedRFC3161Timestamp: tsa.stamp(t, raw, signedAt)})
 	}
 }
 
@@ -142,7 +114,7 @@ func TestSignedTimestamps(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			digest := reg.pushImage(t, "ts"+string(rune('a'+i)))
 			cert, key := ca.leaf(t, "ci@example.test", "https://issuer.test", now.Add(-2*time.Hour), now.Add(-time.Hour))
-			signKeylessStamped(t, digest, ca, cert, key, tc.by, tc.at)
+			signKeyless(t, digest, ca, cert, key, stamped(t, tc.by, tc.at))
 			res, err := policy(tc.use).Verify(ctx, digest)
 			if err != nil {
 				t.Fatal(err)
