@@ -95,7 +95,7 @@ func certPEM(c *x509.Certificate) []byte {
 // signKeyless signs subject as `cosign sign` with a Fulcio certificate does (without a transparency
 // log): the signature carries the leaf certificate and its chain, plus extra options.
 func signKeyless(t *testing.T, subject name.Digest, ca testCA, cert *x509.Certificate, key *ecdsa.PrivateKey,
-	extra ...func(raw []byte) static.Option) {
+	extra ...func(payload, raw []byte) static.Option) {
 	t.Helper()
 	p, _ := (&payload.Cosign{Image: subject}).MarshalJSON()
 	signer, err := signature.LoadSigner(key, crypto.SHA256)
@@ -108,7 +108,7 @@ func signKeyless(t *testing.T, subject name.Digest, ca testCA, cert *x509.Certif
 	}
 	opts := []static.Option{static.WithCertChain(certPEM(cert), certPEM(ca.cert))}
 	for _, e := range extra {
-		opts = append(opts, e(raw))
+		opts = append(opts, e(p, raw))
 	}
 	sig, err := static.NewSignature(p, base64.StdEncoding.EncodeToString(raw), opts...)
 	if err != nil {

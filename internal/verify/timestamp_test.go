@@ -79,8 +79,8 @@ func trustedRootWithTSA(t *testing.T, ca testCA, tsa testTSA) []byte {
 }
 
 // stamped attaches an RFC 3161 timestamp of the signature made by tsa at signedAt.
-func stamped(t *testing.T, tsa testTSA, signedAt time.Time) func(raw []byte) static.Option {
-	return func(raw []byte) static.Option {
+func stamped(t *testing.T, tsa testTSA, signedAt time.Time) func(payload, raw []byte) static.Option {
+	return func(_, raw []byte) static.Option {
 		return static.WithRFC3161Timestamp(&bundle.RFC3161Timestamp{SignedRFC3161Timestamp: tsa.stamp(t, raw, signedAt)})
 	}
 }
