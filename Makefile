@@ -69,6 +69,10 @@ envtest-assets: ## Build (once) kube-apiserver and etcd for envtest; prints thei
 test: manifests generate vet $(REGISTRY_BIN) ## Run all tests against a real kube-apiserver + etcd and a real registry (built once, cached).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" go test $(TESTFLAGS) $(PKGS)
 
+.PHONY: vulndb
+vulndb: ## Build a trivy vulnerability DB from ../shared/vulndata/go-osv into .local/vulndb (about 2 s).
+	go run ./cmd/portcullis-vulndb -osv ../shared/vulndata/go-osv -out .local/vulndb
+
 .PHONY: bench
 bench: $(COSIGN) $(REGISTRY_BIN) ## Benchmarks (not in CI): listing, and in-process verification vs one cosign CLI process per digest.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" PORTCULLIS_COSIGN_BIN="$(COSIGN)" \
