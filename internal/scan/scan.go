@@ -1,0 +1,46 @@
+// Package scan scans images with trivy used as a library, in-process: vulnerabilities (OS and
+// language packages, Go binaries included), exposed secrets, and misconfigurations of the image
+// config. trivy's types stay inside this package; callers see Result.
+package scan
+
+import (
+	"context"
+	"time"
+)
+
+// Scanner scans one image reference (registry/repository@digest).
+type Scanner interface {
+	Scan(ctx context.Context, image string, access Access) (Result, error)
+}
+
+// Access says how to reach the registry: credentials and plain http.
+type Access struct {
+	Username, Password string
+	Insecure           bool
+}
+
+// Result is what a scan found. Severity is trivy's (UNKNOWN when the source gives none).
+type Result struct {
+	Vulnerabilities   []Vulnerability
+	Secrets           []Secret
+	Misconfigurations []Misconfiguration
+	// Scanner and DBUpdatedAt name the scanner version and the vulnerability DB's build time.
+	Scanner     string
+	DBUpdatedAt time.Time
+}
+
+// Vulnerability is one advisory matching one installed package.
+type Vulnerability struct {
+	ID, Package, InstalledVersion, FixedVersion, Severity, Title string
+}
+
+// Secret is one exposed secret: rule and place, never the matched text.
+type Secret struct {
+	RuleID, Severity, Path string
+	Line                   int
+}
+
+// Misconfiguration is one failed check of the image config.
+type Misconfiguration struct {
+	ID, Severity, Title string
+}

@@ -1,0 +1,144 @@
+package scan
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+
+	"github.com/aquasecurity/trivy-db/pkg/db"
+	"github.com/aquasecurity/trivy-db/pkg/metadata"
+	dbtypes "github.com/aquasecurity/trivy-db/pkg/types"
+	"github.com/aquasecurity/trivy/pkg/cache"
+	"github.com/aquasecurity/trivy/pkg/fanal/applier"
+	"github.com/aquasecurity/trivy/pkg/fanal/artifact"
+	artimage "github.com/aquasecurity/trivy/pkg/fanal/artifact/image"
+	"github.com/aquasecurity/trivy/pkg/fanal/image"
+	ftypes "github.com/aquasecurity/trivy/pkg/fanal/types"
+	"github.com/aquasecurity/trivy/pkg/scan"
+	"github.com/aquasecurity/trivy/pkg/scan/langpkg"
+	"github.com/aquasecurity/trivy/pkg/scan/local"
+	"github.com/aquasecurity/trivy/pkg/scan/ospkg"
+	"github.com/aquasecurity/trivy/pkg/types"
+	"github.com/aquasecurity/trivy/pkg/vulnerability"
+)
+
+// Trivy scans with trivy as a library against a vulnerability DB on disk. Layer analysis is cached
+// on disk by layer digest (trivy's fs cache), so images sharing base layers are analysed once.
+type Trivy struct {
+	cache   cache.Cache
+	closeC  func()
+	service local.Service
+	version string
+	dbTime  metadataTime
+	mu      sync.Mutex // trivy-db's handle is process-global
+}
+
+type metadataTime = func() (metadata.Metadata, error)
+
+var _ Scanner = (*Trivy)(nil)
+
+// NewTrivy opens the DB in dbDir (trivy.db + metadata.json, as portcullis-vulndb or trivy's OCI DB
+// artifact lay them out) and the layer cache in cacheDir.
+func NewTrivy(dbDir, cacheDir string) (*Trivy, error) {
+	if _, err := os.Stat(filepath.Join(dbDir, "trivy.db")); err != nil {
+		return nil, fmt.Errorf("vulnerability DB: %w", err)
+	}
+	if err := db.Init(dbDir); err != nil {
+		return nil, fmt.Errorf("opening the vulnerability DB in %s: %w", dbDir, err)
+	}
+	c, closeC, err := cache.New(cache.Options{Backend: "fs", CacheDir: cacheDir})
+	if err != nil {
+		return nil, fmt.Errorf("opening the scan cache in %s: %w", cacheDir, err)
+	}
+	svc := local.NewService(applier.NewApplier(c), ospkg.NewScanner(), langpkg.NewScanner(), vulnerability.NewClient(db.Config{}))
+	mc := metadata.NewClient(dbDir)
+	return &Trivy{cache: c, closeC: closeC, service: svc, version: trivyVersion(), dbTime: mc.Get}, nil
+}
+
+// Close releases the cache and the DB.
+func (t *Trivy) Close() error {
+	t.closeC()
+	return db.Close()
+}
+
+// Scan analyses the image from the registry (layers not in the cache are downloaded) and matches it
+// against the DB. A panic inside trivy is recovered and returned as an error.
+func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("trivy panicked scanning %s: %v", ref, r)
+		}
+	}()
+	imgOpt := ftypes.ImageOptions{
+		ImageSources: ftypes.ImageSources{ftypes.RemoteImageSource},
+		RegistryOptions: ftypes.RegistryOptions{
+			Insecure: access.Insecure,
+		},
+	}
+	if access.Username != "" {
+		imgOpt.RegistryOptions.Credentials = []ftypes.Credential{{Username: access.Username, Password: access.Password}}
+	}
+	img, cleanup, err := image.NewContainerImage(ctx, ref, imgOpt)
+	if err != nil {
+		return Result{}, fmt.Errorf("opening %s: %w", ref, err)
+	}
+	defer cleanup()
+	// Offline: no Rekor SBOM look-ups for unpackaged binaries (the unpackaged post handler).
+	art, err := artimage.NewArtifact(img, t.cache, artifact.Option{ImageOption: imgOpt, Offline: true, Parallel: 2,
+		DisabledHandlers: []ftypes.HandlerType{ftypes.UnpackagedPostHandler}})
+	if err != nil {
+		return Result{}, fmt.Errorf("preparing %s: %w", ref, err)
+	}
+	report, err := scan.NewService(t.service, art).ScanArtifact(ctx, types.ScanOptions{
+		PkgTypes:            []string{types.PkgTypeOS, types.PkgTypeLibrary},
+		PkgRelationships:    ftypes.Relationships,
+		Scanners:            types.Scanners{types.VulnerabilityScanner, types.SecretScanner},
+		VulnSeveritySources: []dbtypes.SourceID{"auto"},
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("scanning %s: %w", ref, err)
+	}
+	res = convert(report)
+	res.Scanner = "trivy " + t.version
+	if md, err := t.dbTime(); err == nil {
+		res.DBUpdatedAt = md.UpdatedAt
+	}
+	return res, nil
+}
+
+// convert maps trivy's report to Result.
+func convert(r types.Report) Result {
+	var out Result
+	for _, res := range r.Results {
+		for _, v := range res.Vulnerabilities {
+			out.Vulnerabilities = append(out.Vulnerabilities, Vulnerability{
+				ID: v.VulnerabilityID, Package: v.PkgName, InstalledVersion: v.InstalledVersion,
+				FixedVersion: v.FixedVersion, Severity: v.Severity, Title: v.Title,
+			})
+		}
+		for _, s := range res.Secrets {
+			out.Secrets = append(out.Secrets, Secret{RuleID: s.RuleID, Severity: s.Severity, Path: res.Target, Line: s.StartLine})
+		}
+		for _, m := range res.Misconfigurations {
+			if m.Status == types.MisconfStatusFailure {
+				out.Misconfigurations = append(out.Misconfigurations, Misconfiguration{ID: m.ID, Severity: m.Severity, Title: m.Title})
+			}
+		}
+	}
+	return out
+}
+
+// trivyVersion is the trivy module version linked into this binary.
+func trivyVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/aquasecurity/trivy" {
+				return d.Version
+			}
+		}
+	}
+	return "unknown"
+}
