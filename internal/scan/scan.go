@@ -24,6 +24,8 @@ type Result struct {
 	Vulnerabilities   []Vulnerability
 	Secrets           []Secret
 	Misconfigurations []Misconfiguration
+	// OS is the detected distribution ("debian 12.5"), empty when none was found.
+	OS string
 	// Scanner and DBUpdatedAt name the scanner version and the vulnerability DB's build time.
 	Scanner     string
 	DBUpdatedAt time.Time

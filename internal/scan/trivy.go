@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 
 	"github.com/aquasecurity/trivy-db/pkg/db"
@@ -93,15 +94,20 @@ func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result
 		return Result{}, fmt.Errorf("preparing %s: %w", ref, err)
 	}
 	report, err := scan.NewService(t.service, art).ScanArtifact(ctx, types.ScanOptions{
-		PkgTypes:            []string{types.PkgTypeOS, types.PkgTypeLibrary},
-		PkgRelationships:    ftypes.Relationships,
-		Scanners:            types.Scanners{types.VulnerabilityScanner, types.SecretScanner},
+		PkgTypes:         []string{types.PkgTypeOS, types.PkgTypeLibrary},
+		PkgRelationships: ftypes.Relationships,
+		Scanners:         types.Scanners{types.VulnerabilityScanner, types.SecretScanner},
+		// The image config (user, healthcheck, history) is checked with trivy's embedded checks.
+		ImageConfigScanners: types.Scanners{types.MisconfigScanner, types.SecretScanner},
 		VulnSeveritySources: []dbtypes.SourceID{"auto"},
 	})
 	if err != nil {
 		return Result{}, fmt.Errorf("scanning %s: %w", ref, err)
 	}
 	res = convert(report)
+	if report.Metadata.OS != nil {
+		res.OS = strings.TrimSpace(string(report.Metadata.OS.Family) + " " + report.Metadata.OS.Name)
+	}
 	res.Scanner = "trivy " + t.version
 	if md, err := t.dbTime(); err == nil {
 		res.DBUpdatedAt = md.UpdatedAt

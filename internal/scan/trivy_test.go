@@ -137,3 +137,73 @@ func TestTrivyScan(t *testing.T) {
 	}
 	t.Logf("%d vulnerabilities, %d secrets", len(res.Vulnerabilities), len(res.Secrets))
 }
+
+// TestTrivyImageConfigAndOS scans an image whose config runs as root with no healthcheck, and whose
+// layer is laid out as Debian (os-release + dpkg status): the image-config checks fail with trivy's
+// IDs and the OS is detected.
+func TestTrivyImageConfigAndOS(t *testing.T) {
+	dbOut := t.TempDir()
+	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", "..", "shared", "vulndata", "go-osv"), dbOut); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+
+	dpkgStatus := "Package: zlib1g\nStatus: install ok installed\nPriority: optional\nSection: libs\nInstalled-Size: 168\n" +
+		"Maintainer: Mark Brown <broonie@debian.org>\nArchitecture: amd64\nMulti-Arch: same\nSource: zlib\nVersion: 1:1.2.13.dfsg-1\n" +
+		"Description: compression library - runtime\n\n"
+	base, err := mutate.AppendLayers(empty.Image, layer(t, map[string][]byte{
+		"etc/os-release":      []byte("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n"),
+		"etc/debian_version":  []byte("12.5\n"),
+		"var/lib/dpkg/status": []byte(dpkgStatus),
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A config as a Dockerfile build leaves it: a base layer and base CMD, then the image's own
+	// instructions (trivy rebuilds a Dockerfile from the history after the base). No USER (root) and
+	// no HEALTHCHECK.
+	cf, err := base.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Config.Cmd = []string{"/bin/sh"}
+	cf.History = []v1.History{
+		{CreatedBy: "/bin/sh -c #(nop) ADD file:4b03b5f551e3fbdf47ec609712007327828f7530cc3455c43bbcdcaf449a75a9 in / "},
+		{CreatedBy: `/bin/sh -c #(nop)  CMD ["bash"]`, EmptyLayer: true},
+		{CreatedBy: "/bin/sh -c #(nop)  EXPOSE 8080", EmptyLayer: true},
+		{CreatedBy: `/bin/sh -c #(nop)  CMD ["/bin/sh"]`, EmptyLayer: true},
+	}
+	img, err := mutate.ConfigFile(base, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(host+"/base/debian:12", name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	tr, err := NewTrivy(filepath.Join(dbOut, "db"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	res, err := tr.Scan(context.Background(), host+"/base/debian@"+d.String(), Access{Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(res.OS, "debian 12") {
+		t.Errorf("OS %q, want debian 12", res.OS)
+	}
+	ids := map[string]bool{}
+	for _, m := range res.Misconfigurations {
+		ids[m.ID] = true
+	}
+	for _, want := range []string{"DS-0002", "DS-0026"} { // root user; no HEALTHCHECK
+		if !ids[want] {
+			t.Errorf("misconfiguration %s not reported; got %+v", want, res.Misconfigurations)
+		}
+	}
+}
