@@ -73,6 +73,9 @@ test: manifests generate vet $(REGISTRY_BIN) ## Run all tests against a real kub
 vulndb: ## Build a trivy vulnerability DB from ../shared/vulndata/go-osv into .local/vulndb (about 2 s).
 	go run ./cmd/portcullis-vulndb -osv ../shared/vulndata/go-osv -out .local/vulndb
 
+.local/vulndb/db/trivy.db:
+	$(MAKE) vulndb
+
 .PHONY: bench
 bench: $(COSIGN) $(REGISTRY_BIN) ## Benchmarks (not in CI): listing, and in-process verification vs one cosign CLI process per digest.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" PORTCULLIS_COSIGN_BIN="$(COSIGN)" \
@@ -86,10 +89,10 @@ build: manifests generate ## Build the manager binary into bin/manager.
 	go build -o bin/manager ./cmd
 
 # Flags for the manager under `make run`.
-RUN_ARGS ?= --health-probe-bind-address=127.0.0.1:8081 --cache-dir=$(CURDIR)/.local/cache
+RUN_ARGS ?= --health-probe-bind-address=127.0.0.1:8081 --cache-dir=$(CURDIR)/.local/cache --vulndb-dir=$(CURDIR)/.local/vulndb/db
 
 .PHONY: run
-run: build $(REGISTRY_BIN) ## Local control plane + CRDs + a seeded local registry + the samples; runs the manager until Ctrl-C.
+run: build $(REGISTRY_BIN) .local/vulndb/db/trivy.db ## Local control plane + CRDs + a seeded local registry + the samples; runs the manager until Ctrl-C.
 	go build -o bin/localenv ./hack/localenv
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" exec bin/localenv -registry $(REGISTRY_BIN) -samples config/samples -- bin/manager $(RUN_ARGS)
 

@@ -41,6 +41,7 @@ type flags struct {
 	allowInsecure          bool
 	scanConcurrency        int
 	cacheDir               string
+	vulnDBDir              string
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
@@ -59,7 +60,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 	fs.BoolVar(&f.allowInsecure, "allow-insecure-registries", false,
 		"Allow plain http to non-loopback registries (loopback is always allowed with spec.insecure).")
 	fs.IntVar(&f.scanConcurrency, "scan-concurrency", 2, "How many digests are verified and scanned at once (>= 1).")
-	fs.StringVar(&f.cacheDir, "cache-dir", "/var/cache/portcullis", "Folder for the vulnerability DB and the scan caches.")
+	fs.StringVar(&f.cacheDir, "cache-dir", "/var/cache/portcullis", "Folder for the scan caches.")
+	fs.StringVar(&f.vulnDBDir, "vulndb-dir", "", "Folder with trivy.db and metadata.json (see portcullis-vulndb); empty turns scanning off.")
 	var zo zap.Options
 	zo.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -83,6 +85,7 @@ func (f flags) options() controller.Options {
 		AllowInsecureRegistries: f.allowInsecure,
 		ScanConcurrency:         f.scanConcurrency,
 		CacheDir:                f.cacheDir,
+		VulnDBDir:               f.vulnDBDir,
 	}
 }
 

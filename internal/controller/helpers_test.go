@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	corev1 "k8s.io/api/core/v1"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"strings"
 	"testing"
@@ -119,4 +120,9 @@ func reconcileCount(t *testing.T, controllerName string) float64 {
 		}
 	}
 	return total
+}
+
+func basicAuthSecret(ns, name, user, pass string) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Type: corev1.SecretTypeBasicAuth,
+		StringData: map[string]string{"username": user, "password": pass}}
 }

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/scan"
 	"github.com/portcullis-dev/portcullis/internal/verify"
 )
 
@@ -30,6 +31,9 @@ type ImageAttestationReconciler struct {
 	// APIReader reads key Secrets and trusted-root ConfigMaps uncached.
 	APIReader client.Reader
 	Options   Options
+
+	// Scanner scans images; nil turns scanning off (VulnerabilitiesScanned=False/NotScanned).
+	Scanner scan.Scanner
 
 	access       *registryAccess
 	verification verification
@@ -85,7 +89,10 @@ func (r *ImageAttestationReconciler) reconcile(ctx context.Context, ia *v1alpha1
 		// The last verdict stays; the pass is retried with backoff.
 		return outcome{kind: outcomeFailed, reason: reason, message: "verifying signatures: " + truncate(err.Error(), 512) + "; the last verdict is kept"}, reg, err
 	}
-	return pending(v1alpha1.PendingReason, "signatures checked for %s@%s; no scan yet", ia.Spec.Repository, ia.Spec.Digest), reg, nil
+	if err := r.scanImage(ctx, ia, reg, rc, policies); err != nil {
+		return outcome{kind: outcomeFailed, reason: scanFailedReason, message: "scanning: " + truncate(err.Error(), 512) + "; the last results are kept"}, reg, err
+	}
+	return pending(v1alpha1.PendingReason, "signatures and scan are current for %s@%s; the policy verdict is not computed yet", ia.Spec.Repository, ia.Spec.Digest), reg, nil
 }
 
 // getRegistry reads the named Registry into reg; a missing one stalls (a watch re-queues when it

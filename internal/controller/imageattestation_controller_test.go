@@ -33,9 +33,8 @@ func TestImageAttestationStatus(t *testing.T) {
 	if err := k8sClient.Create(ctx, reg); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, img, "Pending", func(i *v1alpha1.ImageAttestation) bool {
-		return hasCondition(i, v1alpha1.ReconcilingCondition, metav1.ConditionTrue, v1alpha1.PendingReason) &&
-			hasCondition(i, v1alpha1.ReadyCondition, metav1.ConditionUnknown, v1alpha1.PendingReason)
+	waitFor(t, img, "Reconciling", func(i *v1alpha1.ImageAttestation) bool {
+		return hasConditionStatus(i, v1alpha1.ReconcilingCondition, metav1.ConditionTrue) && findCondition(i, v1alpha1.StalledCondition) == nil
 	})
 	if res := kstatusOf(t, img); res.Status != status.InProgressStatus {
 		t.Fatalf("kstatus %s, want InProgress", res.Status)
@@ -43,10 +42,13 @@ func TestImageAttestationStatus(t *testing.T) {
 	if findCondition(img, v1alpha1.StalledCondition) != nil {
 		t.Fatal("Stalled must be cleared once the Registry exists")
 	}
+	// The Registry's host does not resolve: the scan fails and says so; nothing passes by default.
+	waitFor(t, img, "ScanFailed", func(i *v1alpha1.ImageAttestation) bool {
+		return hasCondition(i, v1alpha1.VulnerabilitiesScannedCondition, metav1.ConditionFalse, scanFailedReason)
+	})
 	for typ, reason := range map[string]string{
-		v1alpha1.SignatureVerifiedCondition:      notRequiredReason, // no policy selects it
-		v1alpha1.VulnerabilitiesScannedCondition: v1alpha1.NotScannedReason,
-		v1alpha1.PolicyCompliantCondition:        v1alpha1.NotEvaluatedReason,
+		v1alpha1.SignatureVerifiedCondition: notRequiredReason, // no policy selects it
+		v1alpha1.PolicyCompliantCondition:   v1alpha1.NotEvaluatedReason,
 	} {
 		if !hasCondition(img, typ, metav1.ConditionUnknown, reason) {
 			t.Errorf("condition %s: want Unknown/%s, got %+v", typ, reason, findCondition(img, typ))

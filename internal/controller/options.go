@@ -26,8 +26,13 @@ type Options struct {
 	// ScanConcurrency is how many digests are verified and scanned at once.
 	ScanConcurrency int
 
-	// CacheDir holds the vulnerability DB and the scan caches.
+	// CacheDir holds the scan caches (trivy's layer cache under CacheDir/trivy).
 	CacheDir string
+
+	// VulnDBDir is the folder with trivy.db and metadata.json (built by portcullis-vulndb, or trivy's
+	// DB artifact). Empty turns scanning off: images then say VulnerabilitiesScanned=False/NotScanned
+	// and never pass a policy because of it.
+	VulnDBDir string
 }
 
 // hostAllowed reports whether the URL's host matches AllowedRegistryHosts (or the list is empty).

@@ -25,6 +25,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/scan/vulndb"
 )
 
 // The envtest suite: a real kube-apiserver + etcd (built by hack/envtest-assets.sh, found through
@@ -81,6 +82,19 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "creating manager:", err)
 		return 1
 	}
+	// A vulnerability DB built from the shared Go vulnerability database, so ImageAttestations are
+	// scanned for real.
+	work, err := os.MkdirTemp("", "portcullis-suite-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(work)
+	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", "..", "shared", "vulndata", "go-osv"), work); err != nil {
+		fmt.Fprintln(os.Stderr, "building the vulnerability DB (needs ../shared beside the clone):", err)
+		return 1
+	}
+	testOptions.VulnDBDir, testOptions.CacheDir = filepath.Join(work, "db"), filepath.Join(work, "cache")
 	if err := SetupAll(mgr, testOptions); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -74,6 +74,8 @@ type Client struct {
 	maxPages int
 
 	remoteOpts []remote.Option
+	auth       authn.Authenticator
+	insecure   bool
 	newPuller  func() (*remote.Puller, error)
 	mu         sync.Mutex
 	puller     *remote.Puller
@@ -83,6 +85,20 @@ type Client struct {
 // does (its polite transport, credentials and no extra retries), for other libraries that take them
 // (cosign, to fetch signatures).
 func (c *Client) RemoteOptions() []remote.Option { return c.remoteOpts }
+
+// Credentials returns the username and password (or identity token as password) the Client
+// authenticates with, for libraries that take plain credentials (trivy); empty for anonymous access.
+// Insecure reports whether plain http is allowed.
+func (c *Client) Credentials() (username, password string, insecure bool, err error) {
+	cfg, err := c.auth.Authorization()
+	if err != nil {
+		return "", "", c.insecure, err
+	}
+	if cfg.IdentityToken != "" {
+		return "<token>", cfg.IdentityToken, c.insecure, nil
+	}
+	return cfg.Username, cfg.Password, c.insecure, nil
+}
 
 // pull returns the current Puller. go-containerregistry's Puller sets each repository up once (ping,
 // token) and keeps a failed set-up for good, so after a failure that may pass (auth, unavailable,
@@ -162,6 +178,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	newPuller := func() (*remote.Puller, error) { return remote.NewPuller(remoteOpts...) }
 	c := &Client{reg: reg, nameOpts: nameOpts, pageSize: pageSize, newPuller: newPuller, remoteOpts: remoteOpts,
+		auth: auth, insecure: u.Scheme == "http",
 		maxPages: int(def(float64(cfg.MaxPages), DefaultMaxPages))}
 	if _, _, err := c.pull(); err != nil {
 		return nil, err

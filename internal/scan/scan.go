@@ -11,6 +11,8 @@ import (
 // Scanner scans one image reference (registry/repository@digest).
 type Scanner interface {
 	Scan(ctx context.Context, image string, access Access) (Result, error)
+	// DBUpdatedAt is when the vulnerability DB was built; a scan older than it is stale.
+	DBUpdatedAt() time.Time
 }
 
 // Access says how to reach the registry: credentials and plain http.

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aquasecurity/trivy-db/pkg/db"
 	"github.com/aquasecurity/trivy-db/pkg/metadata"
@@ -57,6 +58,16 @@ func NewTrivy(dbDir, cacheDir string) (*Trivy, error) {
 	svc := local.NewService(applier.NewApplier(c), ospkg.NewScanner(), langpkg.NewScanner(), vulnerability.NewClient(db.Config{}))
 	mc := metadata.NewClient(dbDir)
 	return &Trivy{cache: c, closeC: closeC, service: svc, version: trivyVersion(), dbTime: mc.Get}, nil
+}
+
+// DBUpdatedAt is when the vulnerability DB in use was built (zero when unknown): a newer DB makes
+// earlier scans stale.
+func (t *Trivy) DBUpdatedAt() time.Time {
+	md, err := t.dbTime()
+	if err != nil {
+		return time.Time{}
+	}
+	return md.UpdatedAt
 }
 
 // Close releases the cache and the DB.

@@ -1,14 +1,10 @@
 package scan
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"io"
 	"log"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,62 +15,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
 	"github.com/portcullis-dev/portcullis/internal/scan/vulndb"
 )
-
-// goBinary compiles a small Go program against golang.org/x/text v0.3.5 (GO-2021-0113 /
-// CVE-2021-38561, fixed in 0.3.7), so the binary carries that module in its build info.
-func goBinary(t *testing.T) []byte {
-	t.Helper()
-	dir := t.TempDir()
-	files := map[string]string{
-		"go.mod":  "module example.test/server\n\ngo 1.22\n\nrequire golang.org/x/text v0.3.5\n",
-		"main.go": "package main\n\nimport (\n\t\"fmt\"\n\n\t\"golang.org/x/text/language\"\n)\n\nfunc main() { fmt.Println(language.English) }\n",
-	}
-	for n, c := range files {
-		if err := os.WriteFile(filepath.Join(dir, n), []byte(c), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, args := range [][]string{{"mod", "tidy"}, {"build", "-o", "server", "."}} {
-		cmd := exec.Command("go", args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOEXPERIMENT=")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go %v: %v\n%s", args, err, out)
-		}
-	}
-	data, err := os.ReadFile(filepath.Join(dir, "server"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
-// layer is a tar layer holding files (path -> content).
-func layer(t *testing.T, files map[string][]byte) v1.Layer {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for p, c := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: p, Mode: 0o755, Size: int64(len(c)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
 
 // TestTrivyScan builds a DB from the shared Go vulnerability database, pushes an image with a real
 // vulnerable Go binary and a planted cloud access key, scans it in-process, and checks the real IDs.
@@ -90,8 +34,8 @@ func TestTrivyScan(t *testing.T) {
 	// A key in AWS's documented format, built so that no line contains the word trivy ignores.
 	awsKey := "AKIA" + "QWERTYUIOPASDFGH"
 	img, err := mutate.AppendLayers(empty.Image,
-		layer(t, map[string][]byte{"app/server": goBinary(t)}),
-		layer(t, map[string][]byte{"app/config/settings.env": []byte("AWS_ACCESS_KEY_ID=" + awsKey + "\nAWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY\n")}))
+		scantest.Layer(t, map[string][]byte{"app/server": scantest.VulnerableGoBinary(t)}),
+		scantest.Layer(t, map[string][]byte{"app/config/settings.env": []byte("AWS_ACCESS_KEY_ID=" + awsKey + "\nAWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY\n")}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +97,7 @@ func TestTrivyImageConfigAndOS(t *testing.T) {
 	dpkgStatus := "Package: zlib1g\nStatus: install ok installed\nPriority: optional\nSection: libs\nInstalled-Size: 168\n" +
 		"Maintainer: Mark Brown <broonie@debian.org>\nArchitecture: amd64\nMulti-Arch: same\nSource: zlib\nVersion: 1:1.2.13.dfsg-1\n" +
 		"Description: compression library - runtime\n\n"
-	base, err := mutate.AppendLayers(empty.Image, layer(t, map[string][]byte{
+	base, err := mutate.AppendLayers(empty.Image, scantest.Layer(t, map[string][]byte{
 		"etc/os-release":      []byte("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n"),
 		"etc/debian_version":  []byte("12.5\n"),
 		"var/lib/dpkg/status": []byte(dpkgStatus),

@@ -1,0 +1,154 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/registry"
+	"github.com/portcullis-dev/portcullis/internal/scan"
+)
+
+// Reasons of the VulnerabilitiesScanned condition.
+const (
+	scannedReason    = "Scanned"
+	scanFailedReason = "ScanFailed"
+)
+
+const defaultRescanInterval = 24 * time.Hour
+
+// scanDue reports whether the image needs a (new) scan: never scanned, scanned with an older DB, or
+// scanned longer ago than the shortest rescanInterval of the selecting policies.
+func scanDue(ia *v1alpha1.ImageAttestation, policies []v1alpha1.RepositoryPolicy, dbTime, now time.Time) bool {
+	st := ia.Status
+	c := apimeta.FindStatusCondition(st.Conditions, v1alpha1.VulnerabilitiesScannedCondition)
+	if st.LastScanTime == nil || c == nil || c.Status != metav1.ConditionTrue || st.Scanner == nil {
+		return true
+	}
+	if st.Scanner.DBUpdatedAt == nil || st.Scanner.DBUpdatedAt.Time.Before(dbTime.Truncate(time.Second)) {
+		return true
+	}
+	interval := defaultRescanInterval
+	for _, p := range policies {
+		if p.Spec.Scanning != nil && p.Spec.Scanning.RescanInterval != nil && p.Spec.Scanning.RescanInterval.Duration < interval {
+			interval = p.Spec.Scanning.RescanInterval.Duration
+		}
+	}
+	return now.Sub(st.LastScanTime.Time) >= interval
+}
+
+// scanImage scans the image when due and writes the summaries and VulnerabilitiesScanned. A failed
+// scan keeps the last results and says ScanFailed; it returns the error for a retry with backoff.
+func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1.ImageAttestation, reg *v1alpha1.Registry,
+	rc *registry.Client, policies []v1alpha1.RepositoryPolicy) error {
+	cond := metav1.Condition{Type: v1alpha1.VulnerabilitiesScannedCondition, ObservedGeneration: ia.Generation}
+	if r.Scanner == nil {
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, v1alpha1.NotScannedReason, "scanning is off: the manager runs without --vulndb-dir"
+		apimeta.SetStatusCondition(&ia.Status.Conditions, cond)
+		return nil
+	}
+	now := time.Now()
+	if !scanDue(ia, policies, r.Scanner.DBUpdatedAt(), now) {
+		return nil
+	}
+	ref, err := digestRef(reg, ia)
+	if err != nil {
+		return err
+	}
+	user, pass, insecure, err := rc.Credentials()
+	if err != nil {
+		return fmt.Errorf("registry credentials: %w", err)
+	}
+	res, err := r.Scanner.Scan(ctx, ref.String(), scan.Access{Username: user, Password: pass, Insecure: insecure})
+	if err != nil {
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, scanFailedReason, truncate(err.Error(), 1000)
+		apimeta.SetStatusCondition(&ia.Status.Conditions, cond)
+		return err
+	}
+	ia.Status.Vulnerabilities = vulnerabilitySummary(res.Vulnerabilities)
+	ia.Status.Secrets = secretSummary(res.Secrets)
+	ia.Status.Misconfigurations = misconfigurationSummary(res.Misconfigurations)
+	ia.Status.Scanner = &v1alpha1.ScannerInfo{Name: "trivy", Version: truncate(strings.TrimPrefix(res.Scanner, "trivy "), 256)}
+	if !res.DBUpdatedAt.IsZero() {
+		ia.Status.Scanner.DBUpdatedAt = &metav1.Time{Time: res.DBUpdatedAt.Truncate(time.Second)}
+	}
+	ia.Status.LastScanTime = &metav1.Time{Time: now}
+	v := ia.Status.Vulnerabilities
+	cond.Status, cond.Reason = metav1.ConditionTrue, scannedReason
+	cond.Message = fmt.Sprintf("%d critical, %d high, %d medium, %d low, %d unknown (%d fixable); %d secrets; %d misconfigurations",
+		v.Critical, v.High, v.Medium, v.Low, v.Unknown, v.Fixable, ia.Status.Secrets.Count, ia.Status.Misconfigurations.Count)
+	apimeta.SetStatusCondition(&ia.Status.Conditions, cond)
+	return nil
+}
+
+var severityOrder = map[string]int{"CRITICAL": 0, "HIGH": 1, "MEDIUM": 2, "LOW": 3, "UNKNOWN": 4}
+
+func severity(s string) v1alpha1.Severity {
+	if _, ok := severityOrder[s]; ok {
+		return v1alpha1.Severity(s)
+	}
+	return v1alpha1.SeverityUnknown
+}
+
+// vulnerabilitySummary counts findings by severity and keeps the 20 most severe (then by ID), so
+// the object's size never grows with the number of findings.
+func vulnerabilitySummary(vs []scan.Vulnerability) *v1alpha1.VulnerabilitySummary {
+	s := &v1alpha1.VulnerabilitySummary{}
+	for _, v := range vs {
+		switch severity(v.Severity) {
+		case v1alpha1.SeverityCritical:
+			s.Critical++
+		case v1alpha1.SeverityHigh:
+			s.High++
+		case v1alpha1.SeverityMedium:
+			s.Medium++
+		case v1alpha1.SeverityLow:
+			s.Low++
+		default:
+			s.Unknown++
+		}
+		if v.FixedVersion != "" {
+			s.Fixable++
+		}
+	}
+	sorted := append([]scan.Vulnerability(nil), vs...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		a, b := severityOrder[string(severity(sorted[i].Severity))], severityOrder[string(severity(sorted[j].Severity))]
+		if a != b {
+			return a < b
+		}
+		return sorted[i].ID+sorted[i].Package < sorted[j].ID+sorted[j].Package
+	})
+	for _, v := range sorted[:min(len(sorted), v1alpha1.MaxTopFindings)] {
+		s.Top = append(s.Top, v1alpha1.VulnerabilityFinding{ID: truncate(v.ID, 256), Package: truncate(v.Package, 256),
+			InstalledVersion: truncate(v.InstalledVersion, 256), FixedVersion: truncate(v.FixedVersion, 256),
+			Severity: severity(v.Severity), Title: truncate(v.Title, 250)})
+	}
+	return s
+}
+
+func secretSummary(ss []scan.Secret) *v1alpha1.SecretSummary {
+	s := &v1alpha1.SecretSummary{Count: int32(len(ss))}
+	for _, f := range ss[:min(len(ss), v1alpha1.MaxTopFindings)] {
+		s.Top = append(s.Top, v1alpha1.SecretFinding{RuleID: truncate(f.RuleID, 256), Severity: severity(f.Severity), Path: truncate(f.Path, 1000), Line: int32(f.Line)})
+	}
+	return s
+}
+
+func misconfigurationSummary(ms []scan.Misconfiguration) *v1alpha1.MisconfigurationSummary {
+	s := &v1alpha1.MisconfigurationSummary{Count: int32(len(ms))}
+	sorted := append([]scan.Misconfiguration(nil), ms...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		return severityOrder[string(severity(sorted[i].Severity))] < severityOrder[string(severity(sorted[j].Severity))]
+	})
+	for _, m := range sorted[:min(len(sorted), v1alpha1.MaxTopFindings)] {
+		s.Top = append(s.Top, v1alpha1.MisconfigurationFinding{ID: truncate(m.ID, 256), Severity: severity(m.Severity), Title: truncate(m.Title, 250)})
+	}
+	return s
+}

@@ -1,0 +1,75 @@
+package controller
+
+import (
+	"context"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
+	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
+)
+
+// TestScanning pushes an image holding a real Go binary built against golang.org/x/text v0.3.5 to a
+// registry with htpasswd auth, and checks that its ImageAttestation reports CVE-2021-38561 with the
+// real fixed version, UNKNOWN severity (the Go database gives none), the scanner and the DB time,
+// while a clean image reports none; a policy generation change does not rescan.
+func TestScanning(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	dist := registrytest.StartDistribution(t, registrytest.Options{Username: "robot", Password: "pw"})
+	vulnImg, err := mutate.AppendLayers(empty.Image, scantest.Layer(t, map[string][]byte{"app/server": scantest.VulnerableGoBinary(t)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vuln := dist.Push(t, "team-a/server", "v1", vulnImg)
+	clean := dist.Push(t, "team-a/clean", "v1", registrytest.RandomImage(t))
+
+	secret := basicAuthSecret(ns, "creds", "robot", "pw")
+	reg := &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "dist", Namespace: ns}, Spec: v1alpha1.RegistrySpec{
+		URL: dist.URL, Insecure: true, SecretRef: &v1alpha1.LocalObjectReference{Name: "creds"}}}
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "all", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "dist"}, Repositories: []string{"**"}}}
+	for _, o := range []client.Object{secret, pol, reg} {
+		if err := k8sClient.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scanned := func(ia *v1alpha1.ImageAttestation) bool {
+		return hasCondition(ia, v1alpha1.VulnerabilitiesScannedCondition, metav1.ConditionTrue, scannedReason)
+	}
+	ia := imageFor(t, ns, "team-a/server", vuln, "scanned", scanned)
+	v := ia.Status.Vulnerabilities
+	if v == nil || v.Unknown < 1 || len(v.Top) == 0 {
+		t.Fatalf("vulnerabilities: %+v", v)
+	}
+	var found *v1alpha1.VulnerabilityFinding
+	for i := range v.Top {
+		if v.Top[i].ID == "CVE-2021-38561" {
+			found = &v.Top[i]
+		}
+	}
+	if found == nil || found.Package != "golang.org/x/text" || found.FixedVersion != "0.3.7" || found.Severity != v1alpha1.SeverityUnknown {
+		t.Fatalf("CVE-2021-38561 not reported as expected: %+v", v.Top)
+	}
+	if ia.Status.Scanner == nil || ia.Status.Scanner.Name != "trivy" || ia.Status.Scanner.DBUpdatedAt == nil || ia.Status.LastScanTime == nil {
+		t.Errorf("scanner info: %+v, lastScanTime %v", ia.Status.Scanner, ia.Status.LastScanTime)
+	}
+	cleanIA := imageFor(t, ns, "team-a/clean", clean, "scanned", scanned)
+	if c := cleanIA.Status.Vulnerabilities; c == nil || c.Critical+c.High+c.Medium+c.Low+c.Unknown != 0 {
+		t.Errorf("a clean image reports vulnerabilities: %+v", c)
+	}
+
+	// A policy change re-evaluates but does not rescan: lastScanTime stays.
+	last := ia.Status.LastScanTime.DeepCopy()
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Tags.Exclude = []string{"*-dev"} })
+	waitFor(t, pol, "Ready at the new generation", policyReady)
+	ia = imageFor(t, ns, "team-a/server", vuln, "still scanned", scanned)
+	if !ia.Status.LastScanTime.Equal(last) {
+		t.Errorf("a policy change rescanned: lastScanTime %v -> %v", last, ia.Status.LastScanTime)
+	}
+}
