@@ -42,6 +42,7 @@ type flags struct {
 	scanConcurrency        int
 	cacheDir               string
 	vulnDBDir              string
+	maxImageSize           int64
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
@@ -61,6 +62,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 		"Allow plain http to non-loopback registries (loopback is always allowed with spec.insecure).")
 	fs.IntVar(&f.scanConcurrency, "scan-concurrency", 2, "How many digests are verified and scanned at once (>= 1).")
 	fs.StringVar(&f.cacheDir, "cache-dir", "/var/cache/portcullis", "Folder for the scan caches.")
+	fs.Int64Var(&f.maxImageSize, "max-image-size", 10<<30, "Largest image scanned, in bytes, compressed or uncompressed (decompression bombs are refused).")
 	fs.StringVar(&f.vulnDBDir, "vulndb-dir", "", "Folder with trivy.db and metadata.json (see portcullis-vulndb); empty turns scanning off.")
 	var zo zap.Options
 	zo.BindFlags(fs)
@@ -86,6 +88,7 @@ func (f flags) options() controller.Options {
 		ScanConcurrency:         f.scanConcurrency,
 		CacheDir:                f.cacheDir,
 		VulnDBDir:               f.vulnDBDir,
+		MaxImageSize:            f.maxImageSize,
 	}
 }
 

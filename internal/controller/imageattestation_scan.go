@@ -65,7 +65,10 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 	if err != nil {
 		return fmt.Errorf("registry credentials: %w", err)
 	}
-	res, err := r.Scanner.Scan(ctx, ref.String(), scan.Access{Username: user, Password: pass, Insecure: insecure})
+	// A digest scanned before passed the size limit then (digests are immutable): skipping the check
+	// lets a rescan re-match the cached layer analysis without downloading any layer.
+	sizeChecked := ia.Status.LastScanTime != nil && ia.Status.Scanner != nil
+	res, err := r.Scanner.Scan(ctx, ref.String(), scan.Access{Username: user, Password: pass, Insecure: insecure, SizeChecked: sizeChecked})
 	if err != nil {
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, scanFailedReason, truncate(err.Error(), 1000)
 		apimeta.SetStatusCondition(&ia.Status.Conditions, cond)

@@ -33,6 +33,10 @@ type Options struct {
 	// DB artifact). Empty turns scanning off: images then say VulnerabilitiesScanned=False/NotScanned
 	// and never pass a policy because of it.
 	VulnDBDir string
+
+	// MaxImageSize refuses to scan an image larger than this many bytes, compressed or uncompressed
+	// (0: the scanner's default, 10 GiB).
+	MaxImageSize int64
 }
 
 // hostAllowed reports whether the URL's host matches AllowedRegistryHosts (or the list is empty).

@@ -21,7 +21,7 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 	}
 	ia := &ImageAttestationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access}
 	if opts.VulnDBDir != "" {
-		t, err := scan.NewTrivy(opts.VulnDBDir, filepath.Join(opts.CacheDir, "trivy"))
+		t, err := scan.NewTrivy(opts.VulnDBDir, filepath.Join(opts.CacheDir, "trivy"), opts.MaxImageSize)
 		if err != nil {
 			return fmt.Errorf("setting up the scanner: %w", err)
 		}

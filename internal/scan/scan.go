@@ -15,10 +15,14 @@ type Scanner interface {
 	DBUpdatedAt() time.Time
 }
 
-// Access says how to reach the registry: credentials and plain http.
+// Access says how to reach the registry (credentials, plain http) and what is known of the image.
 type Access struct {
 	Username, Password string
 	Insecure           bool
+	// SizeChecked says the digest already passed the size limit in an earlier scan. Digests are
+	// immutable, so the check, which has to download every layer to measure it uncompressed, is
+	// skipped and a rescan re-matches the cached layer analysis without downloading any layer.
+	SizeChecked bool
 }
 
 // Result is what a scan found. Severity is trivy's (UNKNOWN when the source gives none).

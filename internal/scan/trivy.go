@@ -30,6 +30,7 @@ import (
 // Trivy scans with trivy as a library against a vulnerability DB on disk. Layer analysis is cached
 // on disk by layer digest (trivy's fs cache), so images sharing base layers are analysed once.
 type Trivy struct {
+	maxSize int64
 	cache   cache.Cache
 	closeC  func()
 	service local.Service
@@ -42,9 +43,17 @@ type metadataTime = func() (metadata.Metadata, error)
 
 var _ Scanner = (*Trivy)(nil)
 
+// DefaultMaxImageSize is the default limit on an image's size, compressed and uncompressed, in bytes.
+const DefaultMaxImageSize = 10 << 30
+
 // NewTrivy opens the DB in dbDir (trivy.db + metadata.json, as portcullis-vulndb or trivy's OCI DB
-// artifact lay them out) and the layer cache in cacheDir.
-func NewTrivy(dbDir, cacheDir string) (*Trivy, error) {
+// artifact lay them out) and the layer cache in cacheDir. maxImageSize (bytes, 0: DefaultMaxImageSize)
+// refuses an image whose layers, compressed or uncompressed, are larger: a decompression bomb fails
+// its scan with a reason instead of filling memory or disk.
+func NewTrivy(dbDir, cacheDir string, maxImageSize int64) (*Trivy, error) {
+	if maxImageSize <= 0 {
+		maxImageSize = DefaultMaxImageSize
+	}
 	if _, err := os.Stat(filepath.Join(dbDir, "trivy.db")); err != nil {
 		return nil, fmt.Errorf("vulnerability DB: %w", err)
 	}
@@ -57,7 +66,7 @@ func NewTrivy(dbDir, cacheDir string) (*Trivy, error) {
 	}
 	svc := local.NewService(applier.NewApplier(c), ospkg.NewScanner(), langpkg.NewScanner(), vulnerability.NewClient(db.Config{}))
 	mc := metadata.NewClient(dbDir)
-	return &Trivy{cache: c, closeC: closeC, service: svc, version: trivyVersion(), dbTime: mc.Get}, nil
+	return &Trivy{maxSize: maxImageSize, cache: c, closeC: closeC, service: svc, version: trivyVersion(), dbTime: mc.Get}, nil
 }
 
 // DBUpdatedAt is when the vulnerability DB in use was built (zero when unknown): a newer DB makes
@@ -86,9 +95,13 @@ func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result
 	}()
 	imgOpt := ftypes.ImageOptions{
 		ImageSources: ftypes.ImageSources{ftypes.RemoteImageSource},
+		MaxImageSize: t.maxSize, // 0 below when access.SizeChecked
 		RegistryOptions: ftypes.RegistryOptions{
 			Insecure: access.Insecure,
 		},
+	}
+	if access.SizeChecked {
+		imgOpt.MaxImageSize = 0
 	}
 	if access.Username != "" {
 		imgOpt.RegistryOptions.Credentials = []ftypes.Credential{{Username: access.Username, Password: access.Password}}

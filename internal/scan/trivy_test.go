@@ -45,7 +45,7 @@ func TestTrivyScan(t *testing.T) {
 	}
 	d, _ := img.Digest()
 
-	tr, err := NewTrivy(filepath.Join(dbOut, "db"), t.TempDir())
+	tr, err := NewTrivy(filepath.Join(dbOut, "db"), t.TempDir(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestTrivyImageConfigAndOS(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, _ := img.Digest()
-	tr, err := NewTrivy(filepath.Join(dbOut, "db"), t.TempDir())
+	tr, err := NewTrivy(filepath.Join(dbOut, "db"), t.TempDir(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,129 @@
+package scan
+
+import (
+	"context"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
+	"github.com/portcullis-dev/portcullis/internal/scan/vulndb"
+)
+
+// countingRegistry is go-containerregistry's registry counting blob downloads by digest.
+type countingRegistry struct {
+	*httptest.Server
+	host  string
+	mu    sync.Mutex
+	blobs map[string]int
+}
+
+func newCountingRegistry(t *testing.T) *countingRegistry {
+	r := &countingRegistry{blobs: map[string]int{}}
+	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
+			r.mu.Lock()
+			r.blobs[req.URL.Path[strings.LastIndex(req.URL.Path, "/")+1:]]++
+			r.mu.Unlock()
+		}
+		inner.ServeHTTP(w, req)
+	}))
+	t.Cleanup(r.Close)
+	r.host = strings.TrimPrefix(r.URL, "http://")
+	return r
+}
+
+func (r *countingRegistry) downloads(digest string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.blobs[digest]
+}
+
+func buildDB(t *testing.T) string {
+	t.Helper()
+	out := t.TempDir()
+	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", "..", "shared", "vulndata", "go-osv"), out); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(out, "db")
+}
+
+// TestLayerCache: a rescan after the DB was rebuilt downloads no layer: the analysis is cached by
+// layer digest and only re-matched against the new DB (the size limit was checked by the first scan).
+func TestLayerCache(t *testing.T) {
+	reg := newCountingRegistry(t)
+	img, err := mutate.AppendLayers(empty.Image, scantest.Layer(t, map[string][]byte{"app/server": scantest.VulnerableGoBinary(t)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(reg.host+"/app:v1", name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	layers, _ := img.Layers()
+	layerDigest, _ := layers[0].Digest()
+	target := reg.host + "/app@" + d.String()
+	cacheDir := t.TempDir()
+
+	scanOnce := func(dbDir string, sizeChecked bool) Result {
+		tr, err := NewTrivy(dbDir, cacheDir, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		res, err := tr.Scan(context.Background(), target, Access{Insecure: true, SizeChecked: sizeChecked})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	first := scanOnce(buildDB(t), false)
+	downloads := reg.downloads(layerDigest.String())
+	if downloads == 0 {
+		t.Fatal("the first scan downloaded no layer")
+	}
+	second := scanOnce(buildDB(t), true) // a rebuilt DB, the same layer cache
+	if n := reg.downloads(layerDigest.String()); n != downloads {
+		t.Fatalf("a scan with a new DB downloaded the layer again (%d downloads in all)", n)
+	}
+	if len(second.Vulnerabilities) != len(first.Vulnerabilities) || len(first.Vulnerabilities) == 0 {
+		t.Fatalf("re-matching from the cache gave %d findings, the first scan %d", len(second.Vulnerabilities), len(first.Vulnerabilities))
+	}
+}
+
+// TestMaxImageSize: a layer that decompresses far beyond the limit (32 MiB of zeros, a few KiB
+// compressed) is refused with a reason instead of being unpacked.
+func TestMaxImageSize(t *testing.T) {
+	reg := newCountingRegistry(t)
+	img, err := mutate.AppendLayers(empty.Image, scantest.Layer(t, map[string][]byte{"bomb": make([]byte, 32<<20)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(reg.host+"/bomb:v1", name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	tr, err := NewTrivy(buildDB(t), t.TempDir(), 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	_, err = tr.Scan(context.Background(), reg.host+"/bomb@"+d.String(), Access{Insecure: true})
+	if err == nil || !strings.Contains(err.Error(), "exceeds maximum allowed size") {
+		t.Fatalf("want the size limit to refuse the image, got %v", err)
+	}
+}
