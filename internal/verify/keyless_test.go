@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"math/big"
 	"strings"
@@ -55,9 +56,26 @@ func newCA(t *testing.T) testCA {
 // trustedRoot is a sigstore trusted_root.json naming ca as the only Fulcio CA.
 func (ca testCA) trustedRoot(t *testing.T) []byte {
 	t.Helper()
+	return trustedRootJSON(t, ca, nil, nil)
+}
+
+// trustedRootJSON is a sigstore trusted_root.json naming ca as the Fulcio CA and, when given, tsa as
+// the timestamp authority and rekor as the transparency log.
+func trustedRootJSON(t *testing.T, ca testCA, tsa *testTSA, rekor *testRekor) []byte {
+	t.Helper()
+	start := time.Now().Add(-48 * time.Hour)
+	var tsas []root.TimestampingAuthority
+	if tsa != nil {
+		tsas = append(tsas, &root.SigstoreTimestampingAuthority{Root: tsa.root, Leaf: tsa.leaf, ValidityPeriodStart: start, URI: "https://tsa.test"})
+	}
+	var logs map[string]*root.TransparencyLog
+	if rekor != nil {
+		logs = map[string]*root.TransparencyLog{hex.EncodeToString(rekor.id): {BaseURL: "https://rekor.test", ID: rekor.id,
+			ValidityPeriodStart: start, HashFunc: crypto.SHA256, PublicKey: &rekor.key.PublicKey, SignatureHashFunc: crypto.SHA256}}
+	}
 	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01,
-		[]root.CertificateAuthority{&root.FulcioCertificateAuthority{Root: ca.cert, ValidityPeriodStart: time.Now().Add(-48 * time.Hour), URI: "https://fulcio.test"}},
-		nil, nil, nil)
+		[]root.CertificateAuthority{&root.FulcioCertificateAuthority{Root: ca.cert, ValidityPeriodStart: start, URI: "https://fulcio.test"}},
+		nil, tsas, logs)
 	if err != nil {
 		t.Fatal(err)
 	}

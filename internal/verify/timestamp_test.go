@@ -17,7 +17,6 @@ import (
 	"github.com/digitorus/timestamp"
 	"github.com/sigstore/cosign/v2/pkg/cosign/bundle"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
-	"github.com/sigstore/sigstore-go/pkg/root"
 )
 
 // testTSA is an RFC 3161 timestamp authority made by the test: a root and a timestamping leaf.
@@ -60,24 +59,6 @@ func (tsa testTSA) stamp(t *testing.T, data []byte, at time.Time) []byte {
 	return resp
 }
 
-// trustedRootWithTSA names ca as Fulcio and tsa as the timestamp authority.
-func trustedRootWithTSA(t *testing.T, ca testCA, tsa testTSA) []byte {
-	t.Helper()
-	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01,
-		[]root.CertificateAuthority{&root.FulcioCertificateAuthority{Root: ca.cert, ValidityPeriodStart: time.Now().Add(-48 * time.Hour), URI: "https://fulcio.test"}},
-		nil,
-		[]root.TimestampingAuthority{&root.SigstoreTimestampingAuthority{Root: tsa.root, Leaf: tsa.leaf, ValidityPeriodStart: time.Now().Add(-48 * time.Hour), URI: "https://tsa.test"}},
-		nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := tr.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
 // stamped attaches an RFC 3161 timestamp of the signature made by tsa at signedAt.
 func stamped(t *testing.T, tsa testTSA, signedAt time.Time) func(payload, raw []byte) static.Option {
 	return func(_, raw []byte) static.Option {
@@ -92,7 +73,7 @@ func TestSignedTimestamps(t *testing.T) {
 	ctx := context.Background()
 	ca, tsa, otherTSA := newCA(t), newTSA(t), newTSA(t)
 	now := time.Now()
-	trusted := Material{"ci": trustedRootWithTSA(t, ca, tsa)}
+	trusted := Material{"ci": trustedRootJSON(t, ca, &tsa, nil)}
 	policy := func(use bool) *Verifier {
 		spec := keylessPolicy("ci@example.test", "", true)
 		spec.Authorities[0].Keyless.UseSignedTimestamps = use

@@ -2,7 +2,6 @@ package verify
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -17,7 +16,6 @@ import (
 	"github.com/cyberphone/json-canonicalization/go/src/webpki.org/jsoncanonicalizer"
 	"github.com/sigstore/cosign/v2/pkg/cosign/bundle"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
-	"github.com/sigstore/sigstore-go/pkg/root"
 )
 
 // testRekor is a transparency log made by the test: only its key, which signs entry timestamps.
@@ -69,26 +67,6 @@ func (r testRekor) bundleFor(t *testing.T, payload, rawSig, certPEMBytes []byte,
 	return &bundle.RekorBundle{SignedEntryTimestamp: set, Payload: p}
 }
 
-// trustedRootWithRekor names ca as Fulcio and rekor as the transparency log.
-func trustedRootWithRekor(t *testing.T, ca testCA, rekor testRekor) []byte {
-	t.Helper()
-	logs := map[string]*root.TransparencyLog{hex.EncodeToString(rekor.id): {
-		BaseURL: "https://rekor.test", ID: rekor.id, ValidityPeriodStart: time.Now().Add(-48 * time.Hour),
-		HashFunc: crypto.SHA256, PublicKey: &rekor.key.PublicKey, SignatureHashFunc: crypto.SHA256,
-	}}
-	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01,
-		[]root.CertificateAuthority{&root.FulcioCertificateAuthority{Root: ca.cert, ValidityPeriodStart: time.Now().Add(-48 * time.Hour), URI: "https://fulcio.test"}},
-		nil, nil, logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := tr.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
 // TestTransparencyLog: with the transparency log required (the default), a keyless signature passes
 // only with a Rekor bundle whose entry timestamp the trusted root's log key signed, and the entry's
 // integrated time is what the short-lived certificate is checked against.
@@ -97,7 +75,7 @@ func TestTransparencyLog(t *testing.T) {
 	ctx := context.Background()
 	ca, rekor, otherRekor := newCA(t), newRekor(t), newRekor(t)
 	now := time.Now()
-	v := compile(t, keylessPolicy("ci@example.test", "", false), Material{"ci": trustedRootWithRekor(t, ca, rekor)})
+	v := compile(t, keylessPolicy("ci@example.test", "", false), Material{"ci": trustedRootJSON(t, ca, nil, &rekor)})
 	cases := []struct {
 		name      string
 		log       testRekor
