@@ -19,6 +19,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	tov1alpha1 "github.com/aquasecurity/trivy-operator/pkg/apis/aquasecurity/v1alpha1"
+
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/controller"
 )
@@ -43,6 +45,7 @@ type flags struct {
 	cacheDir               string
 	vulnDBDir              string
 	maxImageSize           int64
+	trivyOperatorReports   bool
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
@@ -63,6 +66,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 	fs.IntVar(&f.scanConcurrency, "scan-concurrency", 2, "How many digests are verified and scanned at once (>= 1).")
 	fs.StringVar(&f.cacheDir, "cache-dir", "/var/cache/portcullis", "Folder for the scan caches.")
 	fs.Int64Var(&f.maxImageSize, "max-image-size", 10<<30, "Largest image scanned, in bytes, compressed or uncompressed (decompression bombs are refused).")
+	fs.BoolVar(&f.trivyOperatorReports, "trivy-operator-reports", false,
+		"Also write trivy-operator VulnerabilityReport and ExposedSecretReport objects (its CRDs must be installed).")
 	fs.StringVar(&f.vulnDBDir, "vulndb-dir", "", "Folder with trivy.db and metadata.json (see portcullis-vulndb); empty turns scanning off.")
 	var zo zap.Options
 	zo.BindFlags(fs)
@@ -89,6 +94,7 @@ func (f flags) options() controller.Options {
 		CacheDir:                f.cacheDir,
 		VulnDBDir:               f.vulnDBDir,
 		MaxImageSize:            f.maxImageSize,
+		TrivyOperatorReports:    f.trivyOperatorReports,
 	}
 }
 
@@ -96,6 +102,7 @@ func newScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(v1alpha1.AddToScheme(s))
+	utilruntime.Must(tov1alpha1.AddToScheme(s)) // trivy-operator report export
 	return s
 }
 

@@ -74,6 +74,11 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 		apimeta.SetStatusCondition(&ia.Status.Conditions, cond)
 		return err
 	}
+	if r.Options.TrivyOperatorReports {
+		if err := r.exportReports(ctx, ia, reg, res); err != nil {
+			return err
+		}
+	}
 	ia.Status.Vulnerabilities = vulnerabilitySummary(res.Vulnerabilities)
 	ia.Status.Secrets = secretSummary(res.Secrets)
 	ia.Status.Misconfigurations = misconfigurationSummary(res.Misconfigurations)

@@ -9,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	tov1alpha1 "github.com/aquasecurity/trivy-operator/pkg/apis/aquasecurity/v1alpha1"
+
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
 	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
@@ -58,6 +60,21 @@ func TestScanning(t *testing.T) {
 	}
 	if ia.Status.Scanner == nil || ia.Status.Scanner.Name != "trivy" || ia.Status.Scanner.DBUpdatedAt == nil || ia.Status.LastScanTime == nil {
 		t.Errorf("scanner info: %+v, lastScanTime %v", ia.Status.Scanner, ia.Status.LastScanTime)
+	}
+	// The trivy-operator export (on in this suite) carries the same finding.
+	vr := &tov1alpha1.VulnerabilityReport{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: ia.Name}, vr); err != nil {
+		t.Fatalf("VulnerabilityReport: %v", err)
+	}
+	if vr.Report.Artifact.Digest != vuln || vr.Report.Summary.UnknownCount < 1 || len(vr.OwnerReferences) != 1 || vr.OwnerReferences[0].Name != ia.Name {
+		t.Errorf("VulnerabilityReport: artifact %+v summary %+v owners %v", vr.Report.Artifact, vr.Report.Summary, vr.OwnerReferences)
+	}
+	var exported bool
+	for _, v := range vr.Report.Vulnerabilities {
+		exported = exported || (v.VulnerabilityID == "CVE-2021-38561" && v.Resource == "golang.org/x/text")
+	}
+	if !exported {
+		t.Errorf("CVE-2021-38561 missing from the VulnerabilityReport: %+v", vr.Report.Vulnerabilities)
 	}
 	cleanIA := imageFor(t, ns, "team-a/clean", clean, "scanned", scanned)
 	if c := cleanIA.Status.Vulnerabilities; c == nil || c.Critical+c.High+c.Medium+c.Low+c.Unknown != 0 {

@@ -37,6 +37,11 @@ type Options struct {
 	// MaxImageSize refuses to scan an image larger than this many bytes, compressed or uncompressed
 	// (0: the scanner's default, 10 GiB).
 	MaxImageSize int64
+
+	// TrivyOperatorReports also writes each scan as trivy-operator's VulnerabilityReport and
+	// ExposedSecretReport (size-capped), for dashboards and exporters built for trivy-operator. Its
+	// CRDs must be installed.
+	TrivyOperatorReports bool
 }
 
 // hostAllowed reports whether the URL's host matches AllowedRegistryHosts (or the list is empty).

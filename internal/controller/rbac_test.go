@@ -10,7 +10,8 @@ import (
 
 // TestManagerRoleLeastPrivilege reads the ClusterRole generated from the +kubebuilder:rbac markers
 // and checks the least-privilege rules: no wildcard, Secrets and ConfigMaps read-only, and no write
-// outside our own kinds and events.
+// outside our own kinds, events and the two trivy-operator report kinds of the compatibility export
+// (never their delete).
 func TestManagerRoleLeastPrivilege(t *testing.T) {
 	var role rbacv1.ClusterRole
 	readYAML(t, filepath.Join("..", "..", "config", "rbac", "role.yaml"), &role)
@@ -30,6 +31,10 @@ func TestManagerRoleLeastPrivilege(t *testing.T) {
 					t.Errorf("%s must be read-only, rule grants %v", res, r.Verbs)
 				}
 			case res == "events":
+			case len(r.APIGroups) == 1 && r.APIGroups[0] == "aquasecurity.github.io" && (res == "vulnerabilityreports" || res == "exposedsecretreports"):
+				if slices.Contains(r.Verbs, "delete") {
+					t.Errorf("trivy-operator reports are never deleted by us (owner references do it): %v", r.Verbs)
+				}
 			case writes && !(len(r.APIGroups) == 1 && r.APIGroups[0] == "registry.portcullis.dev"):
 				t.Errorf("write access to %s in groups %v is beyond our kinds and events", res, r.APIGroups)
 			}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,6 +25,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	tov1alpha1 "github.com/aquasecurity/trivy-operator/pkg/apis/aquasecurity/v1alpha1"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/scan/vulndb"
@@ -55,9 +59,19 @@ func runSuite(m *testing.M) int {
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapLevel())))
 	utilruntime.Must(clientgoscheme.AddToScheme(testScheme))
 	utilruntime.Must(v1alpha1.AddToScheme(testScheme))
+	utilruntime.Must(tov1alpha1.AddToScheme(testScheme))
 
+	// trivy-operator's CRDs, from its module (the report export writes its kinds).
+	toDir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/aquasecurity/trivy-operator").Output()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "locating the trivy-operator module:", err)
+		return 1
+	}
+	toCRDs := filepath.Join(strings.TrimSpace(string(toDir)), "deploy", "helm", "crds")
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd", "bases"),
+			filepath.Join(toCRDs, "aquasecurity.github.io_vulnerabilityreports.yaml"),
+			filepath.Join(toCRDs, "aquasecurity.github.io_exposedsecretreports.yaml")},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                testScheme,
 	}
@@ -95,6 +109,7 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	testOptions.VulnDBDir, testOptions.CacheDir = filepath.Join(work, "db"), filepath.Join(work, "cache")
+	testOptions.TrivyOperatorReports = true
 	if err := SetupAll(mgr, testOptions); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
