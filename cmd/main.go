@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -46,6 +47,9 @@ type flags struct {
 	vulnDBDir              string
 	maxImageSize           int64
 	trivyOperatorReports   bool
+	vulnDBRepositories     string
+	vulnDBRefresh          time.Duration
+	vulnDBInsecure         bool
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
@@ -68,7 +72,12 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 	fs.Int64Var(&f.maxImageSize, "max-image-size", 10<<30, "Largest image scanned, in bytes, compressed or uncompressed (decompression bombs are refused).")
 	fs.BoolVar(&f.trivyOperatorReports, "trivy-operator-reports", false,
 		"Also write trivy-operator VulnerabilityReport and ExposedSecretReport objects (its CRDs must be installed).")
-	fs.StringVar(&f.vulnDBDir, "vulndb-dir", "", "Folder with trivy.db and metadata.json (see portcullis-vulndb); empty turns scanning off.")
+	fs.StringVar(&f.vulnDBDir, "vulndb-dir", "",
+		"Folder with trivy.db and metadata.json (see portcullis-vulndb), used as is. Empty: download from --vulndb-repository.")
+	fs.StringVar(&f.vulnDBRepositories, "vulndb-repository", "",
+		"Comma-separated OCI repositories of trivy's vulnerability DB (e.g. mirror.gcr.io/aquasec/trivy-db:2 or a mirror), downloaded into --cache-dir/db and refreshed. Empty with no --vulndb-dir: scanning is off.")
+	fs.DurationVar(&f.vulnDBRefresh, "vulndb-refresh", 12*time.Hour, "How often a downloaded vulnerability DB is checked for an update.")
+	fs.BoolVar(&f.vulnDBInsecure, "vulndb-insecure", false, "Allow plain http to the --vulndb-repository mirror.")
 	var zo zap.Options
 	zo.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -80,21 +89,29 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 	return f, zo, nil
 }
 
-func (f flags) options() controller.Options {
-	var hosts []string
-	for _, h := range strings.Split(f.allowedHosts, ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			hosts = append(hosts, h)
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
 		}
 	}
+	return out
+}
+
+func (f flags) options() controller.Options {
 	return controller.Options{
-		AllowedRegistryHosts:    hosts,
+		AllowedRegistryHosts:    splitList(f.allowedHosts),
 		AllowInsecureRegistries: f.allowInsecure,
 		ScanConcurrency:         f.scanConcurrency,
 		CacheDir:                f.cacheDir,
 		VulnDBDir:               f.vulnDBDir,
 		MaxImageSize:            f.maxImageSize,
 		TrivyOperatorReports:    f.trivyOperatorReports,
+		VulnDBRepositories:      splitList(f.vulnDBRepositories),
+		VulnDBRefresh:           f.vulnDBRefresh,
+		VulnDBInsecure:          f.vulnDBInsecure,
 	}
 }
 

@@ -12,6 +12,7 @@ func TestParseFlags(t *testing.T) {
 	f, _, err := parseFlags(flag.NewFlagSet("t", flag.ContinueOnError), []string{
 		"--allowed-registry-hosts", " *.corp.example, ,registry.internal:5000 ",
 		"--allow-insecure-registries", "--scan-concurrency=4", "--cache-dir=/tmp/c",
+		"--vulndb-repository", "mirror.example.test/aquasec/trivy-db:2, ghcr.io/aquasecurity/trivy-db:2", "--vulndb-refresh=6h",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -19,6 +20,9 @@ func TestParseFlags(t *testing.T) {
 	o := f.options()
 	if want := []string{"*.corp.example", "registry.internal:5000"}; !reflect.DeepEqual(o.AllowedRegistryHosts, want) {
 		t.Errorf("AllowedRegistryHosts = %q, want %q", o.AllowedRegistryHosts, want)
+	}
+	if want := []string{"mirror.example.test/aquasec/trivy-db:2", "ghcr.io/aquasecurity/trivy-db:2"}; !reflect.DeepEqual(o.VulnDBRepositories, want) || o.VulnDBRefresh.Hours() != 6 {
+		t.Errorf("DB repositories %q refresh %s", o.VulnDBRepositories, o.VulnDBRefresh)
 	}
 	if !o.AllowInsecureRegistries || o.ScanConcurrency != 4 || o.CacheDir != "/tmp/c" {
 		t.Errorf("options = %+v", o)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/bmatcuk/doublestar/v4"
 )
@@ -33,6 +34,13 @@ type Options struct {
 	// DB artifact). Empty turns scanning off: images then say VulnerabilitiesScanned=False/NotScanned
 	// and never pass a policy because of it.
 	VulnDBDir string
+
+	// VulnDBRepositories, when VulnDBDir is empty, are OCI repositories of trivy's vulnerability DB
+	// (trivy's defaults or a mirror) to download it from into CacheDir/db, refreshed every
+	// VulnDBRefresh. VulnDBInsecure allows a plain-http mirror.
+	VulnDBRepositories []string
+	VulnDBRefresh      time.Duration
+	VulnDBInsecure     bool
 
 	// MaxImageSize refuses to scan an image larger than this many bytes, compressed or uncompressed
 	// (0: the scanner's default, 10 GiB).

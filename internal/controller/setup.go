@@ -1,10 +1,13 @@
 package controller
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/portcullis-dev/portcullis/internal/scan"
 )
@@ -20,10 +23,17 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 		return fmt.Errorf("setting up the RepositoryPolicy controller: %w", err)
 	}
 	ia := &ImageAttestationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access}
-	if opts.VulnDBDir != "" {
+	switch {
+	case opts.VulnDBDir != "": // an offline DB (portcullis-vulndb, or copied in)
 		t, err := scan.NewTrivy(opts.VulnDBDir, filepath.Join(opts.CacheDir, "trivy"), opts.MaxImageSize)
 		if err != nil {
 			return fmt.Errorf("setting up the scanner: %w", err)
+		}
+		ia.Scanner = t
+	case len(opts.VulnDBRepositories) > 0: // trivy's DB from an OCI repository, kept fresh
+		t, err := downloadedScanner(mgr, opts)
+		if err != nil {
+			return err
 		}
 		ia.Scanner = t
 	}
@@ -31,4 +41,51 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 		return fmt.Errorf("setting up the ImageAttestation controller: %w", err)
 	}
 	return nil
+}
+
+// downloadedScanner downloads trivy's DB into CacheDir/db (once, before the manager starts, when
+// there is none) and adds a runnable that refreshes it every VulnDBRefresh (default 12h).
+func downloadedScanner(mgr ctrl.Manager, opts Options) (*scan.Trivy, error) {
+	dbDir := filepath.Join(opts.CacheDir, "db")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if updated, err := scan.UpdateDB(ctx, dbDir, opts.VulnDBRepositories, opts.VulnDBInsecure); err != nil {
+		return nil, fmt.Errorf("downloading the vulnerability DB from %v: %w", opts.VulnDBRepositories, err)
+	} else if updated {
+		if err := scan.InstallDB(dbDir); err != nil {
+			return nil, err
+		}
+	}
+	t, err := scan.NewTrivy(dbDir, filepath.Join(opts.CacheDir, "trivy"), opts.MaxImageSize)
+	if err != nil {
+		return nil, fmt.Errorf("setting up the scanner: %w", err)
+	}
+	every := opts.VulnDBRefresh
+	if every <= 0 {
+		every = 12 * time.Hour
+	}
+	return t, mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		log := ctrl.LoggerFrom(ctx).WithName("vulndb")
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+				updated, err := scan.UpdateDB(ctx, dbDir, opts.VulnDBRepositories, opts.VulnDBInsecure)
+				if err != nil {
+					log.Error(err, "refreshing the vulnerability DB; the current one stays in use")
+					continue
+				}
+				if updated {
+					if err := t.Reload(); err != nil {
+						log.Error(err, "loading the refreshed vulnerability DB")
+						continue
+					}
+					log.Info("vulnerability DB refreshed", "builtAt", t.DBUpdatedAt())
+				}
+			}
+		}
+	}))
 }

@@ -30,13 +30,14 @@ import (
 // Trivy scans with trivy as a library against a vulnerability DB on disk. Layer analysis is cached
 // on disk by layer digest (trivy's fs cache), so images sharing base layers are analysed once.
 type Trivy struct {
+	dbDir   string
 	maxSize int64
 	cache   cache.Cache
 	closeC  func()
 	service local.Service
 	version string
 	dbTime  metadataTime
-	mu      sync.Mutex // trivy-db's handle is process-global
+	mu      sync.RWMutex // trivy-db's handle is process-global: scans read, Reload swaps
 }
 
 type metadataTime = func() (metadata.Metadata, error)
@@ -66,12 +67,14 @@ func NewTrivy(dbDir, cacheDir string, maxImageSize int64) (*Trivy, error) {
 	}
 	svc := local.NewService(applier.NewApplier(c), ospkg.NewScanner(), langpkg.NewScanner(), vulnerability.NewClient(db.Config{}))
 	mc := metadata.NewClient(dbDir)
-	return &Trivy{maxSize: maxImageSize, cache: c, closeC: closeC, service: svc, version: trivyVersion(), dbTime: mc.Get}, nil
+	return &Trivy{dbDir: dbDir, maxSize: maxImageSize, cache: c, closeC: closeC, service: svc, version: trivyVersion(), dbTime: mc.Get}, nil
 }
 
 // DBUpdatedAt is when the vulnerability DB in use was built (zero when unknown): a newer DB makes
 // earlier scans stale.
 func (t *Trivy) DBUpdatedAt() time.Time {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	md, err := t.dbTime()
 	if err != nil {
 		return time.Time{}
@@ -88,6 +91,8 @@ func (t *Trivy) Close() error {
 // Scan analyses the image from the registry (layers not in the cache are downloaded) and matches it
 // against the DB. A panic inside trivy is recovered and returned as an error.
 func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result, err error) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("trivy panicked scanning %s: %v", ref, r)

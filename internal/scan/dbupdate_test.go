@@ -1,0 +1,103 @@
+package scan
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/aquasecurity/trivy/pkg/clock"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// pushDB publishes dbDir (trivy.db + metadata.json, with NextUpdate set to nextUpdate) as trivy's
+// DB OCI artifact: one db.tar.gz layer of media type application/vnd.aquasec.trivy.db.layer.v1.tar+gzip.
+func pushDB(t *testing.T, host, dbDir string, nextUpdate time.Time) {
+	t.Helper()
+	var md map[string]any
+	raw, err := os.ReadFile(filepath.Join(dbDir, "metadata.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &md); err != nil {
+		t.Fatal(err)
+	}
+	md["NextUpdate"] = nextUpdate.UTC().Format(time.RFC3339)
+	mdJSON, _ := json.Marshal(md)
+	dbBytes, err := os.ReadFile(filepath.Join(dbDir, "trivy.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for n, c := range map[string][]byte{"trivy.db": dbBytes, "metadata.json": mdJSON} {
+		_ = tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(c)), Typeflag: tar.TypeReg})
+		_, _ = tw.Write(c)
+	}
+	_ = tw.Close()
+	_ = gz.Close()
+	layer := static.NewLayer(buf.Bytes(), types.MediaType("application/vnd.aquasec.trivy.db.layer.v1.tar+gzip"))
+	img, err := mutate.Append(empty.Image, mutate.Addendum{Layer: layer, Annotations: map[string]string{"org.opencontainers.image.title": "db.tar.gz"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(host+"/aquasec/trivy-db:2", name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestUpdateDB downloads the DB from a mirror (trivy's OCI artifact format), scans with it, and
+// when the mirror's DB is due for an update, downloads and reloads it while the scanner stays up.
+func TestUpdateDB(t *testing.T) {
+	reg := newCountingRegistry(t)
+	repo := []string{reg.host + "/aquasec/trivy-db:2"}
+	built := buildDB(t)
+	pushDB(t, reg.host, built, time.Now().Add(time.Hour))
+
+	dbDir := filepath.Join(t.TempDir(), "db")
+	ctx := context.Background()
+	updated, err := UpdateDB(ctx, dbDir, repo, true)
+	if err != nil || !updated {
+		t.Fatalf("first UpdateDB = %v, %v; want a download", updated, err)
+	}
+	if err := InstallDB(dbDir); err != nil { // the first install, as the manager does
+		t.Fatal(err)
+	}
+	tr, err := NewTrivy(dbDir, t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	first := tr.DBUpdatedAt()
+
+	if updated, err := UpdateDB(ctx, dbDir, repo, true); err != nil || updated {
+		t.Fatalf("a fresh DB must not be downloaded again: %v, %v", updated, err)
+	}
+
+	// Two hours later the DB is past NextUpdate and not downloaded within the last hour.
+	later := clock.With(ctx, time.Now().Add(2*time.Hour))
+	time.Sleep(1100 * time.Millisecond) // a rebuilt DB gets a later UpdatedAt (second precision)
+	pushDB(t, reg.host, buildDB(t), time.Now().Add(3*time.Hour))
+	updated, err = UpdateDB(later, dbDir, repo, true)
+	if err != nil || !updated {
+		t.Fatalf("UpdateDB when due = %v, %v; want a download", updated, err)
+	}
+	if err := tr.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if !tr.DBUpdatedAt().After(first) {
+		t.Fatalf("the reloaded DB is not newer: %v then %v", first, tr.DBUpdatedAt())
+	}
+}
