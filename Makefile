@@ -13,6 +13,8 @@ KUSTOMIZE_VERSION ?= v5.8.1
 DISTRIBUTION_VERSION ?= v3.1.2
 COSIGN_VERSION ?= v2.6.5
 COSIGN ?= $(PORTCULLIS_CACHE)/bin/cosign-$(COSIGN_VERSION)/cosign
+TRIVY_VERSION ?= v0.74.0
+TRIVY ?= $(PORTCULLIS_CACHE)/bin/trivy-$(TRIVY_VERSION)/trivy
 REGISTRY_BIN ?= $(PORTCULLIS_CACHE)/bin/registry-$(DISTRIBUTION_VERSION)/registry
 CONTROLLER_GEN ?= $(PORTCULLIS_CACHE)/bin/controller-gen-$(CONTROLLER_TOOLS_VERSION)/controller-gen
 KUSTOMIZE ?= $(PORTCULLIS_CACHE)/bin/kustomize-$(KUSTOMIZE_VERSION)/kustomize
@@ -77,10 +79,11 @@ vulndb: ## Build a trivy vulnerability DB from ../shared/vulndata/go-osv into .l
 	$(MAKE) vulndb
 
 .PHONY: bench
-bench: $(COSIGN) $(REGISTRY_BIN) ## Benchmarks (not in CI): listing, and in-process verification vs one cosign CLI process per digest.
+bench: $(COSIGN) $(TRIVY) $(REGISTRY_BIN) ## Benchmarks (not in CI): listing; verification and scanning in-process vs one CLI process per image.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" PORTCULLIS_COSIGN_BIN="$(COSIGN)" \
 		go test -run NONE -bench Listing -benchtime 3x ./internal/controller
 	GOEXPERIMENT=jsonv2 PORTCULLIS_COSIGN_BIN="$(COSIGN)" go test -run NONE -bench Verify200 -benchtime 1x ./internal/verify
+	GOEXPERIMENT=jsonv2 PORTCULLIS_TRIVY_BIN="$(TRIVY)" go test -run NONE -bench Scan100 -benchtime 1x ./internal/scan
 
 ##@ Build
 
@@ -135,6 +138,10 @@ $(REGISTRY_BIN):
 # The cosign CLI, only for `make bench` (about 10 minutes cold; never built by CI).
 $(COSIGN):
 	GOEXPERIMENT= GOBIN=$(dir $@) go install github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
+
+# The trivy CLI, only for `make bench` (slow to build, 250+ MB; never built by CI).
+$(TRIVY):
+	GOEXPERIMENT=jsonv2 GOBIN=$(dir $@) go install github.com/aquasecurity/trivy/cmd/trivy@$(TRIVY_VERSION)
 
 $(KUSTOMIZE):
 	GOBIN=$(dir $@) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)

@@ -29,7 +29,7 @@ type countingRegistry struct {
 	blobs map[string]int
 }
 
-func newCountingRegistry(t *testing.T) *countingRegistry {
+func newCountingRegistry(t testing.TB) *countingRegistry {
 	r := &countingRegistry{blobs: map[string]int{}}
 	inner := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
 	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
