@@ -127,3 +127,40 @@ func TestMaxImageSize(t *testing.T) {
 		t.Fatalf("want the size limit to refuse the image, got %v", err)
 	}
 }
+
+// TestEscapingTarEntriesAreSkipped: a layer entry whose path leaves the root ("../../etc/...") is not
+// part of the image and is not analysed (its planted key is not reported), while the same file inside
+// the root is.
+func TestEscapingTarEntriesAreSkipped(t *testing.T) {
+	reg := newCountingRegistry(t)
+	key := []byte("AWS_ACCESS_KEY_ID=AKIA" + "QWERTYUIOPASDFGH\n")
+	img, err := mutate.AppendLayers(empty.Image, scantest.Layer(t, map[string][]byte{
+		"../../etc/escaped.env": key,
+		"app/inside.env":        key,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(reg.host+"/escape:v1", name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	tr, err := NewTrivy(buildDB(t), t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	res, err := tr.Scan(context.Background(), reg.host+"/escape@"+d.String(), Access{Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inside, escaped bool
+	for _, s := range res.Secrets {
+		inside = inside || strings.Contains(s.Path, "inside.env")
+		escaped = escaped || strings.Contains(s.Path, "escaped.env")
+	}
+	if !inside || escaped {
+		t.Fatalf("want only the key inside the root reported, got %+v", res.Secrets)
+	}
+}

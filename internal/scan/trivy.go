@@ -19,6 +19,7 @@ import (
 	artimage "github.com/aquasecurity/trivy/pkg/fanal/artifact/image"
 	"github.com/aquasecurity/trivy/pkg/fanal/image"
 	ftypes "github.com/aquasecurity/trivy/pkg/fanal/types"
+	"github.com/aquasecurity/trivy/pkg/fanal/walker"
 	"github.com/aquasecurity/trivy/pkg/scan"
 	"github.com/aquasecurity/trivy/pkg/scan/langpkg"
 	"github.com/aquasecurity/trivy/pkg/scan/local"
@@ -118,7 +119,10 @@ func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result
 	defer cleanup()
 	// Offline: no Rekor SBOM look-ups for unpackaged binaries (the unpackaged post handler).
 	art, err := artimage.NewArtifact(img, t.cache, artifact.Option{ImageOption: imgOpt, Offline: true, Parallel: 2,
-		DisabledHandlers: []ftypes.HandlerType{ftypes.UnpackagedPostHandler}})
+		DisabledHandlers: []ftypes.HandlerType{ftypes.UnpackagedPostHandler},
+		// Tar entries that escape the layer's root ("../x" after cleaning) are not part of the image
+		// filesystem: skip them rather than analyse them under a path outside the root.
+		WalkerOption: walker.Option{SkipFiles: []string{"../**"}, SkipDirs: []string{"../**"}}})
 	if err != nil {
 		return Result{}, fmt.Errorf("preparing %s: %w", ref, err)
 	}
