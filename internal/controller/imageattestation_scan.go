@@ -91,8 +91,25 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 	cond.Status, cond.Reason = metav1.ConditionTrue, scannedReason
 	cond.Message = fmt.Sprintf("%d critical, %d high, %d medium, %d low, %d unknown (%d fixable); %d secrets; %d misconfigurations",
 		v.Critical, v.High, v.Medium, v.Low, v.Unknown, v.Fixable, ia.Status.Secrets.Count, ia.Status.Misconfigurations.Count)
+	cond.Message += escapingNote(res.EscapingEntries, apimeta.FindStatusCondition(ia.Status.Conditions, v1alpha1.VulnerabilitiesScannedCondition))
 	apimeta.SetStatusCondition(&ia.Status.Conditions, cond)
 	return nil
+}
+
+const escapingMarker = " tar entries outside a layer's root were skipped"
+
+// escapingNote says how many tar entries escaping a layer's root the scan skipped. A rescan served
+// from the analysis cache reads no layer (n = -1): the note of the scan that read them is kept.
+func escapingNote(n int, previous *metav1.Condition) string {
+	switch {
+	case n > 0:
+		escapingEntries.Add(float64(n))
+		return fmt.Sprintf("; %d%s", n, escapingMarker)
+	case n < 0 && previous != nil && strings.Contains(previous.Message, escapingMarker):
+		i := strings.LastIndex(previous.Message, "; ")
+		return previous.Message[i:]
+	}
+	return ""
 }
 
 var severityOrder = map[string]int{"CRITICAL": 0, "HIGH": 1, "MEDIUM": 2, "LOW": 3, "UNKNOWN": 4}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/scan"
 )
@@ -45,4 +47,21 @@ func TestSummariesAreBounded(t *testing.T) {
 		t.Fatalf("status is %d bytes for 15,000 findings; it must stay small", len(data))
 	}
 	t.Logf("status for 15,000 findings: %d bytes", len(data))
+}
+
+func TestEscapingNote(t *testing.T) {
+	if got := escapingNote(0, nil); got != "" {
+		t.Errorf("no escaping entries: %q", got)
+	}
+	first := escapingNote(3, nil)
+	if first != "; 3 tar entries outside a layer's root were skipped" {
+		t.Errorf("first scan: %q", first)
+	}
+	prev := &metav1.Condition{Message: "0 critical, 0 high" + first}
+	if got := escapingNote(-1, prev); got != first {
+		t.Errorf("a cached rescan must keep the count: %q", got)
+	}
+	if got := escapingNote(-1, &metav1.Condition{Message: "0 critical"}); got != "" {
+		t.Errorf("nothing to keep: %q", got)
+	}
 }

@@ -13,6 +13,12 @@ var registryPasses = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 	Help: "Unix time of the last complete listing of each Registry.",
 }, []string{"registry"})
 
+// escapingEntries counts tar entries whose path left a layer's root; they are skipped, not scanned.
+var escapingEntries = prometheus.NewCounter(prometheus.CounterOpts{
+	Name: "portcullis_scan_escaping_tar_entries_total",
+	Help: "Tar entries whose path leaves the layer root, skipped by the scanner.",
+})
+
 func init() {
-	ctrlmetrics.Registry.MustRegister(registryPasses)
+	ctrlmetrics.Registry.MustRegister(registryPasses, escapingEntries)
 }

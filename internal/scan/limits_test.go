@@ -163,4 +163,11 @@ func TestEscapingTarEntriesAreSkipped(t *testing.T) {
 	if !inside || escaped {
 		t.Fatalf("want only the key inside the root reported, got %+v", res.Secrets)
 	}
+	if res.EscapingEntries != 1 {
+		t.Fatalf("EscapingEntries = %d, want 1", res.EscapingEntries)
+	}
+	again, err := tr.Scan(context.Background(), reg.host+"/escape@"+d.String(), Access{Insecure: true, SizeChecked: true})
+	if err != nil || again.EscapingEntries != -1 {
+		t.Fatalf("a rescan from the analysis cache reads no layer: EscapingEntries %d, %v", again.EscapingEntries, err)
+	}
 }

@@ -30,6 +30,9 @@ type Result struct {
 	Vulnerabilities   []Vulnerability
 	Secrets           []Secret
 	Misconfigurations []Misconfiguration
+	// EscapingEntries counts the tar entries whose path leaves a layer's root ("../x"); they are
+	// skipped, not analysed. -1 when no layer was read (every layer came from the analysis cache).
+	EscapingEntries int
 	// OS is the detected distribution ("debian 12.5"), empty when none was found.
 	OS string
 	// Scanner and DBUpdatedAt name the scanner version and the vulnerability DB's build time.

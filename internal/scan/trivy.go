@@ -112,11 +112,12 @@ func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result
 	if access.Username != "" {
 		imgOpt.RegistryOptions.Credentials = []ftypes.Credential{{Username: access.Username, Password: access.Password}}
 	}
-	img, cleanup, err := image.NewContainerImage(ctx, ref, imgOpt)
+	rawImg, cleanup, err := image.NewContainerImage(ctx, ref, imgOpt)
 	if err != nil {
 		return Result{}, fmt.Errorf("opening %s: %w", ref, err)
 	}
 	defer cleanup()
+	img := newEscapeCounter(rawImg)
 	// Offline: no Rekor SBOM look-ups for unpackaged binaries (the unpackaged post handler).
 	art, err := artimage.NewArtifact(img, t.cache, artifact.Option{ImageOption: imgOpt, Offline: true, Parallel: 2,
 		DisabledHandlers: []ftypes.HandlerType{ftypes.UnpackagedPostHandler},
@@ -138,6 +139,7 @@ func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result
 		return Result{}, fmt.Errorf("scanning %s: %w", ref, err)
 	}
 	res = convert(report)
+	res.EscapingEntries = img.total()
 	if report.Metadata.OS != nil {
 		res.OS = strings.TrimSpace(string(report.Metadata.OS.Family) + " " + report.Metadata.OS.Name)
 	}
