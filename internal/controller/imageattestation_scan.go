@@ -21,7 +21,11 @@ const (
 	scanFailedReason = "ScanFailed"
 )
 
-const defaultRescanInterval = 24 * time.Hour
+const (
+	defaultRescanInterval = 24 * time.Hour
+	// scanTimeout bounds one scan, downloads included.
+	scanTimeout = 15 * time.Minute
+)
 
 // scanDue reports whether the image needs a (new) scan: never scanned, scanned with an older DB, or
 // scanned longer ago than the shortest rescanInterval of the selecting policies.
@@ -68,7 +72,10 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 	// A digest scanned before passed the size limit then (digests are immutable): skipping the check
 	// lets a rescan re-match the cached layer analysis without downloading any layer.
 	sizeChecked := ia.Status.LastScanTime != nil && ia.Status.Scanner != nil
-	res, err := r.Scanner.Scan(ctx, ref.String(), scan.Access{Username: user, Password: pass, Insecure: insecure, SizeChecked: sizeChecked})
+	// A bounded scan: a stuck layer download must not hold the DB lock (and a reload) forever.
+	scanCtx, cancel := context.WithTimeout(ctx, scanTimeout)
+	defer cancel()
+	res, err := r.Scanner.Scan(scanCtx, ref.String(), scan.Access{Username: user, Password: pass, Insecure: insecure, SizeChecked: sizeChecked})
 	if err != nil {
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, scanFailedReason, truncate(err.Error(), 1000)
 		apimeta.SetStatusCondition(&ia.Status.Conditions, cond)

@@ -48,35 +48,51 @@ func UpdateDB(ctx context.Context, dbDir string, repositories []string, insecure
 	return true, nil
 }
 
-// Reload swaps in the DB that UpdateDB left in dbDir+".new": scans wait while the files are
-// replaced, then use the new DB; later scans see a newer DBUpdatedAt and rescan.
+// Reload swaps in the DB that UpdateDB left in dbDir+".new": scans finish first, the folders are
+// swapped by rename, and on any failure the previous DB is put back and re-opened, so the scanner is
+// never left without a DB. Later scans see a newer DBUpdatedAt and rescan.
 func (t *Trivy) Reload() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	next := t.dbDir + ".new"
+	next, old := t.dbDir+".new", t.dbDir+".old"
 	if _, err := os.Stat(filepath.Join(next, "trivy.db")); err != nil {
 		return fmt.Errorf("no downloaded DB to load: %w", err)
 	}
+	_ = os.RemoveAll(old)
 	if err := db.Close(); err != nil {
 		return err
 	}
-	if err := InstallDB(t.dbDir); err != nil {
-		return err
+	restore := func(cause error) error {
+		_ = os.RemoveAll(t.dbDir)
+		_ = os.Rename(old, t.dbDir)
+		if err := db.Init(t.dbDir); err != nil {
+			return fmt.Errorf("%w; re-opening the previous DB also failed: %w", cause, err)
+		}
+		return cause
 	}
-	return db.Init(t.dbDir)
+	if err := os.Rename(t.dbDir, old); err != nil {
+		_ = db.Init(t.dbDir)
+		return fmt.Errorf("setting the current DB aside: %w", err)
+	}
+	if err := os.Rename(next, t.dbDir); err != nil {
+		return restore(fmt.Errorf("installing the new DB: %w", err))
+	}
+	if err := db.Init(t.dbDir); err != nil {
+		return restore(fmt.Errorf("opening the new DB: %w", err))
+	}
+	_ = os.RemoveAll(old)
+	t.storeDBTime()
+	return nil
 }
 
-// InstallDB moves the DB that UpdateDB downloaded into dbDir+".new" into dbDir. The DB must not be
-// open (Reload closes it first).
+// InstallDB makes the DB that UpdateDB downloaded into dbDir+".new" the one in dbDir, for the first
+// start (no DB open yet).
 func InstallDB(dbDir string) error {
-	next := dbDir + ".new"
-	if err := os.MkdirAll(dbDir, 0o755); err != nil {
+	if err := os.RemoveAll(dbDir); err != nil {
 		return err
 	}
-	for _, f := range []string{"trivy.db", "metadata.json"} {
-		if err := os.Rename(filepath.Join(next, f), filepath.Join(dbDir, f)); err != nil {
-			return fmt.Errorf("installing the new DB: %w", err)
-		}
+	if err := os.Rename(dbDir+".new", dbDir); err != nil {
+		return fmt.Errorf("installing the new DB: %w", err)
 	}
-	return os.RemoveAll(next)
+	return nil
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
 )
 
 // pushDB publishes dbDir (trivy.db + metadata.json, with NextUpdate set to nextUpdate) as trivy's
@@ -99,5 +101,46 @@ func TestUpdateDB(t *testing.T) {
 	}
 	if !tr.DBUpdatedAt().After(first) {
 		t.Fatalf("the reloaded DB is not newer: %v then %v", first, tr.DBUpdatedAt())
+	}
+}
+
+// TestReloadFailureKeepsTheOldDB: a downloaded DB that does not open is rolled back, and the scanner
+// keeps working on the previous DB.
+func TestReloadFailureKeepsTheOldDB(t *testing.T) {
+	dbDir := buildDB(t)
+	tr, err := NewTrivy(dbDir, t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	before := tr.DBUpdatedAt()
+	next := dbDir + ".new"
+	if err := os.MkdirAll(next, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for f, c := range map[string]string{"trivy.db": "not a bolt database", "metadata.json": `{"Version":2}`} {
+		if err := os.WriteFile(filepath.Join(next, f), []byte(c), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tr.Reload(); err == nil {
+		t.Fatal("a corrupt DB must not load")
+	}
+	if !tr.DBUpdatedAt().Equal(before) {
+		t.Fatalf("DB time changed after a failed reload: %v -> %v", before, tr.DBUpdatedAt())
+	}
+	reg := newCountingRegistry(t)
+	img, err := mutate.AppendLayers(empty.Image, scantest.Layer(t, map[string][]byte{"app/server": scantest.VulnerableGoBinary(t)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(reg.host+"/app:v1", name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	res, err := tr.Scan(context.Background(), reg.host+"/app@"+d.String(), Access{Insecure: true})
+	if err != nil || len(res.Vulnerabilities) == 0 {
+		t.Fatalf("the previous DB must still serve scans: %d findings, %v", len(res.Vulnerabilities), err)
 	}
 }

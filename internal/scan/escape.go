@@ -2,6 +2,7 @@ package scan
 
 import (
 	"archive/tar"
+	"fmt"
 	"io"
 	"path"
 	"strings"
@@ -18,12 +19,13 @@ import (
 // per layer, so a layer read twice (size check, analysis) counts once.
 type escapeCounter struct {
 	ftypes.Image
-	mu     sync.Mutex
-	counts map[v1.Hash]int
+	maxLayer int64 // bytes one uncompressed layer may have (0: no cap)
+	mu       sync.Mutex
+	counts   map[v1.Hash]int
 }
 
-func newEscapeCounter(img ftypes.Image) *escapeCounter {
-	return &escapeCounter{Image: img, counts: map[v1.Hash]int{}}
+func newEscapeCounter(img ftypes.Image, maxLayer int64) *escapeCounter {
+	return &escapeCounter{Image: img, maxLayer: maxLayer, counts: map[v1.Hash]int{}}
 }
 
 // LayerByDiffID wraps the layer's uncompressed stream.
@@ -89,7 +91,34 @@ func (l *countingLayer) Uncompressed() (io.ReadCloser, error) {
 		_, _ = io.Copy(io.Discard, pr) // keep the tee flowing whatever the tar reader thought
 		l.owner.record(l.diffID, n)
 	}()
-	return &teeCloser{Reader: io.TeeReader(rc, pw), rc: rc, pw: pw, done: done}, nil
+	var r io.Reader = io.TeeReader(rc, pw)
+	if l.owner.maxLayer > 0 {
+		// trivy writes a whole uncompressed layer to disk before its own size check: stop a
+		// decompression bomb while it streams.
+		r = &cappedReader{r: r, left: l.owner.maxLayer, max: l.owner.maxLayer}
+	}
+	return &teeCloser{Reader: r, rc: rc, pw: pw, done: done}, nil
+}
+
+// cappedReader fails once more than max bytes were read.
+type cappedReader struct {
+	r         io.Reader
+	left, max int64
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.left < 0 {
+		return 0, fmt.Errorf("uncompressed layer size exceeds maximum allowed size %d bytes", c.max)
+	}
+	if int64(len(p)) > c.left+1 {
+		p = p[:c.left+1]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	if c.left < 0 {
+		return 0, fmt.Errorf("uncompressed layer size exceeds maximum allowed size %d bytes", c.max)
+	}
+	return n, err
 }
 
 // escapes reports whether a tar entry name leaves the root after cleaning, as trivy cleans it.

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aquasecurity/trivy-db/pkg/db"
@@ -39,6 +40,8 @@ type Trivy struct {
 	version string
 	dbTime  metadataTime
 	mu      sync.RWMutex // trivy-db's handle is process-global: scans read, Reload swaps
+	// dbUpdated holds the open DB's build time (time.Time), read without the lock.
+	dbUpdated atomic.Value
 }
 
 type metadataTime = func() (metadata.Metadata, error)
@@ -56,8 +59,10 @@ func NewTrivy(dbDir, cacheDir string, maxImageSize int64) (*Trivy, error) {
 	if maxImageSize <= 0 {
 		maxImageSize = DefaultMaxImageSize
 	}
-	if _, err := os.Stat(filepath.Join(dbDir, "trivy.db")); err != nil {
-		return nil, fmt.Errorf("vulnerability DB: %w", err)
+	for _, f := range []string{"trivy.db", "metadata.json"} {
+		if _, err := os.Stat(filepath.Join(dbDir, f)); err != nil {
+			return nil, fmt.Errorf("vulnerability DB: %w", err)
+		}
 	}
 	if err := db.Init(dbDir); err != nil {
 		return nil, fmt.Errorf("opening the vulnerability DB in %s: %w", dbDir, err)
@@ -68,19 +73,25 @@ func NewTrivy(dbDir, cacheDir string, maxImageSize int64) (*Trivy, error) {
 	}
 	svc := local.NewService(applier.NewApplier(c), ospkg.NewScanner(), langpkg.NewScanner(), vulnerability.NewClient(db.Config{}))
 	mc := metadata.NewClient(dbDir)
-	return &Trivy{dbDir: dbDir, maxSize: maxImageSize, cache: c, closeC: closeC, service: svc, version: trivyVersion(), dbTime: mc.Get}, nil
+	t := &Trivy{dbDir: dbDir, maxSize: maxImageSize, cache: c, closeC: closeC, service: svc, version: trivyVersion(), dbTime: mc.Get}
+	t.storeDBTime()
+	return t, nil
 }
 
 // DBUpdatedAt is when the vulnerability DB in use was built (zero when unknown): a newer DB makes
-// earlier scans stale.
+// earlier scans stale. It takes no lock, so it never waits for a scan or a reload.
 func (t *Trivy) DBUpdatedAt() time.Time {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	md, err := t.dbTime()
-	if err != nil {
-		return time.Time{}
+	if v, ok := t.dbUpdated.Load().(time.Time); ok {
+		return v
 	}
-	return md.UpdatedAt
+	return time.Time{}
+}
+
+// storeDBTime records the build time of the DB now open.
+func (t *Trivy) storeDBTime() {
+	if md, err := t.dbTime(); err == nil {
+		t.dbUpdated.Store(md.UpdatedAt)
+	}
 }
 
 // Close releases the cache and the DB.
@@ -117,7 +128,7 @@ func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result
 		return Result{}, fmt.Errorf("opening %s: %w", ref, err)
 	}
 	defer cleanup()
-	img := newEscapeCounter(rawImg)
+	img := newEscapeCounter(rawImg, t.maxSize)
 	// Offline: no Rekor SBOM look-ups for unpackaged binaries (the unpackaged post handler).
 	art, err := artimage.NewArtifact(img, t.cache, artifact.Option{ImageOption: imgOpt, Offline: true, Parallel: 2,
 		DisabledHandlers: []ftypes.HandlerType{ftypes.UnpackagedPostHandler},
@@ -144,9 +155,7 @@ func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result
 		res.OS = strings.TrimSpace(string(report.Metadata.OS.Family) + " " + report.Metadata.OS.Name)
 	}
 	res.Scanner = "trivy " + t.version
-	if md, err := t.dbTime(); err == nil {
-		res.DBUpdatedAt = md.UpdatedAt
-	}
+	res.DBUpdatedAt = t.DBUpdatedAt()
 	return res, nil
 }
 
