@@ -121,6 +121,15 @@ func escapingNote(n int, previous *metav1.Condition) string {
 
 var severityOrder = map[string]int{"CRITICAL": 0, "HIGH": 1, "MEDIUM": 2, "LOW": 3, "UNKNOWN": 4}
 
+// severityCounts counts items by severity as trivy reports it; anything unrecognised is UNKNOWN.
+func severityCounts[T any](items []T, sev func(T) string) map[v1alpha1.Severity]int32 {
+	c := map[v1alpha1.Severity]int32{}
+	for _, it := range items {
+		c[severity(sev(it))]++
+	}
+	return c
+}
+
 func severity(s string) v1alpha1.Severity {
 	if _, ok := severityOrder[s]; ok {
 		return v1alpha1.Severity(s)
@@ -131,20 +140,10 @@ func severity(s string) v1alpha1.Severity {
 // vulnerabilitySummary counts findings by severity and keeps the 20 most severe (then by ID), so
 // the object's size never grows with the number of findings.
 func vulnerabilitySummary(vs []scan.Vulnerability) *v1alpha1.VulnerabilitySummary {
-	s := &v1alpha1.VulnerabilitySummary{}
+	c := severityCounts(vs, func(v scan.Vulnerability) string { return v.Severity })
+	s := &v1alpha1.VulnerabilitySummary{Critical: c[v1alpha1.SeverityCritical], High: c[v1alpha1.SeverityHigh],
+		Medium: c[v1alpha1.SeverityMedium], Low: c[v1alpha1.SeverityLow], Unknown: c[v1alpha1.SeverityUnknown]}
 	for _, v := range vs {
-		switch severity(v.Severity) {
-		case v1alpha1.SeverityCritical:
-			s.Critical++
-		case v1alpha1.SeverityHigh:
-			s.High++
-		case v1alpha1.SeverityMedium:
-			s.Medium++
-		case v1alpha1.SeverityLow:
-			s.Low++
-		default:
-			s.Unknown++
-		}
 		if v.FixedVersion != "" {
 			s.Fixable++
 		}

@@ -42,19 +42,10 @@ func (r *ImageAttestationReconciler) exportReports(ctx context.Context, ia *v1al
 		vr.Labels = map[string]string{v1alpha1.RegistryLabel: ia.Labels[v1alpha1.RegistryLabel], "app.kubernetes.io/managed-by": "portcullis"}
 		data := tov1alpha1.VulnerabilityReportData{UpdateTimestamp: now, Scanner: scanner, Registry: registry, Artifact: artifact,
 			Vulnerabilities: []tov1alpha1.Vulnerability{}}
+		c := severityCounts(res.Vulnerabilities, func(v scan.Vulnerability) string { return v.Severity })
+		data.Summary = tov1alpha1.VulnerabilitySummary{CriticalCount: int(c[v1alpha1.SeverityCritical]), HighCount: int(c[v1alpha1.SeverityHigh]),
+			MediumCount: int(c[v1alpha1.SeverityMedium]), LowCount: int(c[v1alpha1.SeverityLow]), UnknownCount: int(c[v1alpha1.SeverityUnknown])}
 		for i, v := range res.Vulnerabilities {
-			switch severity(v.Severity) {
-			case v1alpha1.SeverityCritical:
-				data.Summary.CriticalCount++
-			case v1alpha1.SeverityHigh:
-				data.Summary.HighCount++
-			case v1alpha1.SeverityMedium:
-				data.Summary.MediumCount++
-			case v1alpha1.SeverityLow:
-				data.Summary.LowCount++
-			default:
-				data.Summary.UnknownCount++
-			}
 			if i < maxExportedFindings {
 				data.Vulnerabilities = append(data.Vulnerabilities, tov1alpha1.Vulnerability{
 					VulnerabilityID: v.ID, Resource: v.Package, InstalledVersion: v.InstalledVersion, FixedVersion: v.FixedVersion,
@@ -72,17 +63,11 @@ func (r *ImageAttestationReconciler) exportReports(ctx context.Context, ia *v1al
 		sr.Labels = map[string]string{v1alpha1.RegistryLabel: ia.Labels[v1alpha1.RegistryLabel], "app.kubernetes.io/managed-by": "portcullis"}
 		data := tov1alpha1.ExposedSecretReportData{UpdateTimestamp: now, Scanner: scanner, Registry: registry, Artifact: artifact,
 			Secrets: []tov1alpha1.ExposedSecret{}}
+		c := severityCounts(res.Secrets, func(s scan.Secret) string { return s.Severity })
+		// ExposedSecretSummary has no UNKNOWN: those count as LOW, as before.
+		data.Summary = tov1alpha1.ExposedSecretSummary{CriticalCount: int(c[v1alpha1.SeverityCritical]), HighCount: int(c[v1alpha1.SeverityHigh]),
+			MediumCount: int(c[v1alpha1.SeverityMedium]), LowCount: int(c[v1alpha1.SeverityLow] + c[v1alpha1.SeverityUnknown])}
 		for i, s := range res.Secrets {
-			switch severity(s.Severity) {
-			case v1alpha1.SeverityCritical:
-				data.Summary.CriticalCount++
-			case v1alpha1.SeverityHigh:
-				data.Summary.HighCount++
-			case v1alpha1.SeverityMedium:
-				data.Summary.MediumCount++
-			default:
-				data.Summary.LowCount++
-			}
 			if i < maxExportedFindings {
 				// The matched text is never exported.
 				data.Secrets = append(data.Secrets, tov1alpha1.ExposedSecret{Target: s.Path, RuleID: s.RuleID,

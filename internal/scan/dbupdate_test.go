@@ -134,12 +134,7 @@ func TestReloadFailureKeepsTheOldDB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, _ := name.ParseReference(reg.host+"/app:v1", name.Insecure)
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-	d, _ := img.Digest()
-	res, err := tr.Scan(context.Background(), reg.host+"/app@"+d.String(), Access{Insecure: true})
+	res, err := tr.Scan(context.Background(), reg.push(t, "app", img), Access{Insecure: true})
 	if err != nil || len(res.Vulnerabilities) == 0 {
 		t.Fatalf("the previous DB must still serve scans: %d findings, %v", len(res.Vulnerabilities), err)
 	}

@@ -112,17 +112,8 @@ func TestMaxImageSize(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, _ := name.ParseReference(reg.host+"/bomb:v1", name.Insecure)
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-	d, _ := img.Digest()
-	tr, err := NewTrivy(buildDB(t), t.TempDir(), 8<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	_, err = tr.Scan(context.Background(), reg.host+"/bomb@"+d.String(), Access{Insecure: true})
+	target := reg.push(t, "bomb", img)
+	_, err = openTrivy(t, buildDB(t), 8<<20).Scan(context.Background(), target, Access{Insecure: true})
 	if err == nil || !strings.Contains(err.Error(), "exceeds maximum allowed size") {
 		t.Fatalf("want the size limit to refuse the image, got %v", err)
 	}
@@ -141,17 +132,9 @@ func TestEscapingTarEntriesAreSkipped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, _ := name.ParseReference(reg.host+"/escape:v1", name.Insecure)
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-	d, _ := img.Digest()
-	tr, err := NewTrivy(buildDB(t), t.TempDir(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	res, err := tr.Scan(context.Background(), reg.host+"/escape@"+d.String(), Access{Insecure: true})
+	target := reg.push(t, "escape", img)
+	tr := openTrivy(t, buildDB(t), 0)
+	res, err := tr.Scan(context.Background(), target, Access{Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +149,7 @@ func TestEscapingTarEntriesAreSkipped(t *testing.T) {
 	if res.EscapingEntries != 1 {
 		t.Fatalf("EscapingEntries = %d, want 1", res.EscapingEntries)
 	}
-	again, err := tr.Scan(context.Background(), reg.host+"/escape@"+d.String(), Access{Insecure: true, SizeChecked: true})
+	again, err := tr.Scan(context.Background(), target, Access{Insecure: true, SizeChecked: true})
 	if err != nil || again.EscapingEntries != -1 {
 		t.Fatalf("a rescan from the analysis cache reads no layer: EscapingEntries %d, %v", again.EscapingEntries, err)
 	}

@@ -9,10 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
 	"github.com/portcullis-dev/portcullis/internal/scan/vulndb"
@@ -46,17 +44,8 @@ func TestThousandsOfFindings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, _ := name.ParseReference(reg.host+"/big:v1", name.Insecure)
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-	d, _ := img.Digest()
-	tr, err := NewTrivy(filepath.Join(out, "db"), t.TempDir(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	res, err := tr.Scan(context.Background(), reg.host+"/big@"+d.String(), Access{Insecure: true})
+	target := reg.push(t, "big", img)
+	res, err := openTrivy(t, filepath.Join(out, "db"), 0).Scan(context.Background(), target, Access{Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,34 +2,20 @@ package scan
 
 import (
 	"context"
-	"io"
-	"log"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
-	"github.com/portcullis-dev/portcullis/internal/scan/vulndb"
 )
 
 // TestTrivyScan builds a DB from the shared Go vulnerability database, pushes an image with a real
 // vulnerable Go binary and a planted cloud access key, scans it in-process, and checks the real IDs.
 func TestTrivyScan(t *testing.T) {
-	dbOut := t.TempDir()
-	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", "..", "shared", "vulndata", "go-osv"), dbOut); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
+	reg := newCountingRegistry(t)
 
 	// A key in AWS's documented format, built so that no line contains the word trivy ignores.
 	awsKey := "AKIA" + "QWERTYUIOPASDFGH"
@@ -39,18 +25,8 @@ func TestTrivyScan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, _ := name.ParseReference(host+"/team-a/server:v1", name.Insecure)
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-	d, _ := img.Digest()
-
-	tr, err := NewTrivy(filepath.Join(dbOut, "db"), t.TempDir(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	res, err := tr.Scan(context.Background(), host+"/team-a/server@"+d.String(), Access{Insecure: true})
+	target := reg.push(t, "team-a/server", img)
+	res, err := openTrivy(t, buildDB(t), 0).Scan(context.Background(), target, Access{Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,13 +62,7 @@ func TestTrivyScan(t *testing.T) {
 // layer is laid out as Debian (os-release + dpkg status): the image-config checks fail with trivy's
 // IDs and the OS is detected.
 func TestTrivyImageConfigAndOS(t *testing.T) {
-	dbOut := t.TempDir()
-	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", "..", "shared", "vulndata", "go-osv"), dbOut); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
+	reg := newCountingRegistry(t)
 
 	dpkgStatus := "Package: zlib1g\nStatus: install ok installed\nPriority: optional\nSection: libs\nInstalled-Size: 168\n" +
 		"Maintainer: Mark Brown <broonie@debian.org>\nArchitecture: amd64\nMulti-Arch: same\nSource: zlib\nVersion: 1:1.2.13.dfsg-1\n" +
@@ -124,17 +94,8 @@ func TestTrivyImageConfigAndOS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, _ := name.ParseReference(host+"/base/debian:12", name.Insecure)
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-	d, _ := img.Digest()
-	tr, err := NewTrivy(filepath.Join(dbOut, "db"), t.TempDir(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	res, err := tr.Scan(context.Background(), host+"/base/debian@"+d.String(), Access{Insecure: true})
+	target := reg.push(t, "base/debian", img)
+	res, err := openTrivy(t, buildDB(t), 0).Scan(context.Background(), target, Access{Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}
