@@ -90,9 +90,44 @@ type RepositoryPolicyStatus struct {
 	// +optional
 	NonCompliantImages int32 `json:"nonCompliantImages,omitempty"`
 
+	// PendingImages is the number of selected digests without a verdict for the policy's current
+	// generation yet.
+	// +optional
+	PendingImages int32 `json:"pendingImages,omitempty"`
+
+	// NonCompliant lists the first non-compliant images (by ImageAttestation name) with their reasons;
+	// `kubectl get imageattestations` lists them all.
+	// +kubebuilder:validation:MaxItems=10
+	// +listType=atomic
+	// +optional
+	NonCompliant []ImageVerdict `json:"nonCompliant,omitempty"`
+
 	// LastEnforcedTime is when the registry last received the policy's settings (Enforce mode).
 	// +optional
 	LastEnforcedTime *metav1.Time `json:"lastEnforcedTime,omitempty"`
+}
+
+// ImageVerdict names a digest and why it fails a policy.
+type ImageVerdict struct {
+	// ImageAttestation is the name of the digest's ImageAttestation in the policy's namespace.
+	// +kubebuilder:validation:MaxLength=253
+	ImageAttestation string `json:"imageAttestation"`
+	// Repository is the repository name.
+	// +kubebuilder:validation:MaxLength=256
+	Repository string `json:"repository"`
+	// Digest is the manifest digest.
+	// +kubebuilder:validation:MaxLength=160
+	Digest string `json:"digest"`
+	// Tag is one tag pointing at the digest (the first in order).
+	// +kubebuilder:validation:MaxLength=128
+	// +optional
+	Tag string `json:"tag,omitempty"`
+	// Reasons are the CamelCase reasons it fails (as in ImageAttestation status.policies).
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=128
+	// +listType=atomic
+	// +optional
+	Reasons []string `json:"reasons,omitempty"`
 }
 
 // RepositoryPolicy holds signature, scanning, access, retention and immutability rules for the
@@ -105,6 +140,7 @@ type RepositoryPolicyStatus struct {
 // +kubebuilder:printcolumn:name="Matched",type=integer,JSONPath=`.status.matchedRepositories`
 // +kubebuilder:printcolumn:name="Compliant",type=integer,JSONPath=`.status.compliantImages`
 // +kubebuilder:printcolumn:name="NonCompliant",type=integer,JSONPath=`.status.nonCompliantImages`
+// +kubebuilder:printcolumn:name="Pending",type=integer,JSONPath=`.status.pendingImages`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type RepositoryPolicy struct {

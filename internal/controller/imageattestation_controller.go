@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/lru"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -19,13 +22,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/scan"
 	"github.com/portcullis-dev/portcullis/internal/verify"
 )
 
 // ImageAttestationReconciler reconciles an ImageAttestation: the verdict for one digest. It verifies
-// the signatures and attestations every selecting policy requires. Until a full verdict exists the
-// object says so (Ready=Unknown, reason Pending), never that the image passed.
+// the signatures and attestations every selecting policy requires, scans the digest when due, and
+// computes each policy's verdict (PolicyCompliant). Ready=True means the verdict is current for the
+// digest and the policies' generations, whether or not the image complies.
 type ImageAttestationReconciler struct {
 	client.Client
 	// APIReader reads key Secrets and trusted-root ConfigMaps uncached.
@@ -34,13 +39,17 @@ type ImageAttestationReconciler struct {
 
 	// Scanner scans images; nil turns scanning off (VulnerabilitiesScanned=False/NotScanned).
 	Scanner scan.Scanner
+	// Recorder emits verdict transition events; nil emits none.
+	Recorder events.EventRecorder
 
 	access       *registryAccess
 	verification verification
+	records      scanRecords
 }
 
 // +kubebuilder:rbac:groups=registry.portcullis.dev,resources=imageattestations,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=registry.portcullis.dev,resources=imageattestations/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile runs one pass for an ImageAttestation and writes its status with at most one patch. It
 // comes back after the Registry's interval to look for signatures added since.
@@ -81,7 +90,8 @@ func (r *ImageAttestationReconciler) reconcile(ctx context.Context, ia *v1alpha1
 	// The cache's index order is random: sort, so an unchanged verdict is written the same way.
 	slices.SortFunc(all.Items, func(a, b v1alpha1.RepositoryPolicy) int { return strings.Compare(a.Name, b.Name) })
 	policies := selectingPolicies(all.Items, ia)
-	if err := r.verifySignatures(ctx, ia, reg, rc, policies); err != nil {
+	sigs, err := r.verifySignatures(ctx, ia, reg, rc, policies)
+	if err != nil {
 		reason := v1alpha1.RegistryUnavailableReason
 		if !errors.Is(err, verify.ErrRegistry) {
 			reason = v1alpha1.ReadFailedReason
@@ -89,10 +99,25 @@ func (r *ImageAttestationReconciler) reconcile(ctx context.Context, ia *v1alpha1
 		// The last verdict stays; the pass is retried with backoff.
 		return outcome{kind: outcomeFailed, reason: reason, message: "verifying signatures: " + truncate(err.Error(), 512) + "; the last verdict is kept"}, reg, err
 	}
-	if err := r.scanImage(ctx, ia, reg, rc, policies); err != nil {
-		return outcome{kind: outcomeFailed, reason: scanFailedReason, message: "scanning: " + truncate(err.Error(), 512) + "; the last results are kept"}, reg, err
+	rec, state, scanErr := r.scanImage(ctx, ia, reg, rc, policies)
+	if scanErr != nil && state != policy.ScanFailedState {
+		// An earlier scan stands: its verdict is kept until a scan succeeds again.
+		return outcome{kind: outcomeFailed, reason: scanFailedReason, message: "scanning: " + truncate(scanErr.Error(), 512) + "; the last results and verdict are kept"}, reg, scanErr
 	}
-	return pending(v1alpha1.PendingReason, "signatures and scan are current for %s@%s; the policy verdict is not computed yet", ia.Spec.Repository, ia.Spec.Digest), reg, nil
+	before := apimeta.FindStatusCondition(ia.Status.Conditions, v1alpha1.PolicyCompliantCondition).DeepCopy()
+	if before != nil && before.Reason == v1alpha1.NotEvaluatedReason {
+		before = nil
+	}
+	summary := evaluate(ia, policies, sigs, rec, state, time.Now())
+	recordVerdictTransition(r.Recorder, ia, before)
+	if scanErr != nil {
+		// No scan has succeeded yet: the verdict says ScanFailed, and the scan is retried with backoff.
+		return outcome{kind: outcomeFailed, reason: scanFailedReason, message: "scanning: " + truncate(scanErr.Error(), 512) + "; " + summary}, reg, scanErr
+	}
+	if len(policies) == 0 {
+		return pending(v1alpha1.PendingReason, "%s", summary), reg, nil
+	}
+	return ready(v1alpha1.SucceededReason, "%s", summary), reg, nil
 }
 
 // getRegistry reads the named Registry into reg; a missing one stalls (a watch re-queues when it
@@ -133,9 +158,10 @@ func (r *ImageAttestationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.access == nil {
 		r.access = &registryAccess{apiReader: r.APIReader, options: r.Options}
 	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.ImageAttestation{}, indexRegistryRef, func(o client.Object) []string {
-		return []string{o.(*v1alpha1.ImageAttestation).Spec.RegistryRef.Name}
-	}); err != nil {
+	if r.records.cache == nil {
+		r.records.cache = lru.New(maxScanRecords)
+	}
+	if err := indexImageAttestationRegistry(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
 	newList := func() client.ObjectList { return &v1alpha1.ImageAttestationList{} }

@@ -48,7 +48,7 @@ func TestImageAttestationStatus(t *testing.T) {
 	})
 	for typ, reason := range map[string]string{
 		v1alpha1.SignatureVerifiedCondition: notRequiredReason, // no policy selects it
-		v1alpha1.PolicyCompliantCondition:   v1alpha1.NotEvaluatedReason,
+		v1alpha1.PolicyCompliantCondition:   noPolicyReason,
 	} {
 		if !hasCondition(img, typ, metav1.ConditionUnknown, reason) {
 			t.Errorf("condition %s: want Unknown/%s, got %+v", typ, reason, findCondition(img, typ))

@@ -9,8 +9,10 @@ import (
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/lru"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/registry"
 	"github.com/portcullis-dev/portcullis/internal/scan"
 )
@@ -47,43 +49,83 @@ func scanDue(ia *v1alpha1.ImageAttestation, policies []v1alpha1.RepositoryPolicy
 	return now.Sub(st.LastScanTime.Time) >= interval
 }
 
-// scanImage scans the image when due and writes the summaries and VulnerabilitiesScanned. A failed
-// scan keeps the last results and says ScanFailed; it returns the error for a retry with backoff.
+// scanRecord is what verdicts need of a scan beyond the status: every vulnerability (status keeps
+// the top 20), the secret count and the misconfiguration severities.
+type scanRecord struct {
+	vulns   []policy.Finding
+	secrets int
+	misconf []v1alpha1.Severity
+}
+
+// maxScanRecords bounds the in-memory records (about 40 bytes per vulnerability). A digest whose
+// record was evicted, or a manager that restarted, rescans from trivy's on-disk layer analysis (no
+// layer download) when a policy needs the findings.
+const maxScanRecords = 4096
+
+// scanRecords keeps the records of recent scans, keyed by digest and DB build time, so that a policy
+// change re-evaluates verdicts without rescanning.
+type scanRecords struct{ cache *lru.Cache }
+
+func (s *scanRecords) get(key string) *scanRecord {
+	if v, ok := s.cache.Get(key); ok {
+		return v.(*scanRecord)
+	}
+	return nil
+}
+
+// recordKey names the scan the status describes: its digest and the DB it was matched against.
+func recordKey(ia *v1alpha1.ImageAttestation) string {
+	key := ia.Spec.Digest + "|"
+	if sc := ia.Status.Scanner; sc != nil && sc.DBUpdatedAt != nil {
+		key += sc.DBUpdatedAt.UTC().Format(time.RFC3339)
+	}
+	return key
+}
+
+// needsFindings reports whether a selecting policy has a scanning threshold (so a verdict needs the
+// scan's findings).
+func needsFindings(policies []v1alpha1.RepositoryPolicy) bool {
+	for _, p := range policies {
+		if sc := p.Spec.Scanning; sc != nil && (sc.Vulnerabilities != nil || sc.Secrets != nil || sc.Misconfigurations != nil) {
+			return true
+		}
+	}
+	return false
+}
+
+// scanImage scans the image when due and writes the summaries and VulnerabilitiesScanned; it returns
+// what a verdict needs. A failed scan returns its error for a retry with backoff: when an earlier
+// scan succeeded its results and condition stay (a broken registry never flips a verdict) and the
+// state is ScanDone; otherwise the condition says ScanFailed and the state is ScanFailedState.
 func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1.ImageAttestation, reg *v1alpha1.Registry,
-	rc *registry.Client, policies []v1alpha1.RepositoryPolicy) error {
+	rc *registry.Client, policies []v1alpha1.RepositoryPolicy) (*scanRecord, policy.ScanState, error) {
 	cond := metav1.Condition{Type: v1alpha1.VulnerabilitiesScannedCondition, ObservedGeneration: ia.Generation}
 	if r.Scanner == nil {
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, v1alpha1.NotScannedReason, "scanning is off: the manager runs without --vulndb-dir"
 		apimeta.SetStatusCondition(&ia.Status.Conditions, cond)
-		return nil
+		return nil, policy.ScanMissing, nil
 	}
 	now := time.Now()
-	if !scanDue(ia, policies, r.Scanner.DBUpdatedAt(), now) {
-		return nil
+	rec := r.records.get(recordKey(ia))
+	if !scanDue(ia, policies, r.Scanner.DBUpdatedAt(), now) && (rec != nil || !needsFindings(policies)) {
+		if rec == nil {
+			rec = &scanRecord{}
+		}
+		return rec, policy.ScanDone, nil
 	}
-	ref, err := digestRef(reg, ia)
+	scannedBefore := hasConditionStatus(ia, v1alpha1.VulnerabilitiesScannedCondition, metav1.ConditionTrue)
+	res, err := r.scan(ctx, ia, reg, rc)
 	if err != nil {
-		return err
-	}
-	user, pass, insecure, err := rc.Credentials()
-	if err != nil {
-		return fmt.Errorf("registry credentials: %w", err)
-	}
-	// A digest scanned before passed the size limit then (digests are immutable): skipping the check
-	// lets a rescan re-match the cached layer analysis without downloading any layer.
-	sizeChecked := ia.Status.LastScanTime != nil && ia.Status.Scanner != nil
-	// A bounded scan: a stuck layer download must not hold the DB lock (and a reload) forever.
-	scanCtx, cancel := context.WithTimeout(ctx, scanTimeout)
-	defer cancel()
-	res, err := r.Scanner.Scan(scanCtx, ref.String(), scan.Access{Username: user, Password: pass, Insecure: insecure, SizeChecked: sizeChecked})
-	if err != nil {
+		if scannedBefore {
+			return nil, policy.ScanDone, err
+		}
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, scanFailedReason, truncate(err.Error(), 1000)
 		apimeta.SetStatusCondition(&ia.Status.Conditions, cond)
-		return err
+		return nil, policy.ScanFailedState, err
 	}
 	if r.Options.TrivyOperatorReports {
 		if err := r.exportReports(ctx, ia, reg, res); err != nil {
-			return err
+			return nil, policy.ScanDone, err
 		}
 	}
 	ia.Status.Vulnerabilities = vulnerabilitySummary(res.Vulnerabilities)
@@ -100,7 +142,43 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 		v.Critical, v.High, v.Medium, v.Low, v.Unknown, v.Fixable, ia.Status.Secrets.Count, ia.Status.Misconfigurations.Count)
 	cond.Message += escapingNote(res.EscapingEntries, apimeta.FindStatusCondition(ia.Status.Conditions, v1alpha1.VulnerabilitiesScannedCondition))
 	apimeta.SetStatusCondition(&ia.Status.Conditions, cond)
-	return nil
+	rec = newScanRecord(res)
+	r.records.cache.Add(recordKey(ia), rec)
+	return rec, policy.ScanDone, nil
+}
+
+// scan runs one bounded scan of the digest with the Registry's credentials.
+func (r *ImageAttestationReconciler) scan(ctx context.Context, ia *v1alpha1.ImageAttestation, reg *v1alpha1.Registry,
+	rc *registry.Client) (scan.Result, error) {
+	ref, err := digestRef(reg, ia)
+	if err != nil {
+		return scan.Result{}, err
+	}
+	user, pass, insecure, err := rc.Credentials()
+	if err != nil {
+		return scan.Result{}, fmt.Errorf("registry credentials: %w", err)
+	}
+	// A digest scanned before passed the size limit then (digests are immutable): skipping the check
+	// lets a rescan re-match the cached layer analysis without downloading any layer.
+	sizeChecked := ia.Status.LastScanTime != nil && ia.Status.Scanner != nil
+	// A bounded scan: a stuck layer download must not hold the DB lock (and a reload) forever.
+	scanCtx, cancel := context.WithTimeout(ctx, scanTimeout)
+	defer cancel()
+	start := time.Now()
+	res, err := r.Scanner.Scan(scanCtx, ref.String(), scan.Access{Username: user, Password: pass, Insecure: insecure, SizeChecked: sizeChecked})
+	observeScan(start, err)
+	return res, err
+}
+
+func newScanRecord(res scan.Result) *scanRecord {
+	rec := &scanRecord{secrets: len(res.Secrets)}
+	for _, v := range res.Vulnerabilities {
+		rec.vulns = append(rec.vulns, policy.Finding{ID: v.ID, Severity: severity(v.Severity), Fixable: v.FixedVersion != ""})
+	}
+	for _, m := range res.Misconfigurations {
+		rec.misconf = append(rec.misconf, severity(m.Severity))
+	}
+	return rec
 }
 
 const escapingMarker = " tar entries outside a layer's root were skipped"

@@ -81,14 +81,15 @@ func (v *verification) store(key string, r verify.ImageResult) {
 }
 
 // verifySignatures runs every selecting policy's verification for the image and writes
-// status.signatures and the SignatureVerified condition. A registry failure returns an error and
-// leaves the last verdict in place.
+// status.signatures and the SignatureVerified condition. It returns each verifying policy's outcome
+// by name. A registry failure returns an error and leaves the last verdict in place.
 func (r *ImageAttestationReconciler) verifySignatures(ctx context.Context, ia *v1alpha1.ImageAttestation, reg *v1alpha1.Registry,
-	rc *registry.Client, policies []v1alpha1.RepositoryPolicy) error {
+	rc *registry.Client, policies []v1alpha1.RepositoryPolicy) (map[string]*policy.SignatureOutcome, error) {
 	digest, err := digestRef(reg, ia)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	outcomes := map[string]*policy.SignatureOutcome{}
 	var results []v1alpha1.SignatureResult
 	var failures []string
 	required := 0
@@ -104,10 +105,12 @@ func (r *ImageAttestationReconciler) verifySignatures(ctx context.Context, ia *v
 			if errors.As(err, &stall) {
 				failures = append(failures, fmt.Sprintf("%s: %s", p.Name, stall.msg))
 				results = append(results, v1alpha1.SignatureResult{Policy: p.Name, Reason: v1alpha1.PolicyInvalidReason, Message: truncate(stall.msg, 1000)})
+				outcomes[p.Name] = &policy.SignatureOutcome{Reasons: []string{policy.ReasonPolicyInvalid}}
 				continue
 			}
-			return err
+			return nil, err
 		}
+		outcomes[p.Name] = &policy.SignatureOutcome{Verified: res.Verified, Reasons: failureReasons(res, p.Spec.Verification)}
 		results = append(results, signatureResults(p.Name, res)...)
 		if !res.Verified {
 			failures = append(failures, fmt.Sprintf("%s: %s", p.Name, firstReason(res)))
@@ -137,7 +140,47 @@ func (r *ImageAttestationReconciler) verifySignatures(ctx context.Context, ia *v
 		now := metav1.Now()
 		ia.Status.LastVerifiedTime = &now
 	}
-	return nil
+	return outcomes, nil
+}
+
+// failureReasons lists the distinct reasons a result fails: the failing authorities' reasons when
+// fewer than `require` verified, every failing attestation's reason, and for an index checked through
+// its platforms the platforms' reasons. Empty when the result verified.
+func failureReasons(res verify.ImageResult, spec *v1alpha1.VerificationSpec) []string {
+	if res.Verified {
+		return nil
+	}
+	require := len(spec.Authorities)
+	if spec.Require != nil {
+		require = int(*spec.Require)
+	}
+	var out []string
+	add := func(r verify.Result) {
+		verified := 0
+		for _, a := range r.Authorities {
+			if a.Verified {
+				verified++
+			}
+		}
+		for _, a := range r.Authorities {
+			if !a.Verified && verified < require && a.Reason != "" {
+				out = append(out, a.Reason)
+			}
+		}
+		for _, a := range r.Attestations {
+			if !a.Verified && a.Reason != "" {
+				out = append(out, a.Reason)
+			}
+		}
+	}
+	add(res.Result)
+	for _, p := range res.Platforms {
+		if !p.Result.Verified {
+			add(p.Result)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // policyError is a policy whose verification cannot be compiled (its own status says Stalled).
@@ -157,7 +200,9 @@ func (r *ImageAttestationReconciler) verifyWithPolicy(ctx context.Context, p *v1
 	}
 	// The key names the registry client too (%p): a rotated registry credential or CA gives a new
 	// client, and a verifier compiled with the old one must not be reused.
-	key := fmt.Sprintf("%s/%d/%s/%p", p.UID, p.Generation, materialHash(material), rc)
+	// The verification spec's hash, not the policy generation: a change elsewhere in the policy (a
+	// threshold, retention) re-evaluates the verdict from cached results instead of re-verifying.
+	key := fmt.Sprintf("%s/%s/%s/%p", p.UID, specHash(p.Spec.Verification), materialHash(material), rc)
 	v, err := r.verification.verifier(key, func() (*verify.Verifier, error) {
 		return verify.Compile(p.Spec.Verification, material, rc.RemoteOptions()...)
 	})
@@ -168,8 +213,10 @@ func (r *ImageAttestationReconciler) verifyWithPolicy(ctx context.Context, p *v1
 	if res, ok := r.verification.cached(rkey, maxAge); ok {
 		return res, nil
 	}
+	start := time.Now()
 	res, err := v.VerifyImage(ctx, digest, registry.Manifest{MediaType: ia.Spec.MediaType}.IsIndex() || len(ia.Spec.Platforms) > 0,
 		p.Spec.Verification.IndexPolicy)
+	observeVerification(start, res.Verified, err)
 	if err != nil {
 		return verify.ImageResult{}, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -96,8 +97,18 @@ func TestSignatureVerification(t *testing.T) {
 	if m := multi.Status.Signatures[0].Message; !containsAll(m, verify.LevelPlatforms) {
 		t.Errorf("the index result must say it was signed at the platform level: %q", m)
 	}
-	if findCondition(ok, v1alpha1.ReadyCondition).Status == metav1.ConditionTrue {
-		t.Error("Ready must wait for the scan: a verified signature alone is no verdict")
+	// The policy requires signatures only: a verified image complies, an unsigned one does not, and
+	// both have a current verdict (Ready).
+	ok = imageFor(t, ns, "app", signed, "Compliant", func(ia *v1alpha1.ImageAttestation) bool {
+		return hasCondition(ia, v1alpha1.PolicyCompliantCondition, metav1.ConditionTrue, compliantReason) &&
+			hasCondition(ia, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.SucceededReason)
+	})
+	bad = imageFor(t, ns, "app", unsigned, "non-compliant: SignatureMissing", func(ia *v1alpha1.ImageAttestation) bool {
+		return hasCondition(ia, v1alpha1.PolicyCompliantCondition, metav1.ConditionFalse, verify.ReasonSignatureMissing) &&
+			hasCondition(ia, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.SucceededReason)
+	})
+	if len(bad.Status.Policies) != 1 || bad.Status.Policies[0].Compliant || !slices.Equal(bad.Status.Policies[0].Reasons, []string{verify.ReasonSignatureMissing}) {
+		t.Errorf("status.policies of the unsigned image: %+v", bad.Status.Policies)
 	}
 
 	// A registry failure while fetching signatures keeps the last verdict and says why.

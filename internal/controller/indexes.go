@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"sync"
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/klog/v2"
@@ -93,3 +94,26 @@ func enqueueReferrers(c client.Client, newList func() client.ObjectList, index s
 		return reqs
 	}
 }
+
+// indexImageAttestationRegistry registers indexRegistryRef for ImageAttestations once per indexer;
+// the ImageAttestation and RepositoryPolicy controllers both use it, and an informer refuses an index
+// registered twice.
+func indexImageAttestationRegistry(ctx context.Context, idx client.FieldIndexer) error {
+	indexedMu.Lock()
+	defer indexedMu.Unlock()
+	if indexed[idx] {
+		return nil
+	}
+	if err := idx.IndexField(ctx, &v1alpha1.ImageAttestation{}, indexRegistryRef, func(o client.Object) []string {
+		return []string{o.(*v1alpha1.ImageAttestation).Spec.RegistryRef.Name}
+	}); err != nil {
+		return err
+	}
+	indexed[idx] = true
+	return nil
+}
+
+var (
+	indexedMu sync.Mutex
+	indexed   = map[client.FieldIndexer]bool{}
+)

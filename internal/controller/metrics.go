@@ -1,9 +1,19 @@
 package controller
 
 import (
+	"context"
+	"sync/atomic"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 )
+
+// Metric labels are bounded: namespace, Registry and policy names, severities and fixed words; never
+// a repository, tag or digest.
 
 // registryPasses is the time of each Registry's last complete listing, exposed as
 // portcullis_registry_last_listing_timestamp_seconds{registry="<namespace>/<name>"}: the freshness
@@ -19,6 +29,131 @@ var escapingEntries = prometheus.NewCounter(prometheus.CounterOpts{
 	Help: "Tar entries whose path leaves the layer root, skipped by the scanner.",
 })
 
+// scans and scanSeconds count image scans by result (success, error) and time them.
+var (
+	scans = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "portcullis_scans_total",
+		Help: "Image scans by result (success, error).",
+	}, []string{"result"})
+	scanSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "portcullis_scan_duration_seconds",
+		Help:    "Duration of image scans, layer downloads included.",
+		Buckets: prometheus.ExponentialBuckets(0.05, 2, 14), // 50 ms .. ~7 min
+	})
+)
+
+// verifications and verificationSeconds count signature verifications of a digest against one
+// policy by result (verified, failed, error) and time them; results served from the cache are not
+// counted.
+var (
+	verifications = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "portcullis_verifications_total",
+		Help: "Signature verifications of a digest against one policy, by result (verified, failed, error).",
+	}, []string{"result"})
+	verificationSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "portcullis_verification_duration_seconds",
+		Help:    "Duration of signature verifications of a digest against one policy.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 2, 12), // 10 ms .. ~20 s
+	})
+)
+
+// verdictEvents counts verdict transitions (an image turning compliant or non-compliant).
+var verdictEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "portcullis_verdict_transitions_total",
+	Help: "ImageAttestations whose PolicyCompliant condition changed, by new verdict (compliant, noncompliant).",
+}, []string{"verdict"})
+
+func observeScan(start time.Time, err error) {
+	scanSeconds.Observe(time.Since(start).Seconds())
+	scans.WithLabelValues(resultLabel(err == nil, err, "success", "success")).Inc()
+}
+
+func observeVerification(start time.Time, verified bool, err error) {
+	verificationSeconds.Observe(time.Since(start).Seconds())
+	verifications.WithLabelValues(resultLabel(verified, err, "verified", "failed")).Inc()
+}
+
+func resultLabel(ok bool, err error, yes, no string) string {
+	switch {
+	case err != nil:
+		return "error"
+	case ok:
+		return yes
+	}
+	return no
+}
+
+// verdicts reports, at each scrape, images by verdict per policy and findings by severity per
+// Registry, read from the manager's cache: gauges that follow deletions without bookkeeping.
+var verdicts = &verdictCollector{
+	images: prometheus.NewDesc("portcullis_images",
+		"ImageAttestations by policy verdict (compliant, noncompliant) per RepositoryPolicy and Registry.",
+		[]string{"namespace", "registry", "policy", "verdict"}, nil),
+	findings: prometheus.NewDesc("portcullis_image_findings",
+		"Findings of the last scans summed over a Registry's images, by kind (vulnerability, secret, misconfiguration) and severity.",
+		[]string{"namespace", "registry", "kind", "severity"}, nil),
+}
+
+type verdictCollector struct {
+	reader           atomic.Pointer[client.Reader]
+	images, findings *prometheus.Desc
+}
+
+func (c *verdictCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.images; ch <- c.findings }
+
+func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
+	r := c.reader.Load()
+	if r == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	list := &v1alpha1.ImageAttestationList{}
+	if err := (*r).List(ctx, list); err != nil {
+		return
+	}
+	type key struct{ ns, reg, a, b string }
+	images, findings := map[key]int{}, map[key]int{}
+	for i := range list.Items {
+		ia := &list.Items[i]
+		reg := ia.Spec.RegistryRef.Name
+		for _, p := range ia.Status.Policies {
+			verdict := "noncompliant"
+			if p.Compliant {
+				verdict = "compliant"
+			}
+			images[key{ia.Namespace, reg, p.Name, verdict}]++
+		}
+		if v := ia.Status.Vulnerabilities; v != nil {
+			for sev, n := range map[v1alpha1.Severity]int32{v1alpha1.SeverityCritical: v.Critical, v1alpha1.SeverityHigh: v.High,
+				v1alpha1.SeverityMedium: v.Medium, v1alpha1.SeverityLow: v.Low, v1alpha1.SeverityUnknown: v.Unknown} {
+				findings[key{ia.Namespace, reg, "vulnerability", string(sev)}] += int(n)
+			}
+		}
+		// Status keeps severities only for the top 20 secrets and misconfigurations; the rest are
+		// counted under severity "UNLISTED" rather than given a severity nobody reported.
+		if s := ia.Status.Secrets; s != nil {
+			for _, f := range s.Top {
+				findings[key{ia.Namespace, reg, "secret", string(f.Severity)}]++
+			}
+			findings[key{ia.Namespace, reg, "secret", "UNLISTED"}] += int(s.Count) - len(s.Top)
+		}
+		if m := ia.Status.Misconfigurations; m != nil {
+			for _, f := range m.Top {
+				findings[key{ia.Namespace, reg, "misconfiguration", string(f.Severity)}]++
+			}
+			findings[key{ia.Namespace, reg, "misconfiguration", "UNLISTED"}] += int(m.Count) - len(m.Top)
+		}
+	}
+	for k, n := range images {
+		ch <- prometheus.MustNewConstMetric(c.images, prometheus.GaugeValue, float64(n), k.ns, k.reg, k.a, k.b)
+	}
+	for k, n := range findings {
+		ch <- prometheus.MustNewConstMetric(c.findings, prometheus.GaugeValue, float64(n), k.ns, k.reg, k.a, k.b)
+	}
+}
+
 func init() {
-	ctrlmetrics.Registry.MustRegister(registryPasses, escapingEntries)
+	ctrlmetrics.Registry.MustRegister(registryPasses, escapingEntries, scans, scanSeconds, verifications, verificationSeconds,
+		verdictEvents, verdicts)
 }

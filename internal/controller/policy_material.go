@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"sort"
@@ -102,4 +103,14 @@ func materialHash(m verify.Material) string {
 		h.Write(m[n])
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// specHash is a short hash of a spec section's JSON form: the cache key of what was computed from it.
+func specHash(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil { // types of our API always marshal; a failure only disables the cache hit
+		return fmt.Sprintf("unhashable-%p", v)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }

@@ -7,7 +7,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,6 +40,8 @@ type RegistryReconciler struct {
 	// APIReader reads Secrets uncached, so the manager never caches every Secret in the cluster.
 	APIReader client.Reader
 	Options   Options
+	// Recorder emits events when the registry becomes unreachable or recovers; nil emits none.
+	Recorder events.EventRecorder
 	// access builds and keeps the registry clients (shared with the ImageAttestation controller).
 	access *registryAccess
 }
@@ -73,6 +77,7 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 
 	o, changed, err := r.reconcile(ctx, obj)
 	applyOutcome(obj, o)
+	r.recordReachability(obj, base)
 	if changed || !equalStatus(obj, base) {
 		now := metav1.Now()
 		obj.Status.LastSyncTime = &now
@@ -84,6 +89,32 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{RequeueAfter: registryInterval(obj)}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// unreachableReasons are the Ready reasons that mean the registry cannot be used right now.
+var unreachableReasons = map[string]bool{
+	v1alpha1.AuthenticationFailedReason: true, v1alpha1.RateLimitedReason: true,
+	v1alpha1.RegistryUnavailableReason: true, v1alpha1.InvalidResponseReason: true,
+}
+
+// recordReachability emits an event on the transitions only: the registry becomes unreachable
+// (Warning RegistryUnreachable) or is listed again after being unreachable (Normal
+// RegistryRecovered).
+func (r *RegistryReconciler) recordReachability(obj, base *v1alpha1.Registry) {
+	if r.Recorder == nil {
+		return
+	}
+	unreachable := func(o *v1alpha1.Registry) bool {
+		c := apimeta.FindStatusCondition(o.Status.Conditions, v1alpha1.ReadyCondition)
+		return c != nil && c.Status == metav1.ConditionFalse && unreachableReasons[c.Reason]
+	}
+	switch was, is := unreachable(base), unreachable(obj); {
+	case is && !was:
+		c := apimeta.FindStatusCondition(obj.Status.Conditions, v1alpha1.ReadyCondition)
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, "RegistryUnreachable", "List", "%s: %s", c.Reason, truncate(c.Message, 800))
+	case was && hasConditionStatus(obj, v1alpha1.ReadyCondition, metav1.ConditionTrue):
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, "RegistryRecovered", "List", "the registry was listed again")
+	}
 }
 
 // reconcile is the flat list of steps of one pass. changed reports whether ImageAttestations were

@@ -3,8 +3,11 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -20,7 +23,8 @@ import (
 )
 
 // RepositoryPolicyReconciler reconciles a RepositoryPolicy: it checks that what the policy references
-// exists and is usable (the Registry, public keys, trusted roots, regular expressions).
+// exists and is usable (the Registry, public keys, trusted roots, regular expressions), and counts the
+// images it selects by verdict.
 type RepositoryPolicyReconciler struct {
 	client.Client
 	// APIReader reads Secrets and ConfigMaps uncached.
@@ -28,6 +32,7 @@ type RepositoryPolicyReconciler struct {
 }
 
 // +kubebuilder:rbac:groups=registry.portcullis.dev,resources=repositorypolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=imageattestations,verbs=get;list;watch
 // +kubebuilder:rbac:groups=registry.portcullis.dev,resources=repositorypolicies/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
 
@@ -52,7 +57,54 @@ func (r *RepositoryPolicyReconciler) reconcile(ctx context.Context, obj *v1alpha
 			return stalled(v1alpha1.InvalidSpecReason, "spec.verification: %v", err), nil
 		}
 	}
-	return ready(v1alpha1.SucceededReason, "RepositoryPolicy is valid"), nil
+	if err := r.summarize(ctx, obj); err != nil {
+		return failed(v1alpha1.ReadFailedReason, err), err
+	}
+	st := obj.Status
+	return ready(v1alpha1.SucceededReason, "%d images in %d repositories: %d compliant, %d non-compliant, %d pending",
+		st.CompliantImages+st.NonCompliantImages+st.PendingImages, st.MatchedRepositories, st.CompliantImages, st.NonCompliantImages, st.PendingImages), nil
+}
+
+// maxListedNonCompliant bounds status.nonCompliant (the API's MaxItems).
+const maxListedNonCompliant = 10
+
+// summarize counts the Registry's images the policy selects by their verdict for the policy's
+// current generation (no verdict for it yet: pending) and lists the first non-compliant ones.
+func (r *RepositoryPolicyReconciler) summarize(ctx context.Context, p *v1alpha1.RepositoryPolicy) error {
+	list := &v1alpha1.ImageAttestationList{}
+	if err := r.List(ctx, list, client.InNamespace(p.Namespace), client.MatchingFields{indexRegistryRef: p.Spec.RegistryRef.Name}); err != nil {
+		return fmt.Errorf("listing ImageAttestations: %w", err)
+	}
+	slices.SortFunc(list.Items, func(a, b v1alpha1.ImageAttestation) int { return strings.Compare(a.Name, b.Name) })
+	st := &p.Status
+	st.CompliantImages, st.NonCompliantImages, st.PendingImages, st.NonCompliant = 0, 0, 0, nil
+	repos := map[string]bool{}
+	only := []v1alpha1.RepositoryPolicy{*p}
+	for i := range list.Items {
+		ia := &list.Items[i]
+		if len(selectingPolicies(only, ia)) == 0 {
+			continue
+		}
+		repos[ia.Spec.Repository] = true
+		res, ok := verdictCurrent(ia, p)
+		switch {
+		case !ok:
+			st.PendingImages++
+		case res.Compliant:
+			st.CompliantImages++
+		default:
+			st.NonCompliantImages++
+			if len(st.NonCompliant) < maxListedNonCompliant {
+				v := v1alpha1.ImageVerdict{ImageAttestation: ia.Name, Repository: ia.Spec.Repository, Digest: ia.Spec.Digest, Reasons: res.Reasons}
+				if len(ia.Spec.Tags) > 0 {
+					v.Tag = ia.Spec.Tags[0]
+				}
+				st.NonCompliant = append(st.NonCompliant, v)
+			}
+		}
+	}
+	st.MatchedRepositories = int32(len(repos))
+	return nil
 }
 
 // policyPatterns lists every doublestar pattern list of a policy spec.
@@ -100,15 +152,39 @@ func (r *RepositoryPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}); err != nil {
 		return err
 	}
+	if err := indexImageAttestationRegistry(ctx, idx); err != nil {
+		return err
+	}
 	newList := func() client.ObjectList { return &v1alpha1.RepositoryPolicyList{} }
+	// A verdict that changes re-counts the policies of the image's Registry.
+	byImage := func(ctx context.Context, o client.Object) []ctrl.Request {
+		ia := o.(*v1alpha1.ImageAttestation)
+		reg := &v1alpha1.Registry{}
+		reg.Name, reg.Namespace = ia.Spec.RegistryRef.Name, ia.Namespace
+		return enqueueReferrers(r.Client, newList, indexRegistryRef)(ctx, reg)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.RepositoryPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&v1alpha1.Registry{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexRegistryRef)),
 			builder.WithPredicates(createOrDelete())).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexSecretRefs))).
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexConfigMapRefs))).
+		Watches(&v1alpha1.ImageAttestation{}, handler.EnqueueRequestsFromMapFunc(byImage), builder.WithPredicates(verdictChanged())).
 		Named("repositorypolicy").
 		Complete(r)
+}
+
+// verdictChanged passes creations, deletions and updates that change an image's policy verdicts or
+// tags (which decide what a policy selects); the rest of an ImageAttestation's status does not
+// change a policy's counts.
+func verdictChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, n := e.ObjectOld.(*v1alpha1.ImageAttestation), e.ObjectNew.(*v1alpha1.ImageAttestation)
+			return !equality.Semantic.DeepEqual(o.Status.Policies, n.Status.Policies) || !slices.Equal(o.Spec.Tags, n.Spec.Tags)
+		},
+		GenericFunc: func(_ event.GenericEvent) bool { return false },
+	}
 }
 
 // createOrDelete passes only creations and deletions: a referenced object's existence is all a

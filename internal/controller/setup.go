@@ -7,6 +7,7 @@ import (
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/portcullis-dev/portcullis/internal/scan"
@@ -14,15 +15,19 @@ import (
 
 // SetupAll registers the three controllers with mgr. Secrets and ConfigMaps are read through the
 // manager's uncached API reader; the Registry and ImageAttestation controllers share registry clients.
+// The verdict metrics read ImageAttestations from mgr's cache at each scrape.
 func SetupAll(mgr ctrl.Manager, opts Options) error {
 	access := &registryAccess{apiReader: mgr.GetAPIReader(), options: opts}
-	if err := (&RegistryReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access}).SetupWithManager(mgr); err != nil {
+	recorder := mgr.GetEventRecorder("portcullis")
+	reader := client.Reader(mgr.GetClient())
+	verdicts.reader.Store(&reader)
+	if err := (&RegistryReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access, Recorder: recorder}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Registry controller: %w", err)
 	}
 	if err := (&RepositoryPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the RepositoryPolicy controller: %w", err)
 	}
-	ia := &ImageAttestationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access}
+	ia := &ImageAttestationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access, Recorder: recorder}
 	switch {
 	case opts.VulnDBDir != "": // an offline DB (portcullis-vulndb, or copied in)
 		t, err := scan.NewTrivy(opts.VulnDBDir, filepath.Join(opts.CacheDir, "trivy"), opts.MaxImageSize)

@@ -1,0 +1,141 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+)
+
+// Verdict reasons: why an image fails a policy. Signature reasons come from internal/verify
+// (SignatureMissing, SignatureInvalid, KeyMismatch, AttestationMissing, AttestationConditionFailed,
+// ...) and are listed as they are.
+const (
+	// ReasonNotVerified: the policy requires signatures and no verification result exists yet.
+	ReasonNotVerified = "NotVerified"
+	// ReasonNotScanned: the policy has scanning thresholds and the digest has no scan.
+	ReasonNotScanned = "NotScanned"
+	// ReasonScanFailed: the policy has scanning thresholds and the scan of the digest failed.
+	ReasonScanFailed = "ScanFailed"
+	// ReasonVulnerabilityThresholdExceeded: more vulnerabilities of a severity than the policy allows.
+	ReasonVulnerabilityThresholdExceeded = "VulnerabilityThresholdExceeded"
+	// ReasonSecretFound: more exposed secrets than the policy allows.
+	ReasonSecretFound = "SecretFound"
+	// ReasonMisconfigurationFound: a misconfiguration above the policy's maxSeverity.
+	ReasonMisconfigurationFound = "MisconfigurationFound"
+	// ReasonPolicyInvalid: the policy cannot be evaluated (its own status says why).
+	ReasonPolicyInvalid = "PolicyInvalid"
+)
+
+// ScanState says whether a usable scan of the digest exists.
+type ScanState int
+
+const (
+	// ScanMissing: the digest was never scanned (or scanning is off).
+	ScanMissing ScanState = iota
+	// ScanFailedState: the last scan failed and no earlier result exists.
+	ScanFailedState
+	// ScanDone: Evidence holds the findings of a scan.
+	ScanDone
+)
+
+// SignatureOutcome is a policy's verification result for the digest.
+type SignatureOutcome struct {
+	// Verified is true when at least `require` authorities and every attestation verified.
+	Verified bool
+	// Reasons lists the distinct reasons of what failed (SignatureMissing, AttestationMissing, ...).
+	Reasons []string
+}
+
+// Evidence is everything a verdict is computed from for one digest and one policy.
+type Evidence struct {
+	// Signature is the policy's verification result; nil when none exists (not run yet).
+	Signature *SignatureOutcome
+	// Scan says whether the findings below are a scan's.
+	Scan ScanState
+	// Vulnerabilities are every vulnerability the scan found (not the top 20 of the status).
+	Vulnerabilities []Finding
+	// Secrets is the count of exposed secrets.
+	Secrets int
+	// Misconfigurations are the severities of the failed image-config checks.
+	Misconfigurations []v1alpha1.Severity
+}
+
+// Verdict is the outcome of one policy for one digest.
+type Verdict struct {
+	// Compliant is true only when every rule of the policy was checked and passed.
+	Compliant bool
+	// Reasons are the sorted, distinct CamelCase reasons it fails; empty when compliant.
+	Reasons []string
+	// Details explain the reasons and notes for people ("CRITICAL 2 > 0", "exception for
+	// CVE-2021-38561 expired"), in a stable order.
+	Details []string
+}
+
+// Evaluate computes the verdict of a policy spec for one digest at time now. A rule that needs a step
+// which did not run (no verification result, no scan) fails with NotVerified or NotScanned, so an
+// image never passes because a step was skipped. A policy with no verification needs no signature; a
+// policy with no scanning section needs no scan (images are scanned and reported all the same).
+func Evaluate(spec *v1alpha1.RepositoryPolicySpec, ev Evidence, now time.Time) Verdict {
+	var v Verdict
+	fail := func(reason, detail string) {
+		v.Reasons = append(v.Reasons, reason)
+		if detail != "" {
+			v.Details = append(v.Details, detail)
+		}
+	}
+	if spec.Verification != nil {
+		switch {
+		case ev.Signature == nil:
+			fail(ReasonNotVerified, "signatures not verified yet")
+		case !ev.Signature.Verified:
+			if len(ev.Signature.Reasons) == 0 {
+				fail(ReasonNotVerified, "")
+			}
+			for _, r := range ev.Signature.Reasons {
+				fail(r, "")
+			}
+		}
+	}
+	if sc := spec.Scanning; sc != nil && (sc.Vulnerabilities != nil || sc.Secrets != nil || sc.Misconfigurations != nil) {
+		switch ev.Scan {
+		case ScanMissing:
+			fail(ReasonNotScanned, "no scan of the digest")
+		case ScanFailedState:
+			fail(ReasonScanFailed, "the scan of the digest failed")
+		default:
+			evaluateScan(sc, ev, now, fail, &v)
+		}
+	}
+	slices.Sort(v.Reasons)
+	v.Reasons = slices.Compact(v.Reasons)
+	v.Compliant = len(v.Reasons) == 0
+	return v
+}
+
+func evaluateScan(sc *v1alpha1.ScanningSpec, ev Evidence, now time.Time, fail func(string, string), v *Verdict) {
+	if sc.Vulnerabilities != nil {
+		se := EvaluateVulnerabilities(sc.Vulnerabilities, ev.Vulnerabilities, now)
+		if len(se.Exceeded) > 0 {
+			fail(ReasonVulnerabilityThresholdExceeded, "vulnerabilities "+strings.Join(se.Exceeded, ", "))
+		}
+		for _, id := range se.Expired {
+			v.Details = append(v.Details, "exception for "+id+" expired")
+		}
+	}
+	if SecretsExceeded(sc.Secrets, ev.Secrets) {
+		fail(ReasonSecretFound, fmt.Sprintf("%d exposed secrets", ev.Secrets))
+	}
+	if over := MisconfigurationsExceeded(sc.Misconfigurations, ev.Misconfigurations); len(over) > 0 {
+		fail(ReasonMisconfigurationFound, fmt.Sprintf("%d misconfigurations above %s", len(over), misconfLimit(sc.Misconfigurations)))
+	}
+}
+
+func misconfLimit(th *v1alpha1.MisconfigurationThreshold) v1alpha1.Severity {
+	if th.MaxSeverity == "" {
+		return v1alpha1.SeverityLow
+	}
+	return th.MaxSeverity
+}
