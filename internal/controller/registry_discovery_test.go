@@ -313,7 +313,8 @@ func TestDiscoveryAuthentication(t *testing.T) {
 }
 
 // TestDiscoveryRecovers: a registry that is down when the Registry is created is RegistryUnavailable
-// (transient, not Stalled), and is listed once it comes back, without any change to the Registry.
+// (transient, not Stalled), and is listed once it comes back, without any change to the Registry; one
+// event marks each transition.
 func TestDiscoveryRecovers(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
@@ -334,7 +335,16 @@ func TestDiscoveryRecovers(t *testing.T) {
 		return hasCondition(r, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.RegistryUnavailableReason) &&
 			findCondition(r, v1alpha1.StalledCondition) == nil && hasCondition(r, v1alpha1.ReconcilingCondition, metav1.ConditionTrue, v1alpha1.RegistryUnavailableReason)
 	})
+	down := waitForEvent(t, ns, "flaky", "RegistryUnreachable")
 	px.fail("", 0)
 	waitImages(t, ns, map[string]string{"app@" + d1: "v1"}) // the backoff retry lists it
 	waitFor(t, reg, "Ready", isReady)
+	waitForEvent(t, ns, "flaky", "RegistryRecovered")
+	// The backoff retries while it was down were not transitions: one event, no series.
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(&down), &down); err != nil {
+		t.Fatal(err)
+	}
+	if down.Series != nil {
+		t.Errorf("RegistryUnreachable was emitted on every retry: series %+v", down.Series)
+	}
 }

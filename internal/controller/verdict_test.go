@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -134,23 +135,27 @@ func TestVerdicts(t *testing.T) {
 	})
 }
 
-// waitForEvent waits for an events.k8s.io Event of reason about the named object.
-func waitForEvent(t *testing.T, ns, regarding, reason string) {
+// waitForEvent waits for an events.k8s.io Event of reason about the named object and returns it.
+func waitForEvent(t *testing.T, ns, regarding, reason string) eventsv1.Event {
 	t.Helper()
-	probe := &v1alpha1.ImageAttestation{}
-	probe.Name, probe.Namespace = regarding, ns
-	waitFor(t, probe, "event "+reason, func(*v1alpha1.ImageAttestation) bool {
+	deadline := time.Now().Add(eventuallyTimeout)
+	for {
 		list := &eventsv1.EventList{}
 		if err := k8sClient.List(context.Background(), list, client.InNamespace(ns)); err != nil {
 			t.Fatal(err)
 		}
+		var seen []string
 		for _, e := range list.Items {
 			if e.Regarding.Name == regarding && e.Reason == reason {
-				return true
+				return e
 			}
+			seen = append(seen, e.Regarding.Name+"/"+e.Reason)
 		}
-		return false
-	})
+		if time.Now().After(deadline) {
+			t.Fatalf("no event %s about %s; events: %v", reason, regarding, seen)
+		}
+		time.Sleep(pollInterval)
+	}
 }
 
 // metricValue sums the gauge or counter name over the series whose labels include want.
