@@ -71,6 +71,10 @@ envtest-assets: ## Build (once) kube-apiserver and etcd for envtest; prints thei
 test: manifests generate vet $(REGISTRY_BIN) ## Run all tests against a real kube-apiserver + etcd and a real registry (built once, cached).
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" go test $(TESTFLAGS) $(PKGS)
 
+.PHONY: test-e2e
+test-e2e: manifests generate $(REGISTRY_BIN) ## Run the e2e suite (build tag e2e): the demo loop with the real manager binary, registry and demo images.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" go test -tags e2e -run TestDemoLoop -count=1 -timeout 20m -v ./test/e2e
+
 .PHONY: vulndb
 vulndb: ## Build a trivy vulnerability DB from ../shared/vulndata/go-osv into .local/vulndb (about 2 s).
 	go run ./cmd/portcullis-vulndb -osv ../shared/vulndata/go-osv -out .local/vulndb
@@ -92,12 +96,15 @@ build: manifests generate ## Build the manager binary into bin/manager.
 	go build -o bin/manager ./cmd
 
 # Flags for the manager under `make run`.
-RUN_ARGS ?= --health-probe-bind-address=127.0.0.1:8081 --cache-dir=$(CURDIR)/.local/cache --vulndb-dir=$(CURDIR)/.local/vulndb/db
+RUN_ARGS ?= --health-probe-bind-address=127.0.0.1:8081 --metrics-bind-address=127.0.0.1:8080 --metrics-secure=false --cache-dir=$(CURDIR)/.local/cache --vulndb-dir=$(CURDIR)/.local/vulndb/db
+
+.PHONY: demo
+demo: build $(REGISTRY_BIN) .local/vulndb/db/trivy.db ## The whole product on real images: local control plane, registry, demo images, samples, manager; prints the verdicts, runs until Ctrl-C.
+	go build -o bin/localenv ./hack/localenv
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" exec bin/localenv -registry $(REGISTRY_BIN) -samples config/samples -cache $(PORTCULLIS_CACHE)/demo -- bin/manager $(RUN_ARGS)
 
 .PHONY: run
-run: build $(REGISTRY_BIN) .local/vulndb/db/trivy.db ## Local control plane + CRDs + a seeded local registry + the samples; runs the manager until Ctrl-C.
-	go build -o bin/localenv ./hack/localenv
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" exec bin/localenv -registry $(REGISTRY_BIN) -samples config/samples -- bin/manager $(RUN_ARGS)
+run: demo ## Same as demo.
 
 .PHONY: docker-build
 docker-build: ## Build the manager image (needs a Docker engine; none on our dev machines).

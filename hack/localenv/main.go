@@ -4,8 +4,9 @@
 // until Ctrl-C or the command exits, and stops everything it started.
 //
 // With -registry it also runs CNCF Distribution on 127.0.0.1:5000 (storage under .local/registry)
-// with a few seeded images; with -samples it applies the samples to the default namespace (the
-// Registry pointed at that registry) and prints `kubectl get` once the manager has listed it.
+// with the demo images (internal/demo); with -samples it applies the samples to the default namespace
+// (the Registry pointed at that registry, the policies' key set to the run's signing key), waits for
+// the verdicts and prints `kubectl get` and `kubectl describe` of a non-compliant image.
 //
 // Usage: go run ./hack/localenv [-state .local] [-crds config/crd/bases] [-registry BIN] [-samples DIR] -- bin/manager [flags]
 //
@@ -28,6 +29,8 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/portcullis-dev/portcullis/internal/demo"
 )
 
 func main() {
@@ -44,6 +47,8 @@ func run(argv []string) error {
 	registryBin := fs.String("registry", "", "CNCF Distribution binary to run with seeded images (empty: no registry).")
 	registryAddr := fs.String("registry-addr", "127.0.0.1:5000", "Address for the registry (a free port when taken).")
 	samples := fs.String("samples", "", "Samples folder to apply to the default namespace once the registry runs.")
+	cacheDir := fs.String("cache", filepath.Join(os.TempDir(), "portcullis-demo"), "Folder for the demo's compiled programs and downloaded packages (kept between runs).")
+	wait := fs.Duration("wait", 5*time.Minute, "How long to wait for verdicts before printing kubectl get.")
 	if err := fs.Parse(argv); err != nil {
 		return err
 	}
@@ -80,7 +85,7 @@ func run(argv []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *registryBin != "" {
-		dist, pubPEM, stopRegistry, err := startRegistry(*registryBin, *registryAddr, filepath.Join(*state, "registry"))
+		dist, seeded, stopRegistry, err := startRegistry(*registryBin, *registryAddr, filepath.Join(*state, "registry"), *cacheDir)
 		if err != nil {
 			return err
 		}
@@ -90,10 +95,10 @@ func run(argv []string) error {
 			if err != nil {
 				return err
 			}
-			if err := applySamples(ctx, c, *samples, "default", dist.URL, pubPEM); err != nil {
+			if err := demo.ApplySamples(ctx, c, *samples, "default", dist.URL, seeded.PublicKeyPEM); err != nil {
 				return err
 			}
-			go showWhenListed(ctx, c, kubeconfig, "default")
+			go showVerdicts(ctx, c, kubeconfig, "default", *wait)
 		}
 	}
 	return runChild(ctx, args, kubeconfig)

@@ -2,36 +2,25 @@ package main
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"path/filepath"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/sigstore/sigstore/pkg/signature"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
+	"github.com/portcullis-dev/portcullis/internal/demo"
 	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
-	"github.com/portcullis-dev/portcullis/internal/verify/verifytest"
 )
 
 // startRegistry runs CNCF Distribution on addr (or a free loopback port when addr is taken), with
-// its storage under dir, and pushes a few images: two tags of one digest (signed with a key made
-// here, whose public PEM is returned), a second digest, a development tag the sample policy
-// excludes, a two-platform index, and a repository the sample Registry excludes.
-func startRegistry(bin, addr, dir string) (*registrytest.Distribution, []byte, func(), error) {
+// its storage under dir, and pushes the demo images (internal/demo; builds cached in cacheDir). It
+// returns the registry, the public key of the run's signing key and a stop function.
+func startRegistry(bin, addr, dir, cacheDir string) (*registrytest.Distribution, *demo.Seeded, func(), error) {
 	if l, err := net.Listen("tcp", addr); err != nil {
 		fmt.Fprintf(os.Stderr, "localenv: %s is taken, using a free port for the registry\n", addr)
 		addr = ""
@@ -46,136 +35,75 @@ func startRegistry(bin, addr, dir string) (*registrytest.Distribution, []byte, f
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	var imgs [5]v1.Image
-	for i := range imgs {
-		if imgs[i], err = registrytest.NewRandomImage(); err != nil {
-			stop()
-			return nil, nil, nil, err
-		}
-	}
-	idx, err := registrytest.NewPlatformIndex("linux/amd64", "linux/arm64/v8")
+	seeded, err := demo.Seed(d.Host, cacheDir, os.Stderr)
 	if err != nil {
 		stop()
 		return nil, nil, nil, err
 	}
-	seed := []struct {
-		ref string
-		img v1.Image
-		idx v1.ImageIndex
-	}{
-		{ref: "team-a/api:v1", img: imgs[0]}, {ref: "team-a/api:latest", img: imgs[0]}, {ref: "team-a/api:v2", img: imgs[1]},
-		{ref: "team-a/api:v3-dev", img: imgs[2]}, {ref: "team-b/web:v1", img: imgs[3]},
-		{ref: "team-b/multi:v1", idx: idx}, {ref: "scratch/tmp:v1", img: imgs[4]},
-	}
-	for _, s := range seed {
-		ref, err := name.ParseReference(d.Host+"/"+s.ref, name.Insecure)
-		if err == nil && s.idx != nil {
-			err = remote.WriteIndex(ref, s.idx)
-		} else if err == nil {
-			err = remote.Write(ref, s.img)
-		}
-		if err != nil {
-			stop()
-			return nil, nil, nil, fmt.Errorf("seeding %s: %w", s.ref, err)
-		}
-	}
-	pub, err := signSeed(d, "team-a/api", imgs[0])
-	if err != nil {
-		stop()
-		return nil, nil, nil, err
-	}
-	fmt.Fprintf(os.Stderr, "localenv: registry %s up with %d seeded tags; team-a/api:v1 signed with a key made for this run\n", d.URL, len(seed))
-	return d, pub, stop, nil
+	fmt.Fprintf(os.Stderr, "localenv: registry %s up with %d images; the signed ones are signed with a key made for this run\n", d.URL, len(seeded.Images))
+	return d, seeded, stop, nil
 }
 
-// signSeed signs repo's image img with a new ECDSA P-256 key, as `cosign sign --key
-// --tlog-upload=false` does, and returns the PEM public key.
-func signSeed(d *registrytest.Distribution, repo string, img v1.Image) ([]byte, error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	signer, err := signature.LoadSigner(priv, crypto.SHA256)
-	if err != nil {
-		return nil, err
-	}
-	dg, err := img.Digest()
-	if err != nil {
-		return nil, err
-	}
-	ref, err := name.NewDigest(d.Host+"/"+repo+"@"+dg.String(), name.Insecure)
-	if err != nil {
-		return nil, err
-	}
-	if err := verifytest.SignImage(ref, signer, ""); err != nil {
-		return nil, fmt.Errorf("signing %s: %w", ref, err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(priv.Public())
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
-}
-
-// applySamples creates every object of the samples folder in namespace ns, with the Registry's url
-// pointed at registryURL and the first key authority of a policy set to pubPEM.
-func applySamples(ctx context.Context, c client.Client, dir, ns, registryURL string, pubPEM []byte) error {
-	var kust struct {
-		Resources []string `json:"resources"`
-	}
-	if err := readYAML(filepath.Join(dir, "kustomization.yaml"), &kust); err != nil {
-		return err
-	}
-	for _, f := range kust.Resources {
-		u := &unstructured.Unstructured{}
-		if err := readYAML(filepath.Join(dir, f), &u.Object); err != nil {
-			return err
-		}
-		if u.GetKind() == "ImageAttestation" {
-			continue // written by the manager, not by users
-		}
-		u.SetNamespace(ns)
-		if u.GetKind() == "Registry" {
-			if err := unstructured.SetNestedField(u.Object, registryURL, "spec", "url"); err != nil {
-				return err
-			}
-		}
-		if auths, ok, _ := unstructured.NestedSlice(u.Object, "spec", "verification", "authorities"); ok && len(auths) > 0 && pubPEM != nil {
-			if a, ok := auths[0].(map[string]any); ok && a["key"] != nil {
-				a["key"] = map[string]any{"data": string(pubPEM)}
-				a["ignoreTransparencyLog"] = true
-				if err := unstructured.SetNestedSlice(u.Object, auths, "spec", "verification", "authorities"); err != nil {
-					return err
-				}
-			}
-		}
-		if err := c.Create(ctx, u); err != nil {
-			return fmt.Errorf("applying %s: %w", f, err)
-		}
-	}
-	return nil
-}
-
-// showWhenListed waits until the namespace holds ImageAttestations and then prints what a user sees
-// with kubectl.
-func showWhenListed(ctx context.Context, c client.Client, kubeconfig, ns string) {
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
+// showVerdicts waits until every ImageAttestation of the namespace has a current verdict (Ready=True)
+// or the timeout passes, showing progress, then prints what a user sees with kubectl: the three
+// kinds, and the description of one non-compliant image.
+func showVerdicts(ctx context.Context, c client.Client, kubeconfig, ns string, timeout time.Duration) {
+	start := time.Now()
+	deadline := start.Add(timeout)
+	last := ""
+	var nonCompliant string
+	for ctx.Err() == nil {
 		list := &unstructured.UnstructuredList{}
 		list.SetAPIVersion("registry.portcullis.dev/v1alpha1")
 		list.SetKind("ImageAttestationList")
-		if err := c.List(ctx, list, client.InNamespace(ns)); err == nil && len(list.Items) > 0 {
-			time.Sleep(2 * time.Second) // let the pass finish its writes
-			cmd := exec.CommandContext(ctx, kubectlPath(), "--kubeconfig", kubeconfig, "-n", ns,
-				"get", "registries,repositorypolicies,imageattestations")
-			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-			fmt.Println("\n$ kubectl get registries,repositorypolicies,imageattestations -n " + ns)
-			_ = cmd.Run()
-			fmt.Fprintln(os.Stderr, "\nlocalenv: running until Ctrl-C; export KUBECONFIG="+kubeconfig+" to look around")
-			return
+		ready := 0
+		if err := c.List(ctx, list, client.InNamespace(ns)); err == nil {
+			for _, ia := range list.Items {
+				if conditionStatus(ia, "Ready") == "True" {
+					ready++
+				}
+				if conditionStatus(ia, "PolicyCompliant") == "False" && nonCompliant == "" {
+					nonCompliant = ia.GetName()
+				}
+			}
 		}
-		time.Sleep(500 * time.Millisecond)
+		progress := fmt.Sprintf("localenv: waiting for verdicts: %d of %d images done", ready, len(list.Items))
+		if progress != last {
+			fmt.Fprintf(os.Stderr, "%s (%s)\n", progress, time.Since(start).Round(time.Second))
+			last = progress
+		}
+		if (len(list.Items) > 0 && ready == len(list.Items)) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
 	}
+	if ctx.Err() != nil {
+		return
+	}
+	time.Sleep(time.Second) // let the policies count the last verdicts
+	kubectl := func(args ...string) {
+		fmt.Println("\n$ kubectl " + strings.Join(args, " "))
+		cmd := exec.CommandContext(ctx, kubectlPath(), append([]string{"--kubeconfig", kubeconfig}, args...)...)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		_ = cmd.Run()
+	}
+	kubectl("get", "registries,repositorypolicies,imageattestations", "-n", ns)
+	if nonCompliant != "" {
+		kubectl("describe", "imageattestation", nonCompliant, "-n", ns)
+	}
+	fmt.Fprintf(os.Stderr, "\nlocalenv: verdicts in %s; running until Ctrl-C. export KUBECONFIG=%s to look around\n",
+		time.Since(start).Round(time.Second), kubeconfig)
+}
+
+func conditionStatus(u unstructured.Unstructured, typ string) string {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok && m["type"] == typ {
+			s, _ := m["status"].(string)
+			return s
+		}
+	}
+	return ""
 }
 
 func kubectlPath() string {
@@ -186,11 +114,3 @@ func kubectlPath() string {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-func readYAML(path string, into any) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	return yaml.Unmarshal(data, into)
-}

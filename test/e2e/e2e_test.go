@@ -4,12 +4,8 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -18,10 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
@@ -31,56 +24,13 @@ import (
 // readiness, a Registry reaching Ready, a Registry stalled by the --allowed-registry-hosts flag, and a
 // clean exit on SIGTERM.
 func TestManagerBinary(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is not set: run with `make test`")
-	}
 	dir := t.TempDir()
-	manager := filepath.Join(dir, "manager")
-	build := exec.Command("go", "build", "-o", manager, "../../cmd")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the manager: %v\n%s", err, out)
-	}
-
-	env := &envtest.Environment{CRDDirectoryPaths: []string{"../../config/crd/bases"}, ErrorIfCRDPathMissing: true}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	user, err := env.AddUser(envtest.User{Name: "e2e-admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := user.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	manager := buildManager(t)
+	cfg, kubeconfig := startControlPlane(t, dir)
 
 	probe := freeAddr(t)
-	cmd := exec.Command(manager, "--health-probe-bind-address="+probe, "--allowed-registry-hosts=127.0.0.1,*.allowed.test",
-		"--cache-dir="+filepath.Join(dir, "cache"))
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-	logs, err := os.Create(filepath.Join(dir, "manager.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		if t.Failed() {
-			data, _ := os.ReadFile(logs.Name())
-			t.Logf("manager log:\n%s", data)
-		}
-	})
+	cmd, exited := startManager(t, manager, kubeconfig, filepath.Join(dir, "manager.log"),
+		"--health-probe-bind-address="+probe, "--allowed-registry-hosts=127.0.0.1,*.allowed.test", "--cache-dir="+filepath.Join(dir, "cache"))
 
 	waitUntil(t, "manager /readyz", func() bool {
 		resp, err := http.Get("http://" + probe + "/readyz")
@@ -92,13 +42,7 @@ func TestManagerBinary(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	})
 
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = v1alpha1.AddToScheme(scheme)
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newClient(t, cfg)
 	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "e2e"}}
 	if err := c.Create(ctx, ns); err != nil {
@@ -150,24 +94,3 @@ func conditionIs(ctx context.Context, c client.Client, name, typ string, s metav
 	return cond != nil && cond.Status == s && cond.Reason == reason && reg.Status.ObservedGeneration == reg.Generation
 }
 
-func waitUntil(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return fmt.Sprintf("127.0.0.1:%d", l.Addr().(*net.TCPAddr).Port)
-}

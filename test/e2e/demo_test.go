@@ -1,0 +1,238 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/demo"
+	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
+	"github.com/portcullis-dev/portcullis/internal/scan/vulndb"
+)
+
+// interval is the sample Registry's listing interval in this test (the API's minimum).
+const interval = 30 * time.Second
+
+// TestDemoLoop is `make demo` as a test: the real manager binary, a real control plane and CNCF
+// Distribution, the demo images built from real software, the vulnerability DB built from
+// ../shared/vulndata/go-osv, and the samples. It checks every image's verdict and reasons under both
+// policies, that a new push is picked up within one interval, that signing an unsigned image turns it
+// compliant, and that the metrics endpoint reports the verdicts. On failure it prints the manager log
+// and the objects as YAML.
+func TestDemoLoop(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	manager := buildManager(t)
+	cfg, kubeconfig := startControlPlane(t, dir)
+	c := newClient(t, cfg)
+
+	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", "..", "shared", "vulndata", "go-osv"), filepath.Join(dir, "vulndb")); err != nil {
+		t.Fatalf("building the vulnerability DB (needs ../shared beside the clone): %v", err)
+	}
+	dist := registrytest.StartDistribution(t, registrytest.Options{})
+	cache := filepath.Join(os.Getenv("PORTCULLIS_CACHE"), "demo")
+	if os.Getenv("PORTCULLIS_CACHE") == "" {
+		cache = filepath.Join(dir, "demo-cache")
+	}
+	seeded, err := demo.Seed(dist.Host, cache, testLog{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range seeded.Skipped {
+		t.Logf("skipped: %s", s)
+	}
+
+	metrics := freeAddr(t)
+	startManager(t, manager, kubeconfig, filepath.Join(dir, "manager.log"),
+		"--health-probe-bind-address="+freeAddr(t), "--metrics-bind-address="+metrics, "--metrics-secure=false",
+		"--cache-dir="+filepath.Join(dir, "cache"), "--vulndb-dir="+filepath.Join(dir, "vulndb", "db"))
+	const ns = "default"
+	if err := demo.ApplySamples(ctx, c, filepath.Join("..", "..", "config", "samples"), ns, dist.URL, seeded.PublicKeyPEM); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpObjects(t, c, ns)
+		}
+	})
+	reg := &v1alpha1.Registry{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "local"}, reg); err != nil {
+		t.Fatal(err)
+	}
+	reg.Spec.Interval = &metav1.Duration{Duration: interval}
+	if err := c.Update(ctx, reg); err != nil {
+		t.Fatal(err)
+	}
+
+	// Every seeded image gets its expected verdict under each policy, with Ready=True.
+	for _, img := range seeded.Images {
+		ia := waitImage(t, c, ns, img.Repository, img.Digest, "a current verdict", 3*time.Minute, func(ia *v1alpha1.ImageAttestation) bool {
+			return condIs(ia, v1alpha1.ReadyCondition, metav1.ConditionTrue) && len(ia.Status.Policies) == len(img.Want)
+		})
+		for pol, want := range img.Want {
+			i := slices.IndexFunc(ia.Status.Policies, func(r v1alpha1.PolicyResult) bool { return r.Name == pol })
+			if i < 0 {
+				t.Errorf("%s:%s: no verdict of policy %s: %+v", img.Repository, img.Tag, pol, ia.Status.Policies)
+				continue
+			}
+			got := ia.Status.Policies[i]
+			if got.Compliant != (len(want) == 0) || !slices.Equal(got.Reasons, want) {
+				t.Errorf("%s:%s (%s) under %s: compliant=%v reasons %v, want reasons %v", img.Repository, img.Tag, img.About, pol, got.Compliant, got.Reasons, want)
+			}
+		}
+		compliant := true
+		for _, want := range img.Want {
+			compliant = compliant && len(want) == 0
+		}
+		if condIs(ia, v1alpha1.PolicyCompliantCondition, metav1.ConditionTrue) != compliant {
+			t.Errorf("%s:%s: PolicyCompliant %+v, want compliant=%v", img.Repository, img.Tag,
+				apimeta.FindStatusCondition(ia.Status.Conditions, v1alpha1.PolicyCompliantCondition), compliant)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// A new push is listed and judged within one interval (plus a scan).
+	fresh := dist.Push(t, "shop/api", "v1.2.0", registrytest.RandomImage(t))
+	pushed := time.Now()
+	waitImage(t, c, ns, "shop/api", fresh, "the new push judged (unsigned: SignatureMissing)", interval+time.Minute, func(ia *v1alpha1.ImageAttestation) bool {
+		return condIs(ia, v1alpha1.PolicyCompliantCondition, metav1.ConditionFalse) && hasPolicyReason(ia, "production", "SignatureMissing")
+	})
+	t.Logf("new push judged %s after the push", time.Since(pushed).Round(time.Second))
+
+	// Signing the unsigned worker turns it compliant: the signature is looked for again within one
+	// interval (verification results are kept for one interval).
+	worker := seeded.Images[slices.IndexFunc(seeded.Images, func(i demo.Image) bool { return i.Repository == "shop/worker" })]
+	if err := demo.Sign(dist.Host, worker.Repository, worker.Digest, seeded.Signer); err != nil {
+		t.Fatal(err)
+	}
+	signed := time.Now()
+	waitImage(t, c, ns, worker.Repository, worker.Digest, "compliant once signed", 2*interval+time.Minute, func(ia *v1alpha1.ImageAttestation) bool {
+		return condIs(ia, v1alpha1.PolicyCompliantCondition, metav1.ConditionTrue) && condIs(ia, v1alpha1.SignatureVerifiedCondition, metav1.ConditionTrue)
+	})
+	t.Logf("re-signed image compliant %s after signing", time.Since(signed).Round(time.Second))
+
+	// The policies count what they judged, and the metrics endpoint says the same.
+	pol := &v1alpha1.RepositoryPolicy{}
+	waitUntilFor(t, "production counts the worker as compliant", time.Minute, func() bool {
+		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "production"}, pol) == nil && pol.Status.PendingImages == 0 &&
+			pol.Status.CompliantImages == 3 && pol.Status.NonCompliantImages == 3
+	})
+	body := scrape(t, metrics)
+	for _, want := range []string{
+		`portcullis_images{namespace="default",policy="production",registry="local",verdict="compliant"} 3`,
+		`portcullis_images{namespace="default",policy="production",registry="local",verdict="noncompliant"} 3`,
+		`portcullis_scans_total{result="success"}`,
+		`portcullis_verifications_total{result="verified"}`,
+		`portcullis_image_findings{kind="vulnerability",namespace="default",registry="local",severity="UNKNOWN"} 3`,
+		`portcullis_registry_requests_total{`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("metrics:\n%s", grepLines(body, "portcullis_"))
+	}
+}
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) { l.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+
+func condIs(ia *v1alpha1.ImageAttestation, typ string, s metav1.ConditionStatus) bool {
+	c := apimeta.FindStatusCondition(ia.Status.Conditions, typ)
+	return c != nil && c.Status == s
+}
+
+func hasPolicyReason(ia *v1alpha1.ImageAttestation, pol, reason string) bool {
+	for _, p := range ia.Status.Policies {
+		if p.Name == pol && slices.Contains(p.Reasons, reason) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitImage waits for the ImageAttestation of repo@digest to satisfy ok.
+func waitImage(t *testing.T, c client.Client, ns, repo, digest, what string, timeout time.Duration, ok func(*v1alpha1.ImageAttestation) bool) *v1alpha1.ImageAttestation {
+	t.Helper()
+	var found *v1alpha1.ImageAttestation
+	waitUntilFor(t, repo+"@"+digest+": "+what, timeout, func() bool {
+		list := &v1alpha1.ImageAttestationList{}
+		if err := c.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+			return false
+		}
+		for i := range list.Items {
+			ia := &list.Items[i]
+			if ia.Spec.Repository == repo && ia.Spec.Digest == digest && ok(ia) {
+				found = ia
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+func waitUntilFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(b)
+}
+
+func grepLines(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// dumpObjects logs the namespace's Portcullis objects as YAML.
+func dumpObjects(t *testing.T, c client.Client, ns string) {
+	for _, list := range []client.ObjectList{&v1alpha1.RegistryList{}, &v1alpha1.RepositoryPolicyList{}, &v1alpha1.ImageAttestationList{}} {
+		if err := c.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+			t.Logf("listing %T: %v", list, err)
+			continue
+		}
+		b, _ := yaml.Marshal(list)
+		t.Logf("%T:\n%s", list, b)
+	}
+}
