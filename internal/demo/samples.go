@@ -50,7 +50,6 @@ func ApplySamples(ctx context.Context, c client.Client, dir, ns, registryURL str
 	return nil
 }
 
-
 func readYAML(path string, into any) error {
 	data, err := os.ReadFile(path)
 	if err != nil {

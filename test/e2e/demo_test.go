@@ -153,7 +153,10 @@ func TestDemoLoop(t *testing.T) {
 
 type testLog struct{ t *testing.T }
 
-func (l testLog) Write(p []byte) (int, error) { l.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 func condIs(ia *v1alpha1.ImageAttestation, typ string, s metav1.ConditionStatus) bool {
 	c := apimeta.FindStatusCondition(ia.Status.Conditions, typ)

@@ -93,4 +93,3 @@ func conditionIs(ctx context.Context, c client.Client, name, typ string, s metav
 	cond := apimeta.FindStatusCondition(reg.Status.Conditions, typ)
 	return cond != nil && cond.Status == s && cond.Reason == reason && reg.Status.ObservedGeneration == reg.Generation
 }
-
