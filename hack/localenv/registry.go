@@ -57,6 +57,7 @@ func showVerdicts(ctx context.Context, c client.Client, kubeconfig, ns string, t
 		list.SetAPIVersion("registry.portcullis.dev/v1alpha1")
 		list.SetKind("ImageAttestationList")
 		ready := 0
+		nonCompliant = "" // the first by name (the API lists by name), once all verdicts are in
 		if err := c.List(ctx, list, client.InNamespace(ns)); err == nil {
 			for _, ia := range list.Items {
 				if conditionStatus(ia, "Ready") == "True" {
@@ -68,7 +69,7 @@ func showVerdicts(ctx context.Context, c client.Client, kubeconfig, ns string, t
 			}
 		}
 		progress := fmt.Sprintf("localenv: waiting for verdicts: %d of %d images done", ready, len(list.Items))
-		if progress != last {
+		if progress != last && len(list.Items) > 0 {
 			fmt.Fprintf(os.Stderr, "%s (%s)\n", progress, time.Since(start).Round(time.Second))
 			last = progress
 		}

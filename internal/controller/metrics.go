@@ -12,8 +12,8 @@ import (
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 )
 
-// Metric labels are bounded: namespace, Registry and policy names, severities and fixed words; never
-// a repository, tag or digest.
+// Metric labels are bounded: Registry (namespace/name) and policy names, severities and fixed words;
+// never a repository, tag or digest.
 
 // registryPasses is the time of each Registry's last complete listing, exposed as
 // portcullis_registry_last_listing_timestamp_seconds{registry="<namespace>/<name>"}: the freshness
@@ -87,11 +87,11 @@ func resultLabel(ok bool, err error, yes, no string) string {
 // Registry, read from the manager's cache: gauges that follow deletions without bookkeeping.
 var verdicts = &verdictCollector{
 	images: prometheus.NewDesc("portcullis_images",
-		"ImageAttestations by policy verdict (compliant, noncompliant) per RepositoryPolicy and Registry.",
-		[]string{"namespace", "registry", "policy", "verdict"}, nil),
+		"ImageAttestations by policy verdict (compliant, noncompliant) per Registry (namespace/name) and RepositoryPolicy.",
+		[]string{"registry", "policy", "verdict"}, nil),
 	findings: prometheus.NewDesc("portcullis_image_findings",
 		"Findings of the last scans summed over a Registry's images, by kind (vulnerability, secret, misconfiguration) and severity.",
-		[]string{"namespace", "registry", "kind", "severity"}, nil),
+		[]string{"registry", "kind", "severity"}, nil),
 }
 
 type verdictCollector struct {
@@ -112,44 +112,44 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 	if err := (*r).List(ctx, list); err != nil {
 		return
 	}
-	type key struct{ ns, reg, a, b string }
+	type key struct{ reg, a, b string }
 	images, findings := map[key]int{}, map[key]int{}
 	for i := range list.Items {
 		ia := &list.Items[i]
-		reg := ia.Spec.RegistryRef.Name
+		reg := ia.Namespace + "/" + ia.Spec.RegistryRef.Name // as on the other registry metrics
 		for _, p := range ia.Status.Policies {
 			verdict := "noncompliant"
 			if p.Compliant {
 				verdict = "compliant"
 			}
-			images[key{ia.Namespace, reg, p.Name, verdict}]++
+			images[key{reg, p.Name, verdict}]++
 		}
 		if v := ia.Status.Vulnerabilities; v != nil {
 			for sev, n := range map[v1alpha1.Severity]int32{v1alpha1.SeverityCritical: v.Critical, v1alpha1.SeverityHigh: v.High,
 				v1alpha1.SeverityMedium: v.Medium, v1alpha1.SeverityLow: v.Low, v1alpha1.SeverityUnknown: v.Unknown} {
-				findings[key{ia.Namespace, reg, "vulnerability", string(sev)}] += int(n)
+				findings[key{reg, "vulnerability", string(sev)}] += int(n)
 			}
 		}
 		// Status keeps severities only for the top 20 secrets and misconfigurations; the rest are
 		// counted under severity "UNLISTED" rather than given a severity nobody reported.
 		if s := ia.Status.Secrets; s != nil {
 			for _, f := range s.Top {
-				findings[key{ia.Namespace, reg, "secret", string(f.Severity)}]++
+				findings[key{reg, "secret", string(f.Severity)}]++
 			}
-			findings[key{ia.Namespace, reg, "secret", "UNLISTED"}] += int(s.Count) - len(s.Top)
+			findings[key{reg, "secret", "UNLISTED"}] += int(s.Count) - len(s.Top)
 		}
 		if m := ia.Status.Misconfigurations; m != nil {
 			for _, f := range m.Top {
-				findings[key{ia.Namespace, reg, "misconfiguration", string(f.Severity)}]++
+				findings[key{reg, "misconfiguration", string(f.Severity)}]++
 			}
-			findings[key{ia.Namespace, reg, "misconfiguration", "UNLISTED"}] += int(m.Count) - len(m.Top)
+			findings[key{reg, "misconfiguration", "UNLISTED"}] += int(m.Count) - len(m.Top)
 		}
 	}
 	for k, n := range images {
-		ch <- prometheus.MustNewConstMetric(c.images, prometheus.GaugeValue, float64(n), k.ns, k.reg, k.a, k.b)
+		ch <- prometheus.MustNewConstMetric(c.images, prometheus.GaugeValue, float64(n), k.reg, k.a, k.b)
 	}
 	for k, n := range findings {
-		ch <- prometheus.MustNewConstMetric(c.findings, prometheus.GaugeValue, float64(n), k.ns, k.reg, k.a, k.b)
+		ch <- prometheus.MustNewConstMetric(c.findings, prometheus.GaugeValue, float64(n), k.reg, k.a, k.b)
 	}
 }
 

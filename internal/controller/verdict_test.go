@@ -111,7 +111,7 @@ func TestVerdicts(t *testing.T) {
 			t.Errorf("listed image: %+v", v)
 		}
 	}
-	if n := metricValue(t, "portcullis_images", map[string]string{"namespace": ns, "policy": "strict", "verdict": "noncompliant"}); n != 3 {
+	if n := metricValue(t, "portcullis_images", map[string]string{"registry": ns + "/dist", "policy": "strict", "verdict": "noncompliant"}); n != 3 {
 		t.Errorf("portcullis_images{verdict=noncompliant} = %v, want 3", n)
 	}
 	waitForEvent(t, ns, bad.Name, nonCompliantReason)

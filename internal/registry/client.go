@@ -153,6 +153,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	rps := def(cfg.RequestsPerSecond, DefaultRequestsPerSecond)
 	t := &politeTransport{
+		plainHTTP:  u.Scheme == "http",
 		base:       base,
 		limiter:    rate.NewLimiter(rate.Limit(rps), max(1, int(rps))),
 		maxBody:    int64(def(float64(cfg.MaxBody), DefaultMaxBody)),

@@ -151,6 +151,13 @@ func TestListResolveAndIndex(t *testing.T) {
 	if got := testutil.ToFloat64(requestsTotal.WithLabelValues("test/"+t.Name(), "manifest", "200")); got < 5 {
 		t.Fatalf("request counter for manifests = %v, want >= 5", got)
 	}
+	// The registry is plain http: go-containerregistry's https attempt before it is not an error.
+	if got := testutil.ToFloat64(requestsTotal.WithLabelValues("test/"+t.Name(), "ping", "error")); got != 0 {
+		t.Fatalf("pings of a healthy plain-http registry counted as errors: %v", got)
+	}
+	if got := testutil.ToFloat64(requestsTotal.WithLabelValues("test/"+t.Name(), "ping", "200")); got < 1 {
+		t.Fatalf("ping counter = %v, want >= 1", got)
+	}
 	if fs.count("GET /v2/team-a/api/manifests/v1") != 0 {
 		t.Fatal("a HEAD that gave the digest must not be followed by a GET")
 	}

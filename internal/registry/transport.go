@@ -22,7 +22,10 @@ type politeTransport struct {
 	retryBase  time.Duration
 	maxWait    time.Duration
 	registry   string // metrics label: namespace/name
-	now        func() time.Time
+	// plainHTTP: the Registry's URL is http://. go-containerregistry still tries https first when it
+	// pings such a registry; that attempt's failure is expected and not counted.
+	plainHTTP bool
+	now       func() time.Time
 }
 
 func (t *politeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -36,7 +39,9 @@ func (t *politeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if resp != nil {
 			code = resp.StatusCode
 		}
-		requestsTotal.WithLabelValues(t.registry, requestKind(req.URL.Path), codeLabel(code)).Inc()
+		if !(t.plainHTTP && err != nil && req.URL.Scheme == "https") {
+			requestsTotal.WithLabelValues(t.registry, requestKind(req.URL.Path), codeLabel(code)).Inc()
+		}
 		if err != nil {
 			return nil, err
 		}

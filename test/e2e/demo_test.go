@@ -135,16 +135,20 @@ func TestDemoLoop(t *testing.T) {
 	})
 	body := scrape(t, metrics)
 	for _, want := range []string{
-		`portcullis_images{namespace="default",policy="production",registry="local",verdict="compliant"} 3`,
-		`portcullis_images{namespace="default",policy="production",registry="local",verdict="noncompliant"} 3`,
+		`portcullis_images{policy="production",registry="default/local",verdict="compliant"} 3`,
+		`portcullis_images{policy="production",registry="default/local",verdict="noncompliant"} 3`,
 		`portcullis_scans_total{result="success"}`,
 		`portcullis_verifications_total{result="verified"}`,
-		`portcullis_image_findings{kind="vulnerability",namespace="default",registry="local",severity="UNKNOWN"} 3`,
+		`portcullis_image_findings{kind="vulnerability",registry="default/local",severity="UNKNOWN"} 3`,
+		`portcullis_registry_requests_total{code="200",kind="ping",registry="default/local"}`,
 		`portcullis_registry_requests_total{`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+	if strings.Contains(body, `code="error",kind="ping"`) {
+		t.Error("pings of the healthy plain-http registry counted as errors")
 	}
 	if t.Failed() {
 		t.Logf("metrics:\n%s", grepLines(body, "portcullis_"))
