@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	corev1 "k8s.io/api/core/v1"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"strings"
 	"testing"
 	"time"
@@ -102,24 +101,7 @@ func patchObject[T client.Object](t *testing.T, obj T, mutate func(T)) {
 // metrics registry (all results).
 func reconcileCount(t *testing.T, controllerName string) float64 {
 	t.Helper()
-	families, err := ctrlmetrics.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var total float64
-	for _, f := range families {
-		if f.GetName() != "controller_runtime_reconcile_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "controller" && l.GetValue() == controllerName {
-					total += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return total
+	return metricValue(t, "controller_runtime_reconcile_total", map[string]string{"controller": controllerName})
 }
 
 func basicAuthSecret(ns, name, user, pass string) *corev1.Secret {
