@@ -100,9 +100,13 @@ func (r *ImageAttestationReconciler) reconcile(ctx context.Context, ia *v1alpha1
 		return outcome{kind: outcomeFailed, reason: reason, message: "verifying signatures: " + truncate(err.Error(), 512) + "; the last verdict is kept"}, reg, err
 	}
 	rec, state, scanErr := r.scanImage(ctx, ia, reg, rc, policies)
-	if scanErr != nil && state != policy.ScanFailedState {
-		// An earlier scan stands: its verdict is kept until a scan succeeds again.
+	if scanErr != nil && state != policy.ScanFailedState && rec == nil && needsFindings(policies) {
+		// An earlier scan stands but its findings are no longer in memory: the last verdict is kept
+		// until a scan succeeds again.
 		return outcome{kind: outcomeFailed, reason: scanFailedReason, message: "scanning: " + truncate(scanErr.Error(), 512) + "; the last results and verdict are kept"}, reg, scanErr
+	}
+	if scanErr != nil && rec == nil {
+		rec = &scanRecord{} // no policy needs findings: the verdict is computed from signatures alone
 	}
 	before := apimeta.FindStatusCondition(ia.Status.Conditions, v1alpha1.PolicyCompliantCondition).DeepCopy()
 	if before != nil && before.Reason == v1alpha1.NotEvaluatedReason {
@@ -111,7 +115,8 @@ func (r *ImageAttestationReconciler) reconcile(ctx context.Context, ia *v1alpha1
 	summary := evaluate(ia, policies, sigs, rec, state, time.Now())
 	recordVerdictTransition(r.Recorder, ia, before)
 	if scanErr != nil {
-		// No scan has succeeded yet: the verdict says ScanFailed, and the scan is retried with backoff.
+		// The verdict is computed from the earlier scan (or says ScanFailed when none succeeded); the
+		// scan is retried with backoff.
 		return outcome{kind: outcomeFailed, reason: scanFailedReason, message: "scanning: " + truncate(scanErr.Error(), 512) + "; " + summary}, reg, scanErr
 	}
 	if len(policies) == 0 {

@@ -107,17 +107,19 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 	}
 	now := time.Now()
 	rec := r.records.get(recordKey(ia))
-	if !scanDue(ia, policies, r.Scanner.DBUpdatedAt(), now) && (rec != nil || !needsFindings(policies)) {
+	due := scanDue(ia, policies, r.Scanner.DBUpdatedAt(), now)
+	if !due && (rec != nil || !needsFindings(policies)) {
 		if rec == nil {
 			rec = &scanRecord{}
 		}
 		return rec, policy.ScanDone, nil
 	}
 	scannedBefore := hasConditionStatus(ia, v1alpha1.VulnerabilitiesScannedCondition, metav1.ConditionTrue)
+	lastScan := ia.Status.LastScanTime
 	res, err := r.scan(ctx, ia, reg, rc)
 	if err != nil {
-		if scannedBefore {
-			return nil, policy.ScanDone, err
+		if scannedBefore { // the earlier scan's findings still stand (nil when no longer in memory)
+			return rec, policy.ScanDone, err
 		}
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, scanFailedReason, truncate(err.Error(), 1000)
 		apimeta.SetStatusCondition(&ia.Status.Conditions, cond)
@@ -136,6 +138,11 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 		ia.Status.Scanner.DBUpdatedAt = &metav1.Time{Time: res.DBUpdatedAt.Truncate(time.Second)}
 	}
 	ia.Status.LastScanTime = &metav1.Time{Time: now}
+	if !due && lastScan != nil {
+		// Only the in-memory findings were missing (a restart, an eviction): the same digest and DB
+		// give the same results, so the status keeps its scan time and is not rewritten.
+		ia.Status.LastScanTime = lastScan
+	}
 	v := ia.Status.Vulnerabilities
 	cond.Status, cond.Reason = metav1.ConditionTrue, scannedReason
 	cond.Message = fmt.Sprintf("%d critical, %d high, %d medium, %d low, %d unknown (%d fixable); %d secrets; %d misconfigurations",

@@ -55,16 +55,16 @@ func evaluate(ia *v1alpha1.ImageAttestation, policies []v1alpha1.RepositoryPolic
 		}
 		failures = append(failures, line)
 	}
-	if len(results) > 64 {
-		results = results[:64]
-	}
-	ia.Status.Policies = results
-	failing := 0
+	failing := 0 // over every policy, before status.policies is cut to the API's 64
 	for _, r := range results {
 		if !r.Compliant {
 			failing++
 		}
 	}
+	if len(results) > 64 {
+		results = results[:64]
+	}
+	ia.Status.Policies = results
 	switch {
 	case len(policies) == 0:
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionUnknown, noPolicyReason, "no RepositoryPolicy selects this image"

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -76,6 +77,16 @@ func TestEvaluateCondition(t *testing.T) {
 	evaluate(ia, pols[1:], map[string]*policy.SignatureOutcome{"b-signed": {Verified: true}}, nil, policy.ScanFailedState, time.Now())
 	if c := findCondition(ia, v1alpha1.PolicyCompliantCondition); c.Reason != policy.ReasonScanFailed {
 		t.Errorf("after a failed scan: %+v", c)
+	}
+	// A failing policy past the 64 that status.policies holds still fails the image.
+	var many []v1alpha1.RepositoryPolicy
+	for i := range 65 {
+		many = append(many, v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%02d", i)}})
+	}
+	many[64].Spec.Verification = sign
+	evaluate(ia, many, nil, &scanRecord{}, policy.ScanDone, time.Now())
+	if c := findCondition(ia, v1alpha1.PolicyCompliantCondition); c.Status != metav1.ConditionFalse || c.Reason != policy.ReasonNotVerified || len(ia.Status.Policies) != 64 {
+		t.Errorf("65 policies, the last failing: %+v (%d results)", c, len(ia.Status.Policies))
 	}
 	evaluate(ia, nil, nil, nil, policy.ScanDone, time.Now())
 	if c := findCondition(ia, v1alpha1.PolicyCompliantCondition); c.Status != metav1.ConditionUnknown || c.Reason != noPolicyReason {
