@@ -67,10 +67,11 @@ func NewTrivy(dbDir, cacheDir string, maxImageSize int64) (*Trivy, error) {
 	if err := db.Init(dbDir); err != nil {
 		return nil, fmt.Errorf("opening the vulnerability DB in %s: %w", dbDir, err)
 	}
-	c, closeC, err := cache.New(cache.Options{Backend: "fs", CacheDir: cacheDir})
+	fsCache, closeC, err := cache.New(cache.Options{Backend: "fs", CacheDir: cacheDir})
 	if err != nil {
 		return nil, fmt.Errorf("opening the scan cache in %s: %w", cacheDir, err)
 	}
+	c := &lockedCache{inner: fsCache}
 	svc := local.NewService(applier.NewApplier(c), ospkg.NewScanner(), langpkg.NewScanner(), vulnerability.NewClient(db.Config{}))
 	mc := metadata.NewClient(dbDir)
 	t := &Trivy{dbDir: dbDir, maxSize: maxImageSize, cache: c, closeC: closeC, service: svc, version: trivyVersion(), dbTime: mc.Get}
