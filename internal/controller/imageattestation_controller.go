@@ -113,16 +113,21 @@ func (r *ImageAttestationReconciler) reconcile(ctx context.Context, ia *v1alpha1
 		before = nil
 	}
 	summary := evaluate(ia, policies, sigs, rec, state, time.Now())
-	recordVerdictTransition(r.Recorder, ia, before)
-	if scanErr != nil {
+	after := verdictTransition(r.Recorder, ia, before)
+	switch {
+	case scanErr != nil:
 		// The verdict is computed from the earlier scan (or says ScanFailed when none succeeded); the
 		// scan is retried with backoff.
-		return outcome{kind: outcomeFailed, reason: scanFailedReason, message: "scanning: " + truncate(scanErr.Error(), 512) + "; " + summary}, reg, scanErr
+		o = outcome{kind: outcomeFailed, reason: scanFailedReason, message: "scanning: " + truncate(scanErr.Error(), 512) + "; " + summary}
+	case len(policies) == 0:
+		o = pending(v1alpha1.PendingReason, "%s", summary)
+	default:
+		o = ready(v1alpha1.SucceededReason, "%s", summary)
 	}
-	if len(policies) == 0 {
-		return pending(v1alpha1.PendingReason, "%s", summary), reg, nil
+	if after != nil {
+		o.afterWrite = append(o.afterWrite, after)
 	}
-	return ready(v1alpha1.SucceededReason, "%s", summary), reg, nil
+	return o, reg, scanErr
 }
 
 // getRegistry reads the named Registry into reg; a missing one stalls (a watch re-queues when it
@@ -165,9 +170,6 @@ func (r *ImageAttestationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.records.cache == nil {
 		r.records.cache = lru.New(maxScanRecords)
-	}
-	if err := indexImageAttestationRegistry(context.Background(), mgr.GetFieldIndexer()); err != nil {
-		return err
 	}
 	newList := func() client.ObjectList { return &v1alpha1.ImageAttestationList{} }
 	byRegistry := enqueueReferrers(r.Client, newList, indexRegistryRef)

@@ -86,26 +86,33 @@ func evaluate(ia *v1alpha1.ImageAttestation, policies []v1alpha1.RepositoryPolic
 	return fmt.Sprintf("verdict is current: fails %d of %d policies", failing, len(policies))
 }
 
-// recordVerdictTransition emits an event when the image turns non-compliant or compliant again
-// (never on an unchanged verdict, nor on the first verdict of a compliant image).
-func recordVerdictTransition(rec events.EventRecorder, ia *v1alpha1.ImageAttestation, before *metav1.Condition) {
+// verdictTransition returns what announces the image turning non-compliant or compliant again (an
+// event and the transition counter), to run once the status is written; nil when the verdict did not
+// change, or is the first verdict of a compliant image.
+func verdictTransition(rec events.EventRecorder, ia *v1alpha1.ImageAttestation, before *metav1.Condition) func() {
 	after := apimeta.FindStatusCondition(ia.Status.Conditions, v1alpha1.PolicyCompliantCondition)
 	if after == nil || (before != nil && before.Status == after.Status) {
-		return
+		return nil
 	}
 	image := ia.Spec.Repository + "@" + ia.Spec.Digest
 	switch {
 	case after.Status == metav1.ConditionFalse:
-		verdictEvents.WithLabelValues("noncompliant").Inc()
-		if rec != nil {
-			rec.Eventf(ia, nil, corev1.EventTypeWarning, nonCompliantReason, "Evaluate", "%s is not compliant: %s", image, truncate(after.Message, 800))
+		note := truncate(after.Message, 800)
+		return func() {
+			verdictEvents.WithLabelValues("noncompliant").Inc()
+			if rec != nil {
+				rec.Eventf(ia, nil, corev1.EventTypeWarning, nonCompliantReason, "Evaluate", "%s is not compliant: %s", image, note)
+			}
 		}
 	case after.Status == metav1.ConditionTrue && before != nil && before.Status == metav1.ConditionFalse:
-		verdictEvents.WithLabelValues("compliant").Inc()
-		if rec != nil {
-			rec.Eventf(ia, nil, corev1.EventTypeNormal, compliantReason, "Evaluate", "%s is compliant again", image)
+		return func() {
+			verdictEvents.WithLabelValues("compliant").Inc()
+			if rec != nil {
+				rec.Eventf(ia, nil, corev1.EventTypeNormal, compliantReason, "Evaluate", "%s is compliant again", image)
+			}
 		}
 	}
+	return nil
 }
 
 // verdictCurrent reports whether ia carries a verdict of policy p's current generation, and which.

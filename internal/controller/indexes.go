@@ -2,7 +2,7 @@ package controller
 
 import (
 	"context"
-	"sync"
+	"fmt"
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/klog/v2"
@@ -95,25 +95,27 @@ func enqueueReferrers(c client.Client, newList func() client.ObjectList, index s
 	}
 }
 
-// indexImageAttestationRegistry registers indexRegistryRef for ImageAttestations once per indexer;
-// the ImageAttestation and RepositoryPolicy controllers both use it, and an informer refuses an index
-// registered twice.
-func indexImageAttestationRegistry(ctx context.Context, idx client.FieldIndexer) error {
-	indexedMu.Lock()
-	defer indexedMu.Unlock()
-	if indexed[idx] {
-		return nil
+// registerIndexes registers every field index the controllers use, once per manager (an informer
+// refuses an index registered twice): SetupAll calls it before the controllers are set up.
+func registerIndexes(ctx context.Context, idx client.FieldIndexer) error {
+	for _, ix := range []struct {
+		obj     client.Object
+		field   string
+		extract client.IndexerFunc
+	}{
+		{&v1alpha1.Registry{}, indexSecretRefs, registrySecretNames},
+		{&v1alpha1.RepositoryPolicy{}, indexSecretRefs, policySecretNames},
+		{&v1alpha1.RepositoryPolicy{}, indexConfigMapRefs, policyConfigMapNames},
+		{&v1alpha1.RepositoryPolicy{}, indexRegistryRef, func(o client.Object) []string {
+			return []string{o.(*v1alpha1.RepositoryPolicy).Spec.RegistryRef.Name}
+		}},
+		{&v1alpha1.ImageAttestation{}, indexRegistryRef, func(o client.Object) []string {
+			return []string{o.(*v1alpha1.ImageAttestation).Spec.RegistryRef.Name}
+		}},
+	} {
+		if err := idx.IndexField(ctx, ix.obj, ix.field, ix.extract); err != nil {
+			return fmt.Errorf("indexing %T by %s: %w", ix.obj, ix.field, err)
+		}
 	}
-	if err := idx.IndexField(ctx, &v1alpha1.ImageAttestation{}, indexRegistryRef, func(o client.Object) []string {
-		return []string{o.(*v1alpha1.ImageAttestation).Spec.RegistryRef.Name}
-	}); err != nil {
-		return err
-	}
-	indexed[idx] = true
 	return nil
 }
-
-var (
-	indexedMu sync.Mutex
-	indexed   = map[client.FieldIndexer]bool{}
-)

@@ -69,15 +69,22 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		}
 	}
 	base := obj.DeepCopy()
+	var announce func() // the reachability event, sent once the status that records it is written
 	defer func() {
-		if err := patchStatus(ctx, r.Client, obj, base); err != nil && retErr == nil {
-			retErr = fmt.Errorf("patching status: %w", err)
+		if err := patchStatus(ctx, r.Client, obj, base); err != nil {
+			if retErr == nil {
+				retErr = fmt.Errorf("patching status: %w", err)
+			}
+			return
+		}
+		if announce != nil {
+			announce()
 		}
 	}()
 
 	o, changed, err := r.reconcile(ctx, obj)
 	applyOutcome(obj, o)
-	r.recordReachability(obj, base)
+	announce = r.reachabilityTransition(obj, base)
 	if changed || !equalStatus(obj, base) {
 		now := metav1.Now()
 		obj.Status.LastSyncTime = &now
@@ -97,12 +104,12 @@ var unreachableReasons = map[string]bool{
 	v1alpha1.RegistryUnavailableReason: true, v1alpha1.InvalidResponseReason: true,
 }
 
-// recordReachability emits an event on the transitions only: the registry becomes unreachable
-// (Warning RegistryUnreachable) or is listed again after being unreachable (Normal
+// reachabilityTransition returns the event for a transition only, nil otherwise: the registry becomes
+// unreachable (Warning RegistryUnreachable) or is listed again after being unreachable (Normal
 // RegistryRecovered).
-func (r *RegistryReconciler) recordReachability(obj, base *v1alpha1.Registry) {
+func (r *RegistryReconciler) reachabilityTransition(obj, base *v1alpha1.Registry) func() {
 	if r.Recorder == nil {
-		return
+		return nil
 	}
 	unreachable := func(o *v1alpha1.Registry) bool {
 		c := apimeta.FindStatusCondition(o.Status.Conditions, v1alpha1.ReadyCondition)
@@ -111,10 +118,16 @@ func (r *RegistryReconciler) recordReachability(obj, base *v1alpha1.Registry) {
 	switch was, is := unreachable(base), unreachable(obj); {
 	case is && !was:
 		c := apimeta.FindStatusCondition(obj.Status.Conditions, v1alpha1.ReadyCondition)
-		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, "RegistryUnreachable", "List", "%s: %s", c.Reason, truncate(c.Message, 800))
+		reason, msg := c.Reason, truncate(c.Message, 800)
+		return func() {
+			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, "RegistryUnreachable", "List", "%s: %s", reason, msg)
+		}
 	case was && hasConditionStatus(obj, v1alpha1.ReadyCondition, metav1.ConditionTrue):
-		r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, "RegistryRecovered", "List", "the registry was listed again")
+		return func() {
+			r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, "RegistryRecovered", "List", "the registry was listed again")
+		}
 	}
+	return nil
 }
 
 // reconcile is the flat list of steps of one pass. changed reports whether ImageAttestations were
@@ -252,9 +265,6 @@ func (r *RegistryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.access == nil {
 		r.access = &registryAccess{apiReader: r.APIReader, options: r.Options}
-	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.Registry{}, indexSecretRefs, registrySecretNames); err != nil {
-		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.Registry{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).

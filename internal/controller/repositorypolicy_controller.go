@@ -139,22 +139,6 @@ func (r *RepositoryPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.APIReader == nil {
 		return fmt.Errorf("RepositoryPolicyReconciler needs an APIReader")
 	}
-	ctx := context.Background()
-	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(ctx, &v1alpha1.RepositoryPolicy{}, indexSecretRefs, policySecretNames); err != nil {
-		return err
-	}
-	if err := idx.IndexField(ctx, &v1alpha1.RepositoryPolicy{}, indexConfigMapRefs, policyConfigMapNames); err != nil {
-		return err
-	}
-	if err := idx.IndexField(ctx, &v1alpha1.RepositoryPolicy{}, indexRegistryRef, func(o client.Object) []string {
-		return []string{o.(*v1alpha1.RepositoryPolicy).Spec.RegistryRef.Name}
-	}); err != nil {
-		return err
-	}
-	if err := indexImageAttestationRegistry(ctx, idx); err != nil {
-		return err
-	}
 	newList := func() client.ObjectList { return &v1alpha1.RepositoryPolicyList{} }
 	// A verdict that changes re-counts the policies of the image's Registry.
 	byImage := func(ctx context.Context, o client.Object) []ctrl.Request {

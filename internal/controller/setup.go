@@ -17,6 +17,9 @@ import (
 // manager's uncached API reader; the Registry and ImageAttestation controllers share registry clients.
 // The verdict metrics read ImageAttestations from mgr's cache at each scrape.
 func SetupAll(mgr ctrl.Manager, opts Options) error {
+	if err := registerIndexes(context.Background(), mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
 	access := &registryAccess{apiReader: mgr.GetAPIReader(), options: opts}
 	recorder := mgr.GetEventRecorder("portcullis")
 	reader := client.Reader(mgr.GetClient())

@@ -44,6 +44,9 @@ type outcome struct {
 	kind    outcomeKind
 	reason  string
 	message string
+	// afterWrite runs once the status is written (events about the transition it records), so a
+	// failed write and its retry do not announce the same transition twice.
+	afterWrite []func()
 }
 
 func ready(reason, format string, args ...any) outcome {
@@ -114,17 +117,24 @@ func patchStatus(ctx context.Context, c client.Client, obj, base statusObject) e
 }
 
 // reconcileOnce is the Reconcile of a kind whose pass is one step: fetch obj by key (gone: nothing to
-// do), run step, turn its outcome into conditions, and write the status with at most one patch.
-// step's error is returned so that controller-runtime backs off.
+// do), run step, turn its outcome into conditions, write the status with at most one patch, and then
+// run the outcome's afterWrite. step's error is returned so that controller-runtime backs off.
 func reconcileOnce[T statusObject](ctx context.Context, c client.Client, key client.ObjectKey, obj T,
 	step func(context.Context, T) (outcome, error)) (retErr error) {
 	if err := c.Get(ctx, key, obj); err != nil {
 		return client.IgnoreNotFound(err)
 	}
 	base := obj.DeepCopyObject().(T)
+	var o outcome
 	defer func() {
-		if err := patchStatus(ctx, c, obj, base); err != nil && retErr == nil {
-			retErr = fmt.Errorf("patching status: %w", err)
+		if err := patchStatus(ctx, c, obj, base); err != nil {
+			if retErr == nil {
+				retErr = fmt.Errorf("patching status: %w", err)
+			}
+			return
+		}
+		for _, f := range o.afterWrite {
+			f()
 		}
 	}()
 	o, err := step(ctx, obj)

@@ -1,11 +1,13 @@
 package controller
 
 import (
+	"context"
 	"errors"
 	"net/url"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 )
@@ -86,4 +88,49 @@ func TestIsLoopback(t *testing.T) {
 			t.Errorf("isLoopback(%q) = %v, want %v", host, got, want)
 		}
 	}
+}
+
+// TestAfterWriteRunsOnlyOnceWritten: what an outcome announces (an event) runs after its status is
+// written, and not at all when the write fails, so the retry announces it once.
+func TestAfterWriteRunsOnlyOnceWritten(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	reg := &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "r", Namespace: ns}, Spec: v1alpha1.RegistrySpec{URL: "https://registry.example.com", Suspend: true}}
+	if err := k8sClient.Create(ctx, reg); err != nil {
+		t.Fatal(err)
+	}
+	c := &refusingStatus{Client: k8sClient, refuse: true}
+	ran := 0
+	step := func(context.Context, *v1alpha1.Registry) (outcome, error) {
+		o := ready(v1alpha1.SucceededReason, "pass %d", ran)
+		o.afterWrite = append(o.afterWrite, func() { ran++ })
+		return o, nil
+	}
+	key := client.ObjectKeyFromObject(reg)
+	if err := reconcileOnce(ctx, c, key, &v1alpha1.Registry{}, step); err == nil || ran != 0 {
+		t.Fatalf("failed write: err %v, afterWrite ran %d times", err, ran)
+	}
+	c.refuse = false
+	if err := reconcileOnce(ctx, c, key, &v1alpha1.Registry{}, step); err != nil || ran != 1 {
+		t.Fatalf("written: err %v, afterWrite ran %d times", err, ran)
+	}
+}
+
+// refusingStatus is a client whose status writes fail while refuse is set.
+type refusingStatus struct {
+	client.Client
+	refuse bool
+}
+
+func (c *refusingStatus) Status() client.SubResourceWriter {
+	if c.refuse {
+		return refusingWriter{c.Client.Status()}
+	}
+	return c.Client.Status()
+}
+
+type refusingWriter struct{ client.SubResourceWriter }
+
+func (refusingWriter) Patch(context.Context, client.Object, client.Patch, ...client.SubResourcePatchOption) error {
+	return errors.New("injected: the API server refused the write")
 }
