@@ -24,9 +24,12 @@ import (
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/controller"
+	"github.com/portcullis-dev/portcullis/internal/scan"
 )
 
 func main() {
+	// A scan worker started by this manager (see scan.Isolated) serves scans and exits here.
+	scan.RunWorkerIfAsked()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		os.Exit(1)
@@ -47,6 +50,7 @@ type flags struct {
 	vulnDBDir              string
 	maxImageSize           int64
 	trivyOperatorReports   bool
+	scanInProcess          bool
 	vulnDBRepositories     string
 	vulnDBRefresh          time.Duration
 	vulnDBInsecure         bool
@@ -70,6 +74,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 	fs.IntVar(&f.scanConcurrency, "scan-concurrency", 2, "How many digests are verified and scanned at once (>= 1).")
 	fs.StringVar(&f.cacheDir, "cache-dir", "/var/cache/portcullis", "Folder for the scan caches.")
 	fs.Int64Var(&f.maxImageSize, "max-image-size", 10<<30, "Largest image scanned, in bytes, compressed or uncompressed (decompression bombs are refused).")
+	fs.BoolVar(&f.scanInProcess, "scan-in-process", false,
+		"Scan in the manager process itself instead of a scan worker child process (a crash inside trivy then ends the manager).")
 	fs.BoolVar(&f.trivyOperatorReports, "trivy-operator-reports", false,
 		"Also write trivy-operator VulnerabilityReport and ExposedSecretReport objects (its CRDs must be installed).")
 	fs.StringVar(&f.vulnDBDir, "vulndb-dir", "",
@@ -109,6 +115,7 @@ func (f flags) options() controller.Options {
 		VulnDBDir:               f.vulnDBDir,
 		MaxImageSize:            f.maxImageSize,
 		TrivyOperatorReports:    f.trivyOperatorReports,
+		ScanInProcess:           f.scanInProcess,
 		VulnDBRepositories:      splitList(f.vulnDBRepositories),
 		VulnDBRefresh:           f.vulnDBRefresh,
 		VulnDBInsecure:          f.vulnDBInsecure,

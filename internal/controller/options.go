@@ -50,6 +50,11 @@ type Options struct {
 	// ExposedSecretReport (size-capped), for dashboards and exporters built for trivy-operator. Its
 	// CRDs must be installed.
 	TrivyOperatorReports bool
+
+	// ScanInProcess scans in the manager process itself. By default scans run in a long-lived scan
+	// worker child process (scan.Isolated), so a panic in one of trivy's goroutines or a fault ends
+	// only the worker: the scans in flight fail with ScanFailed and a new worker starts.
+	ScanInProcess bool
 }
 
 // hostAllowed reports whether the URL's host matches AllowedRegistryHosts (or the list is empty).

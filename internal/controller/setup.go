@@ -33,7 +33,7 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 	ia := &ImageAttestationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access, Recorder: recorder}
 	switch {
 	case opts.VulnDBDir != "": // an offline DB (portcullis-vulndb, or copied in)
-		t, err := scan.NewTrivy(opts.VulnDBDir, filepath.Join(opts.CacheDir, "trivy"), opts.MaxImageSize)
+		t, err := newScanner(mgr, opts, opts.VulnDBDir)
 		if err != nil {
 			return fmt.Errorf("setting up the scanner: %w", err)
 		}
@@ -53,7 +53,7 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 
 // downloadedScanner downloads trivy's DB into CacheDir/db (once, before the manager starts, when
 // there is none) and adds a runnable that refreshes it every VulnDBRefresh (default 12h).
-func downloadedScanner(mgr ctrl.Manager, opts Options) (*scan.Trivy, error) {
+func downloadedScanner(mgr ctrl.Manager, opts Options) (reloadableScanner, error) {
 	dbDir := filepath.Join(opts.CacheDir, "db")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -64,7 +64,7 @@ func downloadedScanner(mgr ctrl.Manager, opts Options) (*scan.Trivy, error) {
 			return nil, err
 		}
 	}
-	t, err := scan.NewTrivy(dbDir, filepath.Join(opts.CacheDir, "trivy"), opts.MaxImageSize)
+	t, err := newScanner(mgr, opts, dbDir)
 	if err != nil {
 		return nil, fmt.Errorf("setting up the scanner: %w", err)
 	}
@@ -95,5 +95,28 @@ func downloadedScanner(mgr ctrl.Manager, opts Options) (*scan.Trivy, error) {
 				}
 			}
 		}
+	}))
+}
+
+// reloadableScanner is a scanner whose DB can be swapped under it after an update.
+type reloadableScanner interface {
+	scan.Scanner
+	Reload() error
+}
+
+// newScanner opens the DB in dbDir: in a scan worker child process (the default), stopped with the
+// manager, or in this process with Options.ScanInProcess.
+func newScanner(mgr ctrl.Manager, opts Options, dbDir string) (reloadableScanner, error) {
+	cacheDir := filepath.Join(opts.CacheDir, "trivy")
+	if opts.ScanInProcess {
+		return scan.NewTrivy(dbDir, cacheDir, opts.MaxImageSize)
+	}
+	s, err := scan.NewIsolated(scan.WorkerConfig{DBDir: dbDir, CacheDir: cacheDir, MaxImageSize: opts.MaxImageSize})
+	if err != nil {
+		return nil, err
+	}
+	return s, mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		<-ctx.Done()
+		return s.Close()
 	}))
 }

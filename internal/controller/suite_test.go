@@ -28,7 +28,11 @@ import (
 
 	tov1alpha1 "github.com/aquasecurity/trivy-operator/pkg/apis/aquasecurity/v1alpha1"
 
+	"github.com/aquasecurity/trivy/pkg/fanal/analyzer"
+
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/scan"
+	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
 	"github.com/portcullis-dev/portcullis/internal/scan/vulndb"
 )
 
@@ -48,6 +52,11 @@ var testOptions = Options{
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv("PORTCULLIS_SCAN_WORKER") != "" {
+		// As a scan worker, this binary's trivy also has an analyzer that panics on "panic-me" files.
+		analyzer.RegisterAnalyzer(scantest.PanicAnalyzer{})
+	}
+	scan.RunWorkerIfAsked() // the manager under test scans in a worker: this test binary
 	os.Exit(runSuite(m))
 }
 
