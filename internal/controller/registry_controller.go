@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -44,6 +45,9 @@ type RegistryReconciler struct {
 	Recorder events.EventRecorder
 	// access builds and keeps the registry clients (shared with the ImageAttestation controller).
 	access *registryAccess
+	// unreachable holds the Registries (client.ObjectKey) announced RegistryUnreachable and not yet
+	// RegistryRecovered.
+	unreachable sync.Map
 }
 
 // +kubebuilder:rbac:groups=registry.portcullis.dev,resources=registries,verbs=get;list;watch
@@ -55,8 +59,11 @@ type RegistryReconciler struct {
 func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	obj := &v1alpha1.Registry{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
-		if client.IgnoreNotFound(err) == nil && r.access != nil {
-			r.access.clients.forget(req.NamespacedName)
+		if client.IgnoreNotFound(err) == nil {
+			r.unreachable.Delete(req.NamespacedName)
+			if r.access != nil {
+				r.access.clients.forget(req.NamespacedName)
+			}
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -106,7 +113,7 @@ var unreachableReasons = map[string]bool{
 
 // reachabilityTransition returns the event for a transition only, nil otherwise: the registry becomes
 // unreachable (Warning RegistryUnreachable) or is listed again after being unreachable (Normal
-// RegistryRecovered).
+// RegistryRecovered), even when it passed through another failure on the way back.
 func (r *RegistryReconciler) reachabilityTransition(obj, base *v1alpha1.Registry) func() {
 	if r.Recorder == nil {
 		return nil
@@ -115,15 +122,20 @@ func (r *RegistryReconciler) reachabilityTransition(obj, base *v1alpha1.Registry
 		c := apimeta.FindStatusCondition(o.Status.Conditions, v1alpha1.ReadyCondition)
 		return c != nil && c.Status == metav1.ConditionFalse && unreachableReasons[c.Reason]
 	}
-	switch was, is := unreachable(base), unreachable(obj); {
+	key := client.ObjectKeyFromObject(obj)
+	_, announced := r.unreachable.Load(key)
+	was := announced || unreachable(base) // the status says so after a manager restart
+	switch is := unreachable(obj); {
 	case is && !was:
 		c := apimeta.FindStatusCondition(obj.Status.Conditions, v1alpha1.ReadyCondition)
 		reason, msg := c.Reason, truncate(c.Message, 800)
 		return func() {
+			r.unreachable.Store(key, true)
 			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, "RegistryUnreachable", "List", "%s: %s", reason, msg)
 		}
 	case was && hasConditionStatus(obj, v1alpha1.ReadyCondition, metav1.ConditionTrue):
 		return func() {
+			r.unreachable.Delete(key)
 			r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, "RegistryRecovered", "List", "the registry was listed again")
 		}
 	}

@@ -314,7 +314,7 @@ func TestDiscoveryAuthentication(t *testing.T) {
 
 // TestDiscoveryRecovers: a registry that is down when the Registry is created is RegistryUnavailable
 // (transient, not Stalled), and is listed once it comes back, without any change to the Registry; one
-// event marks each transition.
+// event marks each transition, the recovery included when another failure came between.
 func TestDiscoveryRecovers(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
@@ -336,8 +336,13 @@ func TestDiscoveryRecovers(t *testing.T) {
 			findCondition(r, v1alpha1.StalledCondition) == nil && hasCondition(r, v1alpha1.ReconcilingCondition, metav1.ConditionTrue, v1alpha1.RegistryUnavailableReason)
 	})
 	down := waitForEvent(t, ns, "flaky", "RegistryUnreachable")
+	// On its way back it passes through another failure (a policy pattern that does not parse): the
+	// recovery is still announced.
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Repositories = []string{"ap[p"} })
+	waitFor(t, reg, "Stalled PolicyInvalid", isStalled(v1alpha1.PolicyInvalidReason))
 	px.fail("", 0)
-	waitImages(t, ns, map[string]string{"app@" + d1: "v1"}) // the backoff retry lists it
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Repositories = []string{"**"} })
+	waitImages(t, ns, map[string]string{"app@" + d1: "v1"})
 	waitFor(t, reg, "Ready", isReady)
 	waitForEvent(t, ns, "flaky", "RegistryRecovered")
 	// The backoff retries while it was down were not transitions: one event, no series.
