@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -29,6 +31,9 @@ type RepositoryPolicyReconciler struct {
 	client.Client
 	// APIReader reads Secrets and ConfigMaps uncached.
 	APIReader client.Reader
+
+	// validated maps a policy UID to the validationKey of its last successful validation.
+	validated sync.Map
 }
 
 // +kubebuilder:rbac:groups=registry.portcullis.dev,resources=repositorypolicies,verbs=get;list;watch
@@ -49,12 +54,20 @@ func (r *RepositoryPolicyReconciler) reconcile(ctx context.Context, obj *v1alpha
 		return stalled(v1alpha1.InvalidSpecReason, "invalid pattern %q (doublestar syntax: https://github.com/bmatcuk/doublestar#patterns)", p), nil
 	}
 	if obj.Spec.Verification != nil {
-		material, o, ok, err := readMaterial(ctx, r.APIReader, obj.Namespace, obj.Spec.Verification)
-		if !ok || err != nil {
-			return o, err
-		}
-		if _, err := verify.Compile(obj.Spec.Verification, material); err != nil {
-			return stalled(v1alpha1.InvalidSpecReason, "spec.verification: %v", err), nil
+		// A verdict change re-counts the policy: the verification, which reads key material uncached
+		// and compiles it, is checked again only when the policy or that material changed.
+		key, keyed := r.validationKey(ctx, obj)
+		if prev, ok := r.validated.Load(obj.UID); !keyed || !ok || prev != key {
+			material, o, ok, err := readMaterial(ctx, r.APIReader, obj.Namespace, obj.Spec.Verification)
+			if !ok || err != nil {
+				return o, err
+			}
+			if _, err := verify.Compile(obj.Spec.Verification, material); err != nil {
+				return stalled(v1alpha1.InvalidSpecReason, "spec.verification: %v", err), nil
+			}
+			if keyed {
+				r.validated.Store(obj.UID, key)
+			}
 		}
 	}
 	if err := r.summarize(ctx, obj); err != nil {
@@ -63,6 +76,24 @@ func (r *RepositoryPolicyReconciler) reconcile(ctx context.Context, obj *v1alpha
 	st := obj.Status
 	return ready(v1alpha1.SucceededReason, "%d images in %d repositories: %d compliant, %d non-compliant, %d pending",
 		st.CompliantImages+st.NonCompliantImages+st.PendingImages, st.MatchedRepositories, st.CompliantImages, st.NonCompliantImages, st.PendingImages), nil
+}
+
+// validationKey names what validating a policy's verification depends on: its generation and the
+// resourceVersion of every Secret and ConfigMap its authorities read, from the manager's metadata
+// cache (no API request). keyed is false when one of them is not in the cache (validation says why).
+func (r *RepositoryPolicyReconciler) validationKey(ctx context.Context, p *v1alpha1.RepositoryPolicy) (key string, keyed bool) {
+	key = fmt.Sprintf("%d", p.Generation)
+	for _, kind := range []string{"Secret", "ConfigMap"} {
+		for _, name := range policyRefs(p, kind) {
+			m := &metav1.PartialObjectMetadata{}
+			m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind(kind))
+			if err := r.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: name}, m); err != nil {
+				return "", false
+			}
+			key += "/" + kind + "/" + name + "@" + m.ResourceVersion
+		}
+	}
+	return key, true
 }
 
 // maxListedNonCompliant bounds status.nonCompliant (the API's MaxItems).

@@ -80,6 +80,13 @@ func TestPolicyReferencesStall(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, pol, "Ready", policyReady)
+		// Validation is skipped only while the policy and its Secret are unchanged: breaking the
+		// Secret after a successful validation is noticed.
+		s.StringData = map[string]string{"cosign.pub": "not a key"}
+		if err := k8sClient.Update(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, pol, "Stalled SecretInvalid again", policyStalled(v1alpha1.SecretInvalidReason))
 	})
 
 	t.Run("trusted root", func(t *testing.T) {
