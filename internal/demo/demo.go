@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/sigstore/sigstore/pkg/signature"
 
+	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
 	"github.com/portcullis-dev/portcullis/internal/verify/verifytest"
 )
 
@@ -147,7 +148,7 @@ func Seed(host, cacheDir string, log io.Writer) (*Seeded, error) {
 		if err != nil {
 			return nil, err
 		}
-		if img, err = dockerfileHistory(img); err != nil {
+		if img, err = scantest.RootDockerfileHistory(img); err != nil {
 			return nil, err
 		}
 		add("base/debian", "12", img, false, map[string][]string{"baseline": {"MisconfigurationFound"}},
@@ -206,25 +207,6 @@ func appImage(files map[string][]byte, goarch string, nonRoot bool) (v1.Image, e
 		return nil, err
 	}
 	return layerImage(layer, goarch, nonRoot)
-}
-
-// dockerfileHistory gives img (one layer) the history a Dockerfile build leaves: the base layer's ADD
-// and CMD, then the image's own instructions, with no USER (so it runs as root) and no HEALTHCHECK.
-// trivy rebuilds the Dockerfile from this history to check the image config.
-func dockerfileHistory(img v1.Image) (v1.Image, error) {
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.Config.Cmd = []string{"/bin/sh"}
-	cf.History = []v1.History{
-		{CreatedBy: "/bin/sh -c #(nop) ADD file:4b03b5f551e3fbdf47ec609712007327828f7530cc3455c43bbcdcaf449a75a9 in / "},
-		{CreatedBy: `/bin/sh -c #(nop)  CMD ["bash"]`, EmptyLayer: true},
-		{CreatedBy: "/bin/sh -c #(nop)  EXPOSE 8080", EmptyLayer: true},
-		{CreatedBy: `/bin/sh -c #(nop)  CMD ["/bin/sh"]`, EmptyLayer: true},
-	}
-	return mutate.ConfigFile(img, cf)
 }
 
 // layerImage is an OCI image of one layer for linux/goarch; nonRoot sets the config's user to 65532,

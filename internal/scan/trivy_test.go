@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
@@ -75,22 +74,8 @@ func TestTrivyImageConfigAndOS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A config as a Dockerfile build leaves it: a base layer and base CMD, then the image's own
-	// instructions (trivy rebuilds a Dockerfile from the history after the base). No USER (root) and
-	// no HEALTHCHECK.
-	cf, err := base.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.Config.Cmd = []string{"/bin/sh"}
-	cf.History = []v1.History{
-		{CreatedBy: "/bin/sh -c #(nop) ADD file:4b03b5f551e3fbdf47ec609712007327828f7530cc3455c43bbcdcaf449a75a9 in / "},
-		{CreatedBy: `/bin/sh -c #(nop)  CMD ["bash"]`, EmptyLayer: true},
-		{CreatedBy: "/bin/sh -c #(nop)  EXPOSE 8080", EmptyLayer: true},
-		{CreatedBy: `/bin/sh -c #(nop)  CMD ["/bin/sh"]`, EmptyLayer: true},
-	}
-	img, err := mutate.ConfigFile(base, cf)
+	// A config as a Dockerfile build leaves it: no USER (root) and no HEALTHCHECK.
+	img, err := scantest.RootDockerfileHistory(base)
 	if err != nil {
 		t.Fatal(err)
 	}

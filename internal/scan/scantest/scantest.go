@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
@@ -96,4 +97,23 @@ func Layer(t testing.TB, files map[string][]byte) v1.Layer {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// RootDockerfileHistory gives img (one layer) the history a Dockerfile build leaves: the base layer's ADD
+// and CMD, then the image's own instructions, with no USER (so it runs as root) and no HEALTHCHECK.
+// trivy rebuilds the Dockerfile from this history to check the image config.
+func RootDockerfileHistory(img v1.Image) (v1.Image, error) {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.Config.Cmd = []string{"/bin/sh"}
+	cf.History = []v1.History{
+		{CreatedBy: "/bin/sh -c #(nop) ADD file:4b03b5f551e3fbdf47ec609712007327828f7530cc3455c43bbcdcaf449a75a9 in / "},
+		{CreatedBy: `/bin/sh -c #(nop)  CMD ["bash"]`, EmptyLayer: true},
+		{CreatedBy: "/bin/sh -c #(nop)  EXPOSE 8080", EmptyLayer: true},
+		{CreatedBy: `/bin/sh -c #(nop)  CMD ["/bin/sh"]`, EmptyLayer: true},
+	}
+	return mutate.ConfigFile(img, cf)
 }
