@@ -133,13 +133,19 @@ func (r *RegistryReconciler) reachabilityTransition(obj, base *v1alpha1.Registry
 			r.unreachable.Store(key, true)
 			r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, "RegistryUnreachable", "List", "%s: %s", reason, msg)
 		}
-	case was && hasConditionStatus(obj, v1alpha1.ReadyCondition, metav1.ConditionTrue):
+	case was && listed(obj): // not merely suspended (Ready=True, reason Suspended)
 		return func() {
 			r.unreachable.Delete(key)
 			r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, "RegistryRecovered", "List", "the registry was listed again")
 		}
 	}
 	return nil
+}
+
+// listed reports whether obj's last pass listed the registry (Ready=True, reason Succeeded).
+func listed(obj *v1alpha1.Registry) bool {
+	c := apimeta.FindStatusCondition(obj.Status.Conditions, v1alpha1.ReadyCondition)
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == v1alpha1.SucceededReason
 }
 
 // reconcile is the flat list of steps of one pass. changed reports whether ImageAttestations were

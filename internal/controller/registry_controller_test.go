@@ -174,7 +174,7 @@ func TestRegistrySuspend(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, obj, "Suspended", func(r *v1alpha1.Registry) bool {
-		return hasCondition(r, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.SuspendedReason) && r.Status.ObservedGeneration == r.Generation
+		return hasCondition(r, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.SuspendedReason) && r.Status.ObservedGeneration == r.Generation
 	})
 	patchObject(t, obj, func(r *v1alpha1.Registry) { r.Spec.Suspend = false })
 	waitFor(t, obj, "Ready after resume", isReady)

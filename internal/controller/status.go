@@ -30,7 +30,9 @@ const (
 	outcomeReady outcomeKind = iota
 	// outcomeStalled: the spec or a referenced object must change; no error, no retry.
 	outcomeStalled
-	// outcomeSuspended: spec.suspend is set; final for this generation, Ready=False.
+	// outcomeSuspended: spec.suspend is set; final for this generation. Ready=True with reason
+	// Suspended: nothing is wrong and nothing is in progress, so kstatus (Flux, `kubectl wait`) reads it
+	// as Current and a GitOps health check does not wait on a Registry paused on purpose.
 	outcomeSuspended
 	// outcomePending: work goes on (Ready=Unknown, Reconciling=True); not final.
 	outcomePending
@@ -88,7 +90,7 @@ func applyOutcome(obj statusObject, o outcome) {
 		apimeta.RemoveStatusCondition(&conds, v1alpha1.ReconcilingCondition)
 		obj.SetObservedGeneration(gen)
 	case outcomeSuspended:
-		set(v1alpha1.ReadyCondition, metav1.ConditionFalse)
+		set(v1alpha1.ReadyCondition, metav1.ConditionTrue)
 		apimeta.RemoveStatusCondition(&conds, v1alpha1.ReconcilingCondition)
 		apimeta.RemoveStatusCondition(&conds, v1alpha1.StalledCondition)
 		obj.SetObservedGeneration(gen)

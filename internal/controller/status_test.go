@@ -24,7 +24,7 @@ func TestApplyOutcome(t *testing.T) {
 	}{
 		{"ready", ready(v1alpha1.SucceededReason, "ok"), metav1.ConditionTrue, false, false, true},
 		{"stalled", stalled(v1alpha1.SecretNotFoundReason, "no %s", "secret"), metav1.ConditionFalse, false, true, true},
-		{"suspended", outcome{kind: outcomeSuspended, reason: v1alpha1.SuspendedReason}, metav1.ConditionFalse, false, false, true},
+		{"suspended", outcome{kind: outcomeSuspended, reason: v1alpha1.SuspendedReason}, metav1.ConditionTrue, false, false, true},
 		{"pending", pending(v1alpha1.PendingReason, "wait"), metav1.ConditionUnknown, true, false, false},
 		{"failed", failed("ReadFailed", errors.New("boom")), metav1.ConditionFalse, true, false, false},
 	}
