@@ -20,6 +20,13 @@ CONTROLLER_GEN ?= $(PORTCULLIS_CACHE)/bin/controller-gen-$(CONTROLLER_TOOLS_VERS
 KUSTOMIZE ?= $(PORTCULLIS_CACHE)/bin/kustomize-$(KUSTOMIZE_VERSION)/kustomize
 
 IMG ?= ghcr.io/portcullis-dev/portcullis:latest
+# OLM packaging (`make bundle catalog`): the release the bundle describes and where its images go.
+VERSION ?= 0.1.0
+IMAGE_TAG_BASE ?= ghcr.io/portcullis-dev/portcullis
+BUNDLE_IMG ?= $(IMAGE_TAG_BASE)-bundle:v$(VERSION)
+CATALOG_IMG ?= $(IMAGE_TAG_BASE)-catalog:v$(VERSION)
+CHANNEL ?= alpha
+BUNDLE_FLAGS = -version $(VERSION) -image $(IMAGE_TAG_BASE):v$(VERSION) -channel $(CHANNEL)
 # Extra flags for `go test`, e.g. TESTFLAGS='-run TestCEL -v'.
 TESTFLAGS ?=
 PKGS ?= ./...
@@ -129,6 +136,24 @@ deploy: manifests $(KUSTOMIZE) ## Deploy the manager to the cluster of the curre
 build-installer: manifests $(KUSTOMIZE) ## Write dist/install.yaml (CRDs, RBAC, Deployment).
 	mkdir -p dist
 	$(KUSTOMIZE) build config/default > dist/install.yaml
+
+##@ OLM (OperatorHub)
+
+.PHONY: bundle
+bundle: manifests ## Generate the OLM bundle (bundle/, bundle.Dockerfile) from config/ (internal/olm); checked by `make test`.
+	go run ./hack/bundle $(BUNDLE_FLAGS)
+
+.PHONY: catalog
+catalog: bundle ## Generate the file-based catalog (catalog/) that offers the bundle at $(BUNDLE_IMG).
+	go run ./hack/bundle -catalog -bundle-image $(BUNDLE_IMG) $(BUNDLE_FLAGS)
+
+.PHONY: bundle-build
+bundle-build: ## Build the bundle image (needs a Docker engine).
+	docker build -f bundle.Dockerfile -t $(BUNDLE_IMG) .
+
+.PHONY: catalog-build
+catalog-build: ## Build the catalog image (needs a Docker engine); catalog.Dockerfile is `opm generate dockerfile catalog`.
+	docker build -f catalog.Dockerfile -t $(CATALOG_IMG) .
 
 ##@ Tools
 
