@@ -18,8 +18,12 @@ var requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 }, []string{"registry", "kind", "code"})
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(requestsTotal)
+	ctrlmetrics.Registry.MustRegister(Collectors()...)
 }
+
+// Collectors returns the metrics this package registers with controller-runtime's registry (served on
+// the manager's /metrics), so documentation and dashboards can be checked against them.
+func Collectors() []prometheus.Collector { return []prometheus.Collector{requestsTotal} }
 
 // requestKind names a distribution API request by its path
 // (https://github.com/opencontainers/distribution-spec/blob/main/spec.md#endpoints).
