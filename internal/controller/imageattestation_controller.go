@@ -47,8 +47,10 @@ type ImageAttestationReconciler struct {
 	records      scanRecords
 }
 
-// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=imageattestations,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=imageattestations/status,verbs=get;update;patch
+// RBAC is exactly what the manager uses (test/e2e TestInstall checks it against the API server's audit
+// log): reads go through the cache (list, watch), writes are create, merge patches and delete.
+// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=imageattestations,verbs=list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=imageattestations/status,verbs=patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile runs one pass for an ImageAttestation and writes its status with at most one patch. It

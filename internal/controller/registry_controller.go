@@ -50,8 +50,8 @@ type RegistryReconciler struct {
 	unreachable sync.Map
 }
 
-// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=registries,verbs=get;list;watch
-// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=registries/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=registries,verbs=list;watch
+// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=registries/status,verbs=patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 
 // Reconcile runs one pass for a Registry and writes its status with at most one patch (two when the

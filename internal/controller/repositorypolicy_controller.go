@@ -36,9 +36,9 @@ type RepositoryPolicyReconciler struct {
 	validated sync.Map
 }
 
-// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=repositorypolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=imageattestations,verbs=get;list;watch
-// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=repositorypolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=repositorypolicies,verbs=list;watch
+// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=imageattestations,verbs=list;watch
+// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=repositorypolicies/status,verbs=patch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
 
 // Reconcile runs one pass for a RepositoryPolicy and writes its status with at most one patch.

@@ -18,7 +18,7 @@ import (
 // etcd's 1.5 MiB request limit; the summary counts everything.
 const maxExportedFindings = 1000
 
-// +kubebuilder:rbac:groups=aquasecurity.github.io,resources=vulnerabilityreports;exposedsecretreports,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=aquasecurity.github.io,resources=vulnerabilityreports;exposedsecretreports,verbs=list;watch;create;patch
 
 // exportReports writes the scan as trivy-operator's VulnerabilityReport and ExposedSecretReport
 // (aquasecurity.github.io/v1alpha1, named and owned like the ImageAttestation), so dashboards and

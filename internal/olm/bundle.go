@@ -83,7 +83,7 @@ func BuildBundle(o Options) (*Bundle, error) {
 	if _, err := semver.Parse(o.Version); err != nil {
 		return nil, fmt.Errorf("version %q is not semantic (https://semver.org): %w", o.Version, err)
 	}
-	objs, err := kustomizeBuild(filepath.Join(o.Root, "config", "manifests"))
+	objs, err := Kustomize(filepath.Join(o.Root, "config", "manifests"))
 	if err != nil {
 		return nil, err
 	}
@@ -335,19 +335,26 @@ func dockerfile(o Options) []byte {
 	return buf.Bytes()
 }
 
-// kustomizeBuild runs kustomize (the library the kustomize CLI is built from) on dir.
-func kustomizeBuild(dir string) ([]*unstructured.Unstructured, error) {
-	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+// Kustomize runs kustomize (the library the kustomize CLI is built from) on dir, as `kustomize build
+// dir` does, and returns the objects in its output order (kinds in the CLI's "legacy" order).
+func Kustomize(dir string) ([]*unstructured.Unstructured, error) {
+	opts := krusty.MakeDefaultOptions()
+	opts.Reorder = krusty.ReorderOptionLegacy // the CLI's default: Namespaces and CRDs first
+	m, err := krusty.MakeKustomizer(opts).Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
 		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
 	}
 	var out []*unstructured.Unstructured
 	for _, r := range m.Resources() {
-		obj, err := r.Map()
+		data, err := r.MarshalJSON() // through JSON, so numbers are int64/float64 as in any unstructured object
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, &unstructured.Unstructured{Object: obj})
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(data); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -52,7 +53,13 @@ func startControlPlane(t *testing.T, dir string) (*rest.Config, string) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		t.Fatal("KUBEBUILDER_ASSETS is not set: run with `make test` or `make test-e2e`")
 	}
-	env := &envtest.Environment{CRDDirectoryPaths: []string{"../../config/crd/bases"}, ErrorIfCRDPathMissing: true}
+	return startEnv(t, dir, &envtest.Environment{CRDDirectoryPaths: []string{"../../config/crd/bases"}, ErrorIfCRDPathMissing: true})
+}
+
+// startEnv starts env and writes an admin (system:masters) kubeconfig into dir; both stop when the
+// test ends.
+func startEnv(t *testing.T, dir string, env *envtest.Environment) (*rest.Config, string) {
+	t.Helper()
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -104,6 +111,7 @@ func newClient(t *testing.T, cfg *rest.Config) client.Client {
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = v1alpha1.AddToScheme(scheme)
+	_ = apiextensionsv1.AddToScheme(scheme)
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,312 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/olm"
+	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
+	"github.com/portcullis-dev/portcullis/internal/scan/vulndb"
+)
+
+const (
+	installNS = "portcullis-system"
+	managerSA = "portcullis-controller-manager"
+)
+
+// TestInstall installs Portcullis the way a platform team does and runs it with exactly the rights
+// that install grants:
+//
+//  1. The previous committed CRDs are installed and the samples stored under them.
+//  2. `kustomize build config/default` is applied with server-side apply and strict field validation
+//     (CRDs, Namespace, RBAC, Deployment, metrics Service): the CRD upgrade and every object must be
+//     accepted, and the samples must still apply strictly.
+//  3. config/prometheus is applied against the Prometheus Operator's real ServiceMonitor CRD.
+//  4. The manager binary runs with the Deployment's own arguments, impersonating the ServiceAccount
+//     config/default creates, against a real registry, with the trivy-operator report export on:
+//     images are judged, an image leaving the policy is deleted, metrics are scraped over https with
+//     TokenReview/SubjectAccessReview, and SIGTERM releases the leader Lease.
+//  5. The API server's audit log must show no request of the manager refused, and every permission
+//     config/default grants used at least once (those a short run cannot reach are listed with why).
+func TestInstall(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	manager := buildManager(t)
+	auditLog := filepath.Join(dir, "audit.log")
+	cfg, adminKubeconfig := startControlPlaneWithAudit(t, dir, auditLog)
+	c := newClient(t, cfg)
+	cs := kubernetes.NewForConfigOrDie(cfg)
+
+	// 1. The previous CRDs, with the samples stored under them.
+	prevRev, prevCRDs := previousCRDs(t)
+	for _, crd := range prevCRDs {
+		apply(t, c, crd, false)
+	}
+	waitEstablished(t, c, prevCRDs)
+	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}})
+	samples, err := olm.Kustomize(filepath.Join("..", "..", "config", "samples"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range samples {
+		s.SetNamespace("team-a")
+		apply(t, c, s, false) // as the previous schema accepts them (unknown fields dropped)
+	}
+	t.Logf("stored %d samples under the CRDs of %s", len(samples), prevRev)
+
+	// 2. The install itself.
+	objs, err := olm.Kustomize(filepath.Join("..", "..", "config", "default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	var crds []*unstructured.Unstructured
+	for _, o := range objs {
+		kinds[o.GetKind()]++
+		if o.GetKind() == "CustomResourceDefinition" {
+			crds = append(crds, o)
+		}
+		apply(t, c, o, true)
+	}
+	for _, k := range []string{"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"} {
+		if kinds[k] == 0 {
+			t.Errorf("config/default has no %s (kinds: %v)", k, kinds)
+		}
+	}
+	waitEstablished(t, c, crds)
+	for _, s := range samples {
+		apply(t, c, s, true) // the upgraded CRDs accept the samples strictly
+	}
+	for _, s := range samples {
+		_ = c.Delete(ctx, s) // they point at 127.0.0.1:5000; the workload below uses its own registry
+	}
+
+	// 3. The ServiceMonitor against the Prometheus Operator's CRD.
+	smCRD := readObjects(t, filepath.Join("testdata", "monitoring.coreos.com_servicemonitors.yaml"))
+	apply(t, c, smCRD[0], false)
+	waitEstablished(t, c, smCRD)
+	monitors, err := olm.Kustomize(filepath.Join("..", "..", "config", "prometheus"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range monitors {
+		apply(t, c, m, true)
+	}
+	checkMonitorSelectsService(t, monitors, objs)
+
+	// 4. The manager under the ServiceAccount's rights.
+	for _, crd := range trivyOperatorCRDs(t) {
+		apply(t, c, crd, false)
+	}
+	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", "..", "shared", "vulndata", "go-osv"), filepath.Join(dir, "vulndb")); err != nil {
+		t.Fatalf("building the vulnerability DB (needs ../shared beside the clone): %v", err)
+	}
+	metricsAddr, probeAddr := freeAddr(t), freeAddr(t)
+	args := deploymentArgs(t, objs, map[string]string{
+		"--metrics-bind-address":      metricsAddr,
+		"--health-probe-bind-address": probeAddr,
+		"--cache-dir":                 filepath.Join(dir, "cache"),
+		"--vulndb-repository":         "", // no internet here: the DB built above instead
+	})
+	args = append(args, "--leader-election-namespace="+installNS, "--vulndb-dir="+filepath.Join(dir, "vulndb", "db"),
+		"--trivy-operator-reports")
+	// Informers LIST then WATCH, as against API servers without streaming lists (WatchList): the
+	// permissions checked below are those older clusters need too.
+	t.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	cmd, exited := startManager(t, manager, impersonating(t, dir, adminKubeconfig, "system:serviceaccount:"+installNS+":"+managerSA),
+		filepath.Join(dir, "manager.log"), args...)
+
+	workload(t, ctx, c)
+	scrapeMetrics(t, ctx, c, cs, metricsAddr)
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("manager exited with %v after SIGTERM", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("manager did not stop within 30s of SIGTERM")
+	}
+
+	// 5. What the manager did, from the audit log, against what config/default grants.
+	checkRBACExact(t, auditLog, grantedTo(t, objs, managerSA))
+}
+
+// workload gives the manager something to do in every kind: a Registry with two images, a policy
+// that verifies signatures with a key from a Secret and scans, then a narrower policy so that one
+// ImageAttestation is deleted.
+func workload(t *testing.T, ctx context.Context, c client.Client) {
+	t.Helper()
+	const ns = "shop"
+	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	dist := registrytest.StartDistribution(t, registrytest.Options{})
+	appOne := registrytest.RandomImage(t)
+	oneDigest := dist.Push(t, "app/one", "v1", appOne)
+	dist.Push(t, "app/two", "v1", registrytest.RandomImage(t))
+	mustCreate(t, c, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cosign", Namespace: ns},
+		StringData: map[string]string{"cosign.pub": publicKeyPEM(t)}})
+	mustCreate(t, c, &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "dist", Namespace: ns},
+		Spec: v1alpha1.RegistrySpec{URL: dist.URL, Insecure: true, Interval: &metav1.Duration{Duration: 30 * time.Second}}})
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "signed", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "dist"}, Repositories: []string{"app/**"},
+		Verification: &v1alpha1.VerificationSpec{Authorities: []v1alpha1.Authority{{Name: "ci", IgnoreTransparencyLog: true,
+			Key: &v1alpha1.KeyAuthority{SecretRef: &v1alpha1.SecretKeyReference{Name: "cosign", Key: "cosign.pub"}}}}},
+		Scanning: &v1alpha1.ScanningSpec{},
+	}}
+	mustCreate(t, c, pol)
+	// A keyless policy whose trusted root is a ConfigMap (read uncached); this one is not a valid
+	// root, so the policy stalls, and it selects no image.
+	mustCreate(t, c, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "trusted-root", Namespace: ns},
+		Data: map[string]string{"trusted_root.json": "{}"}})
+	mustCreate(t, c, &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "keyless", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "dist"}, Repositories: []string{"keyless/**"},
+		Verification: &v1alpha1.VerificationSpec{Authorities: []v1alpha1.Authority{{Name: "ci", Keyless: &v1alpha1.KeylessAuthority{
+			Issuer: "https://issuer.test", Subject: "ci@example.test",
+			TrustedRootRef: v1alpha1.TrustedRootReference{Kind: "ConfigMap", Name: "trusted-root"}}}}},
+	}})
+	judged := func(want int) func() bool {
+		return func() bool {
+			list := &v1alpha1.ImageAttestationList{}
+			if c.List(ctx, list, client.InNamespace(ns)) != nil || len(list.Items) != want {
+				return false
+			}
+			for _, ia := range list.Items {
+				cond := apimeta.FindStatusCondition(ia.Status.Conditions, v1alpha1.PolicyCompliantCondition)
+				if cond == nil || cond.Status != metav1.ConditionFalse || ia.Status.Vulnerabilities == nil {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitUntil(t, "both images verified (unsigned: non-compliant) and scanned", judged(2))
+	dist.Push(t, "app/one", "stable", appOne) // one more tag on a judged digest: its ImageAttestation is patched
+	waitUntil(t, "the new tag on app/one's ImageAttestation", func() bool {
+		list := &v1alpha1.ImageAttestationList{}
+		if c.List(ctx, list, client.InNamespace(ns)) != nil {
+			return false
+		}
+		for _, ia := range list.Items {
+			if ia.Spec.Digest == oneDigest && slices.Contains(ia.Spec.Tags, "stable") {
+				return true
+			}
+		}
+		return false
+	})
+	waitUntil(t, "trivy-operator VulnerabilityReports", func() bool {
+		list := &unstructured.UnstructuredList{}
+		list.SetAPIVersion("aquasecurity.github.io/v1alpha1")
+		list.SetKind("VulnerabilityReportList")
+		return c.List(ctx, list, client.InNamespace(ns)) == nil && len(list.Items) == 2
+	})
+	if err := c.Get(ctx, client.ObjectKeyFromObject(pol), pol); err != nil {
+		t.Fatal(err)
+	}
+	pol.Spec.Repositories = []string{"app/one"}
+	if err := c.Update(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the ImageAttestation of app/two deleted", judged(1))
+}
+
+// scrapeMetrics reads /metrics over https as a Prometheus would: with its ServiceAccount's token,
+// allowed through the portcullis-metrics-reader ClusterRole; a token without it is refused.
+func scrapeMetrics(t *testing.T, ctx context.Context, c client.Client, cs kubernetes.Interface, addr string) {
+	t.Helper()
+	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "monitoring"}})
+	for _, sa := range []string{"prometheus", "nobody"} {
+		mustCreate(t, c, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa, Namespace: "monitoring"}})
+	}
+	mustCreate(t, c, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "prometheus-portcullis-metrics"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "portcullis-metrics-reader"},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "prometheus", Namespace: "monitoring"}}})
+	token := func(sa string) string {
+		tr, err := cs.CoreV1().ServiceAccounts("monitoring").CreateToken(ctx, sa, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr.Status.Token
+	}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the manager's self-signed certificate
+	get := func(tok string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	var code int
+	var body string
+	waitUntil(t, "metrics served to the prometheus ServiceAccount", func() bool {
+		code, body = get(token("prometheus"))
+		return code == http.StatusOK
+	})
+	if !strings.Contains(body, `portcullis_images{policy="signed",registry="shop/dist",verdict="noncompliant"} 1`) {
+		t.Errorf("metrics lack the verdict gauge:\n%s", grepLines(body, "portcullis_images"))
+	}
+	if code, _ := get(token("nobody")); code != http.StatusForbidden {
+		t.Errorf("metrics for a ServiceAccount without portcullis-metrics-reader: HTTP %d, want 403", code)
+	}
+}
+
+func publicKeyPEM(t *testing.T) string {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func mustCreate(t *testing.T, c client.Client, obj client.Object) {
+	t.Helper()
+	if err := c.Create(context.Background(), obj); err != nil {
+		t.Fatal(fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err))
+	}
+}
