@@ -51,18 +51,25 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 	return nil
 }
 
-// downloadedScanner downloads trivy's DB into CacheDir/db (once, before the manager starts, when
-// there is none) and adds a runnable that refreshes it every VulnDBRefresh (default 12h).
+// dbRetry is how soon a failed DB refresh is tried again (or VulnDBRefresh, when shorter).
+const dbRetry = 10 * time.Minute
+
+// downloadedScanner downloads trivy's DB into CacheDir/db before the manager starts, when there is
+// none or it is due (up to 10 minutes; config/default's startupProbe allows for it), and adds a
+// runnable that refreshes it every VulnDBRefresh (default 12h). A failed download with an older DB in
+// the cache is logged and retried after dbRetry while scans use the older DB; with no DB at all it is
+// fatal, with the repositories in the error.
 func downloadedScanner(mgr ctrl.Manager, opts Options) (reloadableScanner, error) {
 	dbDir := filepath.Join(opts.CacheDir, "db")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if updated, err := scan.UpdateDB(ctx, dbDir, opts.VulnDBRepositories, opts.VulnDBInsecure); err != nil {
-		return nil, fmt.Errorf("downloading the vulnerability DB from %v: %w", opts.VulnDBRepositories, err)
-	} else if updated {
-		if err := scan.InstallDB(dbDir); err != nil {
-			return nil, err
-		}
+	stale, err := scan.EnsureDB(ctx, dbDir, opts.VulnDBRepositories, opts.VulnDBInsecure)
+	switch {
+	case stale:
+		ctrl.Log.WithName("vulndb").Error(err, "downloading the vulnerability DB failed; scanning with the older one in the cache until a refresh succeeds",
+			"repositories", opts.VulnDBRepositories, "retryIn", dbRetry)
+	case err != nil:
+		return nil, fmt.Errorf("downloading the vulnerability DB from %v (no older DB in %s to fall back on): %w", opts.VulnDBRepositories, dbDir, err)
 	}
 	t, err := newScanner(mgr, opts, dbDir)
 	if err != nil {
@@ -74,18 +81,24 @@ func downloadedScanner(mgr ctrl.Manager, opts Options) (reloadableScanner, error
 	}
 	return t, mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		log := ctrl.LoggerFrom(ctx).WithName("vulndb")
-		tick := time.NewTicker(every)
-		defer tick.Stop()
+		wait := every
+		if stale {
+			wait = min(every, dbRetry)
+		}
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-tick.C:
+			case <-timer.C:
 				updated, err := scan.UpdateDB(ctx, dbDir, opts.VulnDBRepositories, opts.VulnDBInsecure)
 				if err != nil {
-					log.Error(err, "refreshing the vulnerability DB; the current one stays in use")
+					log.Error(err, "refreshing the vulnerability DB; the current one stays in use", "retryIn", min(every, dbRetry))
+					timer.Reset(min(every, dbRetry))
 					continue
 				}
+				timer.Reset(every)
 				if updated {
 					if err := t.Reload(); err != nil {
 						log.Error(err, "loading the refreshed vulnerability DB")

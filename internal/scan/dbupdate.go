@@ -85,6 +85,35 @@ func (t *Trivy) Reload() error {
 	return nil
 }
 
+// EnsureDB prepares dbDir for the first scans at start: it downloads and installs a DB when dbDir has
+// none or the one it has is due (UpdateDB). When the download fails but dbDir already holds a DB (a
+// persistent cache volume, or a pod restart), the older DB is kept and the error is returned with
+// stale=true: scanning goes on and the caller retries later. With no DB at all the error is fatal
+// (stale=false).
+func EnsureDB(ctx context.Context, dbDir string, repositories []string, insecure bool) (stale bool, err error) {
+	updated, err := UpdateDB(ctx, dbDir, repositories, insecure)
+	if err != nil {
+		if HasDB(dbDir) {
+			return true, err
+		}
+		return false, err
+	}
+	if updated {
+		return false, InstallDB(dbDir)
+	}
+	return false, nil
+}
+
+// HasDB reports whether dbDir holds a trivy DB (trivy.db and metadata.json).
+func HasDB(dbDir string) bool {
+	for _, f := range []string{"trivy.db", "metadata.json"} {
+		if fi, err := os.Stat(filepath.Join(dbDir, f)); err != nil || fi.Size() == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // InstallDB makes the DB that UpdateDB downloaded into dbDir+".new" the one in dbDir, for the first
 // start (no DB open yet).
 func InstallDB(dbDir string) error {

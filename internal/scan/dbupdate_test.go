@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,5 +138,51 @@ func TestReloadFailureKeepsTheOldDB(t *testing.T) {
 	res, err := tr.Scan(context.Background(), reg.push(t, "app", img), Access{Insecure: true})
 	if err != nil || len(res.Vulnerabilities) == 0 {
 		t.Fatalf("the previous DB must still serve scans: %d findings, %v", len(res.Vulnerabilities), err)
+	}
+}
+
+// TestEnsureDB: at start, a DB is downloaded and installed when there is none; when the mirror cannot
+// be reached, an older DB in the cache is kept (stale, scans go on with it) and no DB at all is an
+// error that names the repository.
+func TestEnsureDB(t *testing.T) {
+	ctx := context.Background()
+	reg := newCountingRegistry(t)
+	pushDB(t, reg.host, buildDB(t), time.Now().Add(time.Hour))
+	dbDir := filepath.Join(t.TempDir(), "db")
+	if stale, err := EnsureDB(ctx, dbDir, []string{reg.host + "/aquasec/trivy-db:2"}, true); err != nil || stale || !HasDB(dbDir) {
+		t.Fatalf("EnsureDB from a mirror = stale %v, %v (HasDB %v); want a DB installed", stale, err, HasDB(dbDir))
+	}
+
+	unreachable := []string{"127.0.0.1:1/aquasec/trivy-db:2"}
+	if stale, err := EnsureDB(ctx, filepath.Join(t.TempDir(), "db"), unreachable, true); err == nil || stale ||
+		!strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("EnsureDB with no DB and no mirror = stale %v, %v; want a fatal error naming the repository", stale, err)
+	}
+
+	old := buildDB(t) // due for an update: NextUpdate passed
+	raw, err := os.ReadFile(filepath.Join(old, "metadata.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md map[string]any
+	if err := json.Unmarshal(raw, &md); err != nil {
+		t.Fatal(err)
+	}
+	md["NextUpdate"] = time.Now().Add(-48 * time.Hour).UTC().Format(time.RFC3339)
+	raw, _ = json.Marshal(md)
+	if err := os.WriteFile(filepath.Join(old, "metadata.json"), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := EnsureDB(ctx, old, unreachable, true)
+	if err == nil || !stale {
+		t.Fatalf("EnsureDB with an old DB and no mirror = stale %v, %v; want stale with the download error", stale, err)
+	}
+	tr, err := NewTrivy(old, t.TempDir(), 0)
+	if err != nil {
+		t.Fatalf("the older DB must still open: %v", err)
+	}
+	defer tr.Close()
+	if tr.DBUpdatedAt().IsZero() {
+		t.Fatal("the older DB has no build time")
 	}
 }
