@@ -23,7 +23,6 @@ func sigTag(subject string) string {
 
 func days(n int) time.Time { return now.Add(-time.Duration(n) * 24 * time.Hour) }
 
-
 // TestPlanRetention covers each rule of the planner on a small repository.
 func TestPlanRetention(t *testing.T) {
 	a, b, c, d := digestOf("a"), digestOf("b"), digestOf("c"), digestOf("d")
@@ -41,7 +40,7 @@ func TestPlanRetention(t *testing.T) {
 		{Digest: unknown, Tags: []string{"nodate"}},
 		{Digest: sigA, Tags: []string{sigTag(a)}, Created: days(1)},
 		{Digest: sigOld, Tags: []string{sigTag(old)}, Created: days(400)},
-		{Digest: attSig, Subject: sigA, Created: days(1)},                      // a referrer of a's signature
+		{Digest: attSig, Subject: sigA, Created: days(1)}, // a referrer of a's signature
 		{Digest: orphanSig, Tags: []string{sigTag(digestOf("gone"))}, Created: days(500)},
 		{Digest: ref, Subject: old, Created: days(399)},
 	}
