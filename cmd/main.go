@@ -15,6 +15,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -53,7 +54,19 @@ type flags struct {
 	scanInProcess          bool
 	vulnDBRepositories     string
 	vulnDBRefresh          time.Duration
+	watchNamespaces        string
 	vulnDBInsecure         bool
+}
+
+// envPrefix: every flag can also be given as an environment variable, PORTCULLIS_ and the flag's
+// name in upper case with "_" for "-" (e.g. PORTCULLIS_ALLOWED_REGISTRY_HOSTS), so installs that can
+// set env but not arguments (an OLM Subscription's spec.config.env) configure the manager too. A flag
+// on the command line wins over the environment.
+const envPrefix = "PORTCULLIS_"
+
+// envName is the environment variable for flag name.
+func envName(name string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
@@ -84,8 +97,21 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 		"Comma-separated OCI repositories of trivy's vulnerability DB (e.g. mirror.gcr.io/aquasec/trivy-db:2 or a mirror), downloaded into --cache-dir/db and refreshed. Empty with no --vulndb-dir: scanning is off.")
 	fs.DurationVar(&f.vulnDBRefresh, "vulndb-refresh", 12*time.Hour, "How often a downloaded vulnerability DB is checked for an update.")
 	fs.BoolVar(&f.vulnDBInsecure, "vulndb-insecure", false, "Allow plain http to the --vulndb-repository mirror.")
+	fs.StringVar(&f.watchNamespaces, "watch-namespaces", os.Getenv("WATCH_NAMESPACE"),
+		"Comma-separated namespaces to watch; empty watches all. Defaults to $WATCH_NAMESPACE, which the Deployment fills from OLM's olm.targetNamespaces (OwnNamespace install mode).")
 	var zo zap.Options
 	zo.BindFlags(fs)
+	var envErr error
+	fs.VisitAll(func(fl *flag.Flag) {
+		if v, ok := os.LookupEnv(envName(fl.Name)); ok && envErr == nil {
+			if err := fl.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("%s=%q (for --%s): %w", envName(fl.Name), v, fl.Name, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return f, zo, envErr
+	}
 	if err := fs.Parse(args); err != nil {
 		return f, zo, err
 	}
@@ -122,6 +148,18 @@ func (f flags) options() controller.Options {
 	}
 }
 
+// cacheOptions restricts the manager's cache (every watch) to namespaces; none means all.
+func cacheOptions(namespaces []string) cache.Options {
+	if len(namespaces) == 0 {
+		return cache.Options{}
+	}
+	o := cache.Options{DefaultNamespaces: map[string]cache.Config{}}
+	for _, ns := range namespaces {
+		o.DefaultNamespaces[ns] = cache.Config{}
+	}
+	return o
+}
+
 func newScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
@@ -154,6 +192,7 @@ func run() error {
 		LeaderElection:          f.leaderElect,
 		LeaderElectionID:        "portcullis.registry.portcullis.dev",
 		LeaderElectionNamespace: f.leaderElectionNS,
+		Cache:                   cacheOptions(splitList(f.watchNamespaces)),
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
@@ -167,6 +206,7 @@ func run() error {
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding ready check: %w", err)
 	}
-	log.Info("starting manager", "metricsAddr", f.metricsAddr, "allowedRegistryHosts", f.allowedHosts, "scanConcurrency", f.scanConcurrency)
+	log.Info("starting manager", "metricsAddr", f.metricsAddr, "allowedRegistryHosts", f.allowedHosts, "scanConcurrency", f.scanConcurrency,
+		"watchNamespaces", f.watchNamespaces)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }

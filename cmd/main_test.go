@@ -47,3 +47,33 @@ func TestSchemeHasOurKinds(t *testing.T) {
 		}
 	}
 }
+
+// TestParseFlagsFromEnvironment: every flag can come from PORTCULLIS_<FLAG>, the command line wins,
+// WATCH_NAMESPACE (OLM's target namespaces) feeds --watch-namespaces, and a bad value names the
+// variable.
+func TestParseFlagsFromEnvironment(t *testing.T) {
+	t.Setenv("PORTCULLIS_ALLOWED_REGISTRY_HOSTS", "*.corp.example")
+	t.Setenv("PORTCULLIS_SCAN_CONCURRENCY", "3")
+	t.Setenv("PORTCULLIS_CACHE_DIR", "/from/env")
+	t.Setenv("WATCH_NAMESPACE", "team-a,team-b")
+	f, _, err := parseFlags(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--cache-dir=/from/args"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := f.options()
+	if !reflect.DeepEqual(o.AllowedRegistryHosts, []string{"*.corp.example"}) || o.ScanConcurrency != 3 || o.CacheDir != "/from/args" {
+		t.Errorf("options = %+v", o)
+	}
+	c := cacheOptions(splitList(f.watchNamespaces))
+	if len(c.DefaultNamespaces) != 2 || c.DefaultNamespaces["team-b"].LabelSelector != nil {
+		t.Errorf("cache namespaces %v, want team-a and team-b", c.DefaultNamespaces)
+	}
+	if len(cacheOptions(nil).DefaultNamespaces) != 0 {
+		t.Error("no namespaces must watch all")
+	}
+
+	t.Setenv("PORTCULLIS_SCAN_CONCURRENCY", "many")
+	if _, _, err := parseFlags(flag.NewFlagSet("t", flag.ContinueOnError), nil); err == nil || !strings.Contains(err.Error(), "PORTCULLIS_SCAN_CONCURRENCY") {
+		t.Fatalf("want an error naming PORTCULLIS_SCAN_CONCURRENCY, got %v", err)
+	}
+}

@@ -5,11 +5,11 @@
 -- The controllers follow kstatus: Ready, Reconciling and Stalled conditions, each stamped with the
 -- generation it is about, and status.observedGeneration (-1 until the first final outcome). Only
 -- conditions about the current generation count. The mapping:
---   spec.suspend: true                                   -> Suspended
 --   Stalled=True (the spec or a referenced object must change) -> Degraded
 --   Reconciling=True and Ready=False (a failure being retried, e.g. the registry is unreachable)
 --                                                        -> Degraded
 --   observedGeneration behind metadata.generation         -> Progressing
+--   spec.suspend: true, observed                         -> Suspended
 --   Reconciling=True otherwise (work in progress)        -> Progressing
 --   Ready=True                                           -> Healthy (for an image: its verdict is
 --                                                           current, compliant or not; compliance is
@@ -41,9 +41,6 @@ local function describe(c)
   return msg
 end
 
-if obj.spec ~= nil and obj.spec.suspend == true then
-  return { status = "Suspended", message = "spec.suspend is true" }
-end
 if obj.status == nil then
   return hs
 end
@@ -64,6 +61,9 @@ if generation ~= nil and (observed == nil or observed < generation) then
     hs.message = describe(reconciling)
   end
   return hs
+end
+if obj.spec ~= nil and obj.spec.suspend == true then
+  return { status = "Suspended", message = "spec.suspend is true" }
 end
 if reconciling ~= nil and reconciling.status == "True" then
   return { status = "Progressing", message = describe(reconciling) }

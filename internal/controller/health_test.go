@@ -98,6 +98,8 @@ func TestGitOpsHealth(t *testing.T) {
 	orphan := policy("orphan", "absent")
 	if orphan.Status.ObservedGeneration == -1 {
 		check("RepositoryPolicy before its first reconcile", orphan, inProgress)
+	} else {
+		t.Errorf("create response has status.observedGeneration %d, want the CRD default -1", orphan.Status.ObservedGeneration)
 	}
 	orphan = waitFor(t, orphan, "Stalled", func(p *v1alpha1.RepositoryPolicy) bool {
 		return hasCondition(p, v1alpha1.StalledCondition, metav1.ConditionTrue, v1alpha1.RegistryNotFoundReason)

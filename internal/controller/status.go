@@ -31,7 +31,7 @@ const (
 	// outcomeStalled: the spec or a referenced object must change; no error, no retry.
 	outcomeStalled
 	// outcomeSuspended: spec.suspend is set; final for this generation. Ready=True with reason
-	// Suspended: nothing is wrong and nothing is in progress, so kstatus (Flux, `kubectl wait`) reads it
+	// Suspended: nothing is wrong and nothing is in progress, so kstatus (Flux) reads it
 	// as Current and a GitOps health check does not wait on a Registry paused on purpose.
 	outcomeSuspended
 	// outcomePending: work goes on (Ready=Unknown, Reconciling=True); not final.

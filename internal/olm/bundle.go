@@ -200,6 +200,9 @@ func BuildBundle(o Options) (*Bundle, error) {
 	return b, nil
 }
 
+// SkipRange is the range of versions a bundle of version upgrades from: every earlier one.
+func SkipRange(version string) string { return "<" + version }
+
 // completeCSV fills in everything the base CSV leaves to the build.
 func completeCSV(csv *operatorsv1alpha1.ClusterServiceVersion, o Options, icon []byte,
 	crds []*apiextensionsv1.CustomResourceDefinition, deploy *appsv1.Deployment,
@@ -212,6 +215,8 @@ func completeCSV(csv *operatorsv1alpha1.ClusterServiceVersion, o Options, icon [
 		csv.Annotations = map[string]string{}
 	}
 	csv.Annotations["containerImage"] = o.Image
+	// Any earlier version upgrades straight to this one (one bundle per catalog, no replaces chain).
+	csv.Annotations["olm.skipRange"] = SkipRange(o.Version)
 	sort.Slice(examples, func(i, j int) bool {
 		ki, kj := examples[i]["kind"].(string), examples[j]["kind"].(string)
 		if ki != kj {

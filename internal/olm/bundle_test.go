@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/blang/semver/v4"
 	"github.com/operator-framework/api/pkg/manifests"
 	operatorsv1alpha1 "github.com/operator-framework/api/pkg/operators/v1alpha1"
 	"github.com/operator-framework/api/pkg/validation"
@@ -127,6 +128,15 @@ func TestCatalogValidates(t *testing.T) {
 	}
 	if b.Version.String() != csv.Spec.Version.String() {
 		t.Errorf("catalog bundle version %s, CSV version %s", b.Version, csv.Spec.Version)
+	}
+	// An installed older version must have an upgrade edge to this one.
+	older, err := semver.Parse("0.0.1-alpha")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inRange, err := semver.ParseRange(b.SkipRange)
+	if err != nil || !inRange(older) || inRange(b.Version) {
+		t.Errorf("bundle %s: skipRange %q must cover every earlier version and not itself", b.Name, csv.Annotations["olm.skipRange"])
 	}
 	props, err := property.Parse(b.Properties)
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 const CatalogPath = "catalog/portcullis/catalog.yaml"
 
 // BuildCatalog returns the file-based catalog for the bundle: one olm.package with the icon, one channel
-// whose only entry is this version, and one olm.bundle pointing at o.BundleImage. The bundle's
+// whose only entry is this version (skipRange: every earlier version upgrades to it), and one olm.bundle pointing at o.BundleImage. The bundle's
 // properties are those `opm render` derives from a registry+v1 bundle image: olm.package (name and
 // version), olm.gvk for every owned CRD, and olm.csv.metadata for consoles.
 func BuildCatalog(o Options, b *Bundle) (Files, error) {
@@ -43,7 +43,7 @@ func BuildCatalog(o Options, b *Bundle) (Files, error) {
 		}},
 		Channels: []declcfg.Channel{{
 			Schema: declcfg.SchemaChannel, Package: o.Package, Name: o.Channel,
-			Entries: []declcfg.ChannelEntry{{Name: csv.Name}},
+			Entries: []declcfg.ChannelEntry{{Name: csv.Name, SkipRange: SkipRange(o.Version)}},
 		}},
 		Bundles: []declcfg.Bundle{{
 			Schema: declcfg.SchemaBundle, Name: csv.Name, Package: o.Package, Image: o.BundleImage,

@@ -21,14 +21,16 @@ import (
 )
 
 // TestManagerBinary builds bin/manager, runs it with a kubeconfig as `make run` does, and checks
-// readiness, a Registry reaching Ready, a Registry stalled by the --allowed-registry-hosts flag, and a
-// clean exit on SIGTERM.
+// readiness, a Registry reaching Ready, a Registry stalled by the --allowed-registry-hosts flag, that
+// with WATCH_NAMESPACE (OLM's OwnNamespace mode) a Registry elsewhere is left alone, and a clean exit
+// on SIGTERM.
 func TestManagerBinary(t *testing.T) {
 	dir := t.TempDir()
 	manager := buildManager(t)
 	cfg, kubeconfig := startControlPlane(t, dir)
 
 	probe := freeAddr(t)
+	t.Setenv("WATCH_NAMESPACE", "e2e")
 	cmd, exited := startManager(t, manager, kubeconfig, filepath.Join(dir, "manager.log"),
 		"--health-probe-bind-address="+probe, "--allowed-registry-hosts=127.0.0.1,*.allowed.test", "--cache-dir="+filepath.Join(dir, "cache"))
 
@@ -46,6 +48,11 @@ func TestManagerBinary(t *testing.T) {
 	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "e2e"}}
 	if err := c.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	outside := &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "outside", Namespace: "default"},
+		Spec: v1alpha1.RegistrySpec{URL: "http://127.0.0.1:1", Insecure: true}}
+	if err := c.Create(ctx, outside); err != nil {
 		t.Fatal(err)
 	}
 	dist := registrytest.StartDistribution(t, registrytest.Options{})
@@ -66,6 +73,9 @@ func TestManagerBinary(t *testing.T) {
 		return conditionIs(ctx, c, "local", v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.SucceededReason) &&
 			conditionIs(ctx, c, "elsewhere", v1alpha1.StalledCondition, metav1.ConditionTrue, v1alpha1.HostNotAllowedReason)
 	})
+	if err := c.Get(ctx, client.ObjectKeyFromObject(outside), outside); err != nil || len(outside.Status.Conditions) > 0 {
+		t.Errorf("a Registry outside WATCH_NAMESPACE was reconciled: %+v (%v)", outside.Status, err)
+	}
 	waitUntil(t, "one ImageAttestation for the pushed image", func() bool {
 		list := &v1alpha1.ImageAttestationList{}
 		return c.List(ctx, list, client.InNamespace("e2e")) == nil && len(list.Items) == 1 &&
