@@ -34,6 +34,9 @@ var (
 	// ErrTooLarge: a response body was over the size limit (4 MiB, the distribution spec's
 	// recommended manifest limit).
 	ErrTooLarge = errors.New("registry response too large")
+	// ErrUnsupported: the registry does not offer the operation (405 Method Not Allowed or
+	// UNSUPPORTED), e.g. manifest deletion switched off in CNCF Distribution.
+	ErrUnsupported = errors.New("registry does not support the operation")
 )
 
 // classify wraps err with its kind. op says what was being done ("listing tags of team-a/api").
@@ -51,7 +54,7 @@ func classify(op string, err error) error {
 }
 
 func kindOf(err error) error {
-	for _, k := range []error{ErrUnauthorized, ErrNotFound, ErrRateLimited, ErrUnavailable, ErrTimeout, ErrInvalidResponse, ErrTooLarge} {
+	for _, k := range []error{ErrUnauthorized, ErrNotFound, ErrRateLimited, ErrUnavailable, ErrTimeout, ErrInvalidResponse, ErrTooLarge, ErrUnsupported} {
 		if errors.Is(err, k) {
 			return k
 		}
@@ -69,6 +72,8 @@ func kindOf(err error) error {
 			return ErrUnavailable
 		case code == http.StatusTooManyRequests:
 			return ErrRateLimited
+		case code == http.StatusMethodNotAllowed:
+			return ErrUnsupported
 		case code >= 500:
 			return ErrUnavailable
 		default:

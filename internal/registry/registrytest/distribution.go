@@ -46,9 +46,11 @@ type Options struct {
 	Addr string
 	// Dir holds the configuration, the storage and the log (Start only; tests use a temp dir).
 	Dir string
+	// NoDelete switches manifest deletion off (Distribution's default), so DELETE answers 405.
+	NoDelete bool
 }
 
-// StartDistribution starts the registry with deletion enabled on a free loopback port and stops it
+// StartDistribution starts the registry (deletion enabled unless opts.NoDelete) on a free loopback port and stops it
 // when the test ends. It fails the test when the binary is not available.
 func StartDistribution(t testing.TB, opts Options) *Distribution {
 	t.Helper()
@@ -108,14 +110,14 @@ storage:
   filesystem:
     rootdirectory: %s
   delete:
-    enabled: true
+    enabled: %t
   maintenance:
     uploadpurging:
       enabled: false
 http:
   addr: %s
   secret: %s
-%s`, filepath.Join(opts.Dir, "data"), addr, hex.EncodeToString(secret), auth)
+%s`, filepath.Join(opts.Dir, "data"), !opts.NoDelete, addr, hex.EncodeToString(secret), auth)
 	cfgPath := filepath.Join(opts.Dir, "config.yml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
 		return nil, nil, err
