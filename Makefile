@@ -58,8 +58,9 @@ fmt: ## Run gofmt on the tree.
 	gofmt -l -w $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 
 .PHONY: vet
-vet: ## Run go vet.
+vet: ## Run go vet (also on the e2e build tag).
 	go vet ./...
+	go vet -tags e2e ./test/e2e
 
 .PHONY: verify
 verify: manifests generate ## Fail when generated files or formatting differ from what is committed.

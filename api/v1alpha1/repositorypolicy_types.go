@@ -105,6 +105,75 @@ type RepositoryPolicyStatus struct {
 	// LastEnforcedTime is when the registry last received the policy's settings (Enforce mode).
 	// +optional
 	LastEnforcedTime *metav1.Time `json:"lastEnforcedTime,omitempty"`
+
+	// Retention is the last retention plan (spec.retention) and what was done with it.
+	// +optional
+	Retention *RetentionStatus `json:"retention,omitempty"`
+}
+
+// RetentionStatus is the last retention pass: the plan computed from the registry's tags, digests and
+// creation times, and the deletions made from it. A plan is computed once per Registry interval and
+// whenever the policy changes.
+type RetentionStatus struct {
+	// PlanTime is when the plan was computed.
+	PlanTime metav1.Time `json:"planTime"`
+
+	// ObservedGeneration is the policy generation the plan was computed for.
+	ObservedGeneration int64 `json:"observedGeneration"`
+
+	// DryRun is true when nothing was deleted on purpose: spec.retention.dryRun, or mode Audit.
+	DryRun bool `json:"dryRun"`
+
+	// Repositories is the number of repositories planned.
+	// +optional
+	Repositories int32 `json:"repositories,omitempty"`
+
+	// Kept is the number of digests the plan keeps.
+	// +optional
+	Kept int32 `json:"kept,omitempty"`
+
+	// ToDelete is the number of digests the plan deletes (before this pass's deletions).
+	// +optional
+	ToDelete int32 `json:"toDelete,omitempty"`
+
+	// Deleted is the number of digests deleted in this pass (at most spec.retention.maxDeletionsPerPass).
+	// +optional
+	Deleted int32 `json:"deleted,omitempty"`
+
+	// Items lists up to 20 digests: deletions first (planned, or done), then digests kept only because
+	// their age cannot be trusted or their subject is not in the registry.
+	// +kubebuilder:validation:MaxItems=20
+	// +listType=atomic
+	// +optional
+	Items []RetentionItem `json:"items,omitempty"`
+
+	// Message summarises the pass, or says what stopped it.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// RetentionItem is one digest in a retention plan.
+type RetentionItem struct {
+	// Repository is the repository name in the registry.
+	Repository string `json:"repository"`
+
+	// Digest is the manifest digest.
+	Digest string `json:"digest"`
+
+	// Tags are the digest's tags when planned (at most 10 shown).
+	// +kubebuilder:validation:MaxItems=10
+	// +listType=atomic
+	// +optional
+	Tags []string `json:"tags,omitempty"`
+
+	// Action is Delete (planned), Deleted (done in this pass) or Keep.
+	// +kubebuilder:validation:Enum=Delete;Deleted;Keep
+	Action string `json:"action"`
+
+	// Reason is why: NoRuleRetains, SubjectDeleted, TimeUnknown, TimeImplausible, SubjectUnknown, ...
+	// (internal/policy's retention reasons).
+	Reason string `json:"reason"`
 }
 
 // ImageVerdict names a digest and why it fails a policy.

@@ -58,6 +58,11 @@ var (
 )
 
 // verdictEvents counts verdict transitions (an image turning compliant or non-compliant).
+var retentionDeletions = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "portcullis_retention_deletions_total",
+	Help: "Digests deleted from registries by retention, per Registry (namespace/name) and RepositoryPolicy.",
+}, []string{"registry", "policy"})
+
 var verdictEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "portcullis_verdict_transitions_total",
 	Help: "ImageAttestations whose PolicyCompliant condition changed, by new verdict (compliant, noncompliant).",
@@ -156,7 +161,7 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 // collectors are the metrics this package serves on the manager's /metrics (controller-runtime's
 // registry); the README's table and config/grafana are checked against them.
 var collectors = []prometheus.Collector{registryPasses, escapingEntries, scans, scanSeconds, verifications, verificationSeconds,
-	verdictEvents, verdicts}
+	verdictEvents, verdicts, retentionDeletions}
 
 func init() {
 	ctrlmetrics.Registry.MustRegister(collectors...)

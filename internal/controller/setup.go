@@ -45,6 +45,9 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 		}
 		ia.Scanner = t
 	}
+	if err := (&RetentionReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, access: access}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the retention controller: %w", err)
+	}
 	if err := ia.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the ImageAttestation controller: %w", err)
 	}

@@ -34,6 +34,8 @@ const (
 	RetainedSubjectKept = "SubjectKept"
 	// RetainedSubjectUnknown: a signature, attestation or SBOM whose subject is not in the listing.
 	RetainedSubjectUnknown = "SubjectUnknown"
+	// RetainedOutsidePolicy: the digest has a tag the policy does not govern (spec.tags).
+	RetainedOutsidePolicy = "OutsidePolicy"
 	// DeleteNoRuleRetains: no rule keeps any of the digest's tags, and nothing protects it.
 	DeleteNoRuleRetains = "NoRuleRetains"
 	// DeleteSubjectDeleted: a signature, attestation or SBOM whose subject is deleted in the same plan.
@@ -65,6 +67,9 @@ type RetentionInput struct {
 	Rules  []v1alpha1.RetentionRule
 	// InUse holds digests that running Pods use (protectInUse); nil when not protecting.
 	InUse map[string]bool
+	// Protected holds digests kept whatever the rules say, with the reason (e.g.
+	// RetainedOutsidePolicy).
+	Protected map[string]string
 	// Now is the time age rules are measured from.
 	Now time.Time
 }
@@ -168,6 +173,8 @@ func PlanRetention(in RetentionInput) RetentionPlan {
 			item.Reason, item.Detail = RetainedByRule, why
 		case in.InUse[img.Digest]:
 			item.Reason = RetainedInUse
+		case in.Protected[img.Digest] != "":
+			item.Reason = in.Protected[img.Digest]
 		case img.Created.IsZero():
 			item.Reason = RetainedTimeUnknown
 		case !trustedTime(img.Created, in.Now):
@@ -205,6 +212,8 @@ func PlanRetention(in RetentionInput) RetentionPlan {
 		switch {
 		case in.InUse[d]:
 			item.Reason, item.Detail = RetainedInUse, ""
+		case in.Protected[d] != "":
+			item.Reason, item.Detail = in.Protected[d], ""
 		case subjectAction == ActionDelete:
 			item.Action, item.Reason = ActionDelete, DeleteSubjectDeleted
 		case subjectAction == ActionKeep:

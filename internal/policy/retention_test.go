@@ -117,8 +117,8 @@ func TestPlanRetentionProperties(t *testing.T) {
 		}
 		for i, it := range plan.Delete {
 			img := byDigest[it.Digest]
-			if in.InUse[img.Digest] {
-				t.Fatalf("%s: deletes %s, which a running Pod uses", ctx, img.Digest)
+			if in.InUse[img.Digest] || in.Protected[img.Digest] != "" {
+				t.Fatalf("%s: deletes %s, which a running Pod uses or which is protected", ctx, img.Digest)
 			}
 			if subject, acc := accessorySubject(img); acc {
 				if !deleted[subject] {
@@ -231,10 +231,13 @@ func randomRetentionInput(r *rand.Rand, patterns []string) RetentionInput {
 		}
 		images = append(images, acc)
 	}
-	in := RetentionInput{Images: images, Now: now, InUse: map[string]bool{}}
+	in := RetentionInput{Images: images, Now: now, InUse: map[string]bool{}, Protected: map[string]string{}}
 	for _, img := range images {
 		if r.IntN(8) == 0 {
 			in.InUse[img.Digest] = true
+		}
+		if r.IntN(10) == 0 {
+			in.Protected[img.Digest] = RetainedOutsidePolicy
 		}
 	}
 	for range 1 + r.IntN(3) {

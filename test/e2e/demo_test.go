@@ -222,16 +222,6 @@ func scrape(t *testing.T, addr string) string {
 	return string(b)
 }
 
-func grepLines(s, prefix string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.HasPrefix(l, prefix) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
 // dumpObjects logs the namespace's Portcullis objects as YAML.
 func dumpObjects(t *testing.T, c client.Client, ns string) {
 	for _, list := range []client.ObjectList{&v1alpha1.RegistryList{}, &v1alpha1.RepositoryPolicyList{}, &v1alpha1.ImageAttestationList{}} {

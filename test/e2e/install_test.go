@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -169,6 +171,11 @@ func workload(t *testing.T, ctx context.Context, c client.Client) {
 	dist := registrytest.StartDistribution(t, registrytest.Options{})
 	appOne := registrytest.RandomImage(t)
 	oneDigest := dist.Push(t, "app/one", "v1", appOne)
+	old, err := mutate.CreatedAt(registrytest.RandomImage(t), v1.Time{Time: time.Now().Add(-90 * 24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dist.Push(t, "app/one", "v0", old) // retention (dry run) plans to delete it, after checking Pods
 	dist.Push(t, "app/two", "v1", registrytest.RandomImage(t))
 	mustCreate(t, c, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cosign", Namespace: ns},
 		StringData: map[string]string{"cosign.pub": publicKeyPEM(t)}})
@@ -178,7 +185,8 @@ func workload(t *testing.T, ctx context.Context, c client.Client) {
 		RegistryRef: v1alpha1.LocalObjectReference{Name: "dist"}, Repositories: []string{"app/**"},
 		Verification: &v1alpha1.VerificationSpec{Authorities: []v1alpha1.Authority{{Name: "ci", IgnoreTransparencyLog: true,
 			Key: &v1alpha1.KeyAuthority{SecretRef: &v1alpha1.SecretKeyReference{Name: "cosign", Key: "cosign.pub"}}}}},
-		Scanning: &v1alpha1.ScanningSpec{},
+		Scanning:  &v1alpha1.ScanningSpec{},
+		Retention: &v1alpha1.RetentionSpec{Rules: []v1alpha1.RetentionRule{{KeepWithinDays: ptr(int32(30))}}},
 	}}
 	mustCreate(t, c, pol)
 	// A keyless policy whose trusted root is a ConfigMap (read uncached); this one is not a valid
@@ -206,7 +214,12 @@ func workload(t *testing.T, ctx context.Context, c client.Client) {
 			return true
 		}
 	}
-	waitUntil(t, "both images verified (unsigned: non-compliant) and scanned", judged(2))
+	waitUntil(t, "all three images verified (unsigned: non-compliant) and scanned", judged(3))
+	waitUntil(t, "a retention plan deleting app/one:v0 (dry run)", func() bool {
+		p := &v1alpha1.RepositoryPolicy{}
+		return c.Get(ctx, client.ObjectKeyFromObject(pol), p) == nil && p.Status.Retention != nil &&
+			p.Status.Retention.DryRun && p.Status.Retention.ToDelete == 1
+	})
 	dist.Push(t, "app/one", "stable", appOne) // one more tag on a judged digest: its ImageAttestation is patched
 	waitUntil(t, "the new tag on app/one's ImageAttestation", func() bool {
 		list := &v1alpha1.ImageAttestationList{}
@@ -224,7 +237,7 @@ func workload(t *testing.T, ctx context.Context, c client.Client) {
 		list := &unstructured.UnstructuredList{}
 		list.SetAPIVersion("aquasecurity.github.io/v1alpha1")
 		list.SetKind("VulnerabilityReportList")
-		return c.List(ctx, list, client.InNamespace(ns)) == nil && len(list.Items) == 2
+		return c.List(ctx, list, client.InNamespace(ns)) == nil && len(list.Items) == 3
 	})
 	if err := c.Get(ctx, client.ObjectKeyFromObject(pol), pol); err != nil {
 		t.Fatal(err)
@@ -233,7 +246,7 @@ func workload(t *testing.T, ctx context.Context, c client.Client) {
 	if err := c.Update(ctx, pol); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the ImageAttestation of app/two deleted", judged(1))
+	waitUntil(t, "the ImageAttestation of app/two deleted", judged(2))
 }
 
 // scrapeMetrics reads /metrics over https as a Prometheus would: with its ServiceAccount's token,
@@ -273,13 +286,15 @@ func scrapeMetrics(t *testing.T, ctx context.Context, c client.Client, cs kubern
 		code, body = get(token("prometheus"))
 		return code == http.StatusOK
 	})
-	if !strings.Contains(body, `portcullis_images{policy="signed",registry="shop/dist",verdict="noncompliant"} 1`) {
+	if !strings.Contains(body, `portcullis_images{policy="signed",registry="shop/dist",verdict="noncompliant"} 2`) {
 		t.Errorf("metrics lack the verdict gauge:\n%s", grepLines(body, "portcullis_images"))
 	}
 	if code, _ := get(token("nobody")); code != http.StatusForbidden {
 		t.Errorf("metrics for a ServiceAccount without portcullis-metrics-reader: HTTP %d, want 403", code)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func publicKeyPEM(t *testing.T) string {
 	t.Helper()
@@ -294,10 +309,11 @@ func publicKeyPEM(t *testing.T) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 }
 
-func grepLines(s, substr string) string {
+// grepLines returns the lines of s that start with prefix.
+func grepLines(s, prefix string) string {
 	var out []string
 	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, substr) {
+		if strings.HasPrefix(l, prefix) {
 			out = append(out, l)
 		}
 	}
