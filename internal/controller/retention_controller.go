@@ -238,11 +238,17 @@ func (r *RetentionReconciler) announce(pol *v1alpha1.RepositoryPolicy, st *v1alp
 	prev := pol.Status.Retention
 	switch {
 	case stopped != nil:
-		return func() { r.Recorder.Eventf(pol, nil, corev1.EventTypeWarning, "RetentionFailed", "Retention", "%s", st.Message) }
+		return func() {
+			r.Recorder.Eventf(pol, nil, corev1.EventTypeWarning, "RetentionFailed", "Retention", "%s", st.Message)
+		}
 	case st.Deleted > 0:
-		return func() { r.Recorder.Eventf(pol, nil, corev1.EventTypeNormal, "RetentionDeleted", "Retention", "%s", st.Message) }
+		return func() {
+			r.Recorder.Eventf(pol, nil, corev1.EventTypeNormal, "RetentionDeleted", "Retention", "%s", st.Message)
+		}
 	case st.DryRun && (prev == nil || prev.ToDelete != st.ToDelete || !prev.DryRun):
-		return func() { r.Recorder.Eventf(pol, nil, corev1.EventTypeNormal, "RetentionPlanned", "Retention", "%s", st.Message) }
+		return func() {
+			r.Recorder.Eventf(pol, nil, corev1.EventTypeNormal, "RetentionPlanned", "Retention", "%s", st.Message)
+		}
 	}
 	return nil
 }
