@@ -156,4 +156,3 @@ func (c *createdTimes) get(ctx context.Context, rc *registry.Client, repo, diges
 	c.m[digest] = t
 	return t, nil
 }
-
