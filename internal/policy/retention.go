@@ -93,11 +93,12 @@ type RetentionPlan struct {
 }
 
 // cosignAccessory matches cosign's tag scheme for signatures, attestations and SBOMs attached to a
-// digest (https://github.com/sigstore/cosign/blob/main/specs/SIGNATURE_SPEC.md).
-var cosignAccessory = regexp.MustCompile(`^(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128})\.(sig|att|sbom)$`)
+// digest (https://github.com/sigstore/cosign/blob/main/specs/SIGNATURE_SPEC.md), and the OCI 1.1
+// referrers fallback tag, the bare `sha256-<hex>` (distribution spec, "Referrers Tag Schema").
+var cosignAccessory = regexp.MustCompile(`^(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128})(\.(sig|att|sbom))?$`)
 
-// AccessoryTag reports whether tag is a cosign signature, attestation or SBOM tag, and the subject
-// digest it names.
+// AccessoryTag reports whether tag is a cosign signature, attestation or SBOM tag, or a referrers
+// fallback tag, and the subject digest it names.
 func AccessoryTag(tag string) (subject string, ok bool) {
 	m := cosignAccessory.FindStringSubmatch(tag)
 	if m == nil {
