@@ -1,8 +1,8 @@
 package v1alpha1
 
 // Condition types. Ready, Reconciling and Stalled follow the kstatus convention
-// (sigs.k8s.io/cli-utils/pkg/kstatus), so Flux and Argo CD read the health of every kind without custom
-// code; the others are domain conditions of ImageAttestation.
+// (sigs.k8s.io/cli-utils/pkg/kstatus), so Flux reads the health of every kind as it is, and Argo CD with
+// the check in config/argocd; the others are domain conditions of ImageAttestation.
 const (
 	// ReadyCondition summarises the object: True when the last reconciliation reached its goal.
 	ReadyCondition = "Ready"
@@ -19,6 +19,13 @@ const (
 	VulnerabilitiesScannedCondition = "VulnerabilitiesScanned"
 	// PolicyCompliantCondition is True when every selecting policy passes for the digest.
 	PolicyCompliantCondition = "PolicyCompliant"
+	// TagImmutableCondition (ImageAttestation): False when a tag a selecting policy makes immutable
+	// (spec.immutability) moved to this digest from another; present only when such a policy exists.
+	TagImmutableCondition = "TagImmutable"
+	// ImmutableTagMovedReason: an immutable tag now points here and pointed elsewhere before.
+	ImmutableTagMovedReason = "ImmutableTagMoved"
+	// NoImmutableTagMovedReason: no tag the selecting policies make immutable moved here.
+	NoImmutableTagMovedReason = "NoImmutableTagMoved"
 )
 
 // Condition reasons: CamelCase, stable, meant for alerting rules and `kubectl wait`.

@@ -53,6 +53,26 @@ type ImageAttestationSpec struct {
 	// +listType=atomic
 	// +optional
 	Platforms []PlatformManifest `json:"platforms,omitempty"`
+
+	// MovedTags records tags that moved to this digest from another one while Portcullis watched the
+	// registry (newest last, at most 10). Policies with spec.immutability report the moves of tags
+	// they make immutable (condition TagImmutable); plain OCI registries cannot refuse them.
+	// +kubebuilder:validation:MaxItems=10
+	// +listType=atomic
+	// +optional
+	MovedTags []MovedTag `json:"movedTags,omitempty"`
+}
+
+// MovedTag is a tag that pointed at another digest in an earlier listing.
+type MovedTag struct {
+	// Tag is the tag name.
+	Tag string `json:"tag"`
+
+	// From is the digest the tag pointed at before.
+	From string `json:"from"`
+
+	// Time is when the move was seen (the listing that found it).
+	Time metav1.Time `json:"time"`
 }
 
 // PlatformManifest is one child manifest of an image index.

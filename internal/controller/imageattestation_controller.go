@@ -116,6 +116,7 @@ func (r *ImageAttestationReconciler) reconcile(ctx context.Context, ia *v1alpha1
 	}
 	summary := evaluate(ia, policies, sigs, rec, state, time.Now())
 	after := verdictTransition(r.Recorder, ia, before)
+	immutabilityEvent := immutabilityCondition(r.Recorder, ia, policies)
 	switch {
 	case scanErr != nil:
 		// The verdict is computed from the earlier scan (or says ScanFailed when none succeeded); the
@@ -126,8 +127,10 @@ func (r *ImageAttestationReconciler) reconcile(ctx context.Context, ia *v1alpha1
 	default:
 		o = ready(v1alpha1.SucceededReason, "%s", summary)
 	}
-	if after != nil {
-		o.afterWrite = append(o.afterWrite, after)
+	for _, f := range []func(){after, immutabilityEvent} {
+		if f != nil {
+			o.afterWrite = append(o.afterWrite, f)
+		}
 	}
 	return o, reg, scanErr
 }

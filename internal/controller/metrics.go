@@ -63,6 +63,11 @@ var retentionDeletions = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "Digests deleted from registries by retention, per Registry (namespace/name) and RepositoryPolicy.",
 }, []string{"registry", "policy"})
 
+var immutableTagMoves = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "portcullis_immutable_tag_moves_total",
+	Help: "Tags that a RepositoryPolicy makes immutable and that moved to another digest, per Registry (namespace/name) and RepositoryPolicy.",
+}, []string{"registry", "policy"})
+
 var verdictEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "portcullis_verdict_transitions_total",
 	Help: "ImageAttestations whose PolicyCompliant condition changed, by new verdict (compliant, noncompliant).",
@@ -161,7 +166,7 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 // collectors are the metrics this package serves on the manager's /metrics (controller-runtime's
 // registry); the README's table and config/grafana are checked against them.
 var collectors = []prometheus.Collector{registryPasses, escapingEntries, scans, scanSeconds, verifications, verificationSeconds,
-	verdictEvents, verdicts, retentionDeletions}
+	verdictEvents, verdicts, retentionDeletions, immutableTagMoves}
 
 func init() {
 	ctrlmetrics.Registry.MustRegister(collectors...)

@@ -199,7 +199,7 @@ func (r *RegistryReconciler) pass(ctx context.Context, obj *v1alpha1.Registry) (
 		o := registryFailure("listing the catalog failed; the last known inventory is kept", err)
 		return o, none, err
 	}
-	changes, werr := r.applyInventory(ctx, obj, existing.Items, inv)
+	changes, werr := r.applyInventory(ctx, obj, existing.Items, inv, policies.Items)
 	none = changes
 	obj.Status.RepositoryCount = int32(inv.repositories)
 	obj.Status.ImageCount = int32(changes.kept)

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -166,9 +167,11 @@ func (c inventoryChanges) any() bool { return c.created+c.updated+c.deleted > 0 
 // applyInventory makes the Registry's ImageAttestations match inv: create new digests, update tags
 // that moved, delete digests that are gone. Repositories in inv.failed are left untouched. An
 // unchanged inventory makes no write.
-func (r *RegistryReconciler) applyInventory(ctx context.Context, obj *v1alpha1.Registry, existing []v1alpha1.ImageAttestation, inv *inventory) (inventoryChanges, error) {
+func (r *RegistryReconciler) applyInventory(ctx context.Context, obj *v1alpha1.Registry, existing []v1alpha1.ImageAttestation, inv *inventory,
+	policies []v1alpha1.RepositoryPolicy) (inventoryChanges, error) {
 	var ch inventoryChanges
 	var errs []error
+	moves := movedTags(obj, existing, inv, policies, time.Now())
 	for i := range existing {
 		ia := &existing[i]
 		k := imageKey{ia.Spec.Repository, ia.Spec.Digest}
@@ -187,11 +190,13 @@ func (r *RegistryReconciler) applyInventory(ctx context.Context, obj *v1alpha1.R
 		}
 		delete(inv.images, k)
 		ch.kept++
-		if slices.Equal(ia.Spec.Tags, img.tags) && ia.Spec.MediaType == img.mediaType && len(ia.Spec.Platforms) == len(img.platforms) {
+		moved := withMoves(ia.Spec.MovedTags, moves[k])
+		if slices.Equal(ia.Spec.Tags, img.tags) && ia.Spec.MediaType == img.mediaType && len(ia.Spec.Platforms) == len(img.platforms) &&
+			len(moves[k]) == 0 {
 			continue
 		}
 		base := ia.DeepCopy()
-		ia.Spec.Tags, ia.Spec.MediaType, ia.Spec.Platforms = img.tags, img.mediaType, img.platforms
+		ia.Spec.Tags, ia.Spec.MediaType, ia.Spec.Platforms, ia.Spec.MovedTags = img.tags, img.mediaType, img.platforms, moved
 		if err := r.Patch(ctx, ia, client.MergeFrom(base)); err != nil {
 			errs = append(errs, fmt.Errorf("updating ImageAttestation %s: %w", ia.Name, err))
 		} else {
@@ -200,6 +205,7 @@ func (r *RegistryReconciler) applyInventory(ctx context.Context, obj *v1alpha1.R
 	}
 	for k, img := range inv.images {
 		ia := newImageAttestation(obj, k, img)
+		ia.Spec.MovedTags = withMoves(nil, moves[k])
 		if err := controllerutil.SetControllerReference(obj, ia, r.Scheme()); err != nil {
 			return ch, err
 		}
