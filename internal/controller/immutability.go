@@ -83,7 +83,6 @@ func withMoves(recorded, moves []v1alpha1.MovedTag) []v1alpha1.MovedTag {
 	return out[max(0, len(out)-maxMovedTags):]
 }
 
-
 // immutabilityCondition sets the TagImmutable condition from the digest's recorded tag moves and
 // the selecting policies' spec.immutability, or removes it when no selecting policy has one. It
 // returns the Warning event to send once the status is written, when the condition turns False.
