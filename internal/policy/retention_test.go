@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,7 +61,8 @@ func TestPlanRetention(t *testing.T) {
 	got := map[string]string{}
 	for _, it := range append(plan.Keep, plan.Delete...) {
 		got[it.Digest] = it.Reason
-		if (it.Action == ActionDelete) != strings.HasPrefix(it.Reason, "Delete") && it.Reason != DeleteNoRuleRetains && it.Reason != DeleteSubjectDeleted {
+		deleting := it.Reason == DeleteNoRuleRetains || it.Reason == DeleteSubjectDeleted
+		if (it.Action == ActionDelete) != deleting {
 			t.Errorf("%s: action %s with reason %s", it.Digest, it.Action, it.Reason)
 		}
 	}
@@ -69,8 +71,15 @@ func TestPlanRetention(t *testing.T) {
 			t.Errorf("%s (%v): reason %q, want %q", dg, tagsOf(images, dg), got[dg], reason)
 		}
 	}
-	if len(plan.Delete) != 3 || plan.Delete[0].Digest != sigOld && plan.Delete[0].Digest != old {
-		t.Errorf("deletions %v, want old, its signature and its referrer, oldest first", plan.Delete)
+	var order []string
+	for _, it := range plan.Delete {
+		order = append(order, it.Digest)
+	}
+	if want := []string{old, sigOld, ref}; !slices.Equal(order, want) {
+		t.Errorf("deletion order %v, want the image, then its signature and referrer: %v", order, want)
+	}
+	if units := plan.Units(); len(units) != 1 || len(units[0]) != 3 {
+		t.Errorf("units %v, want one unit of three", units)
 	}
 	if plan.String() != "keep 10, delete 3" {
 		t.Errorf("summary %q", plan.String())
@@ -86,44 +95,64 @@ func tagsOf(images []RetentionImage, dg string) []string {
 	return nil
 }
 
-// TestPlanRetentionProperties runs the planner on random repositories (shared digests, signatures,
-// referrers, in-use digests, unknown and implausible times) under random rules, and checks what it
-// must never do: delete a digest a rule keeps, one in use, one whose age cannot be trusted, or an
-// accessory whose subject stays; and it must decide every digest exactly once.
+// TestPlanRetentionProperties runs the planner on random repositories (shared digests, signatures
+// and referrers with one or several subjects, accessories that also carry ordinary tags, indexes and
+// their platform manifests, in-use and protected digests, unknown and implausible times, a policy tag
+// filter) under random rules, and checks what it must never do: delete a digest a rule keeps, one in
+// use or protected, one whose age cannot be trusted, a platform manifest of a kept index, or an
+// accessory a subject of which stays; deletions must list every image before its accessories, and
+// every digest must be decided exactly once. It also checks that it does delete, so a planner that
+// keeps everything fails.
 func TestPlanRetentionProperties(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	patterns := []string{"v*", "latest", "dev-*", "**", "release-?", "v1.*"}
+	deletions := 0
 	for iter := range 3000 {
 		in := randomRetentionInput(r, patterns)
 		plan := PlanRetention(in)
 		ctx := fmt.Sprintf("case %d", iter)
+		deletions += len(plan.Delete)
 
-		seen := map[string]int{}
+		decided := map[string]string{}
 		for _, it := range append(plan.Keep, plan.Delete...) {
-			seen[it.Digest]++
-		}
-		for _, img := range in.Images {
-			if seen[img.Digest] != 1 {
-				t.Fatalf("%s: %s decided %d times", ctx, img.Digest, seen[img.Digest])
+			if _, dup := decided[it.Digest]; dup {
+				t.Fatalf("%s: %s decided twice", ctx, it.Digest)
 			}
-		}
-		deleted := map[string]bool{}
-		for _, it := range plan.Delete {
-			deleted[it.Digest] = true
+			decided[it.Digest] = it.Action
 		}
 		byDigest := map[string]RetentionImage{}
 		for _, img := range in.Images {
 			byDigest[img.Digest] = img
+			if decided[img.Digest] == "" {
+				t.Fatalf("%s: %s not decided", ctx, img.Digest)
+			}
 		}
-		for i, it := range plan.Delete {
+		for _, img := range in.Images {
+			if decided[img.Digest] == ActionKeep {
+				for _, c := range img.Children {
+					if decided[c] == ActionDelete {
+						t.Fatalf("%s: deletes %s, a platform manifest of kept index %s", ctx, c, img.Digest)
+					}
+				}
+			}
+		}
+		placed := map[string]bool{}
+		for _, it := range plan.Delete {
 			img := byDigest[it.Digest]
 			if in.InUse[img.Digest] || in.Protected[img.Digest] != "" {
-				t.Fatalf("%s: deletes %s, which a running Pod uses or which is protected", ctx, img.Digest)
+				t.Fatalf("%s: deletes %s, which a Pod uses or which is protected", ctx, img.Digest)
 			}
-			if subject, acc := accessorySubject(img); acc {
-				if !deleted[subject] {
-					t.Fatalf("%s: deletes accessory %s whose subject %s stays", ctx, img.Digest, subject)
+			subjects, ordinary := accessoryParts(img)
+			for _, s := range subjects {
+				if decided[s] != ActionDelete {
+					t.Fatalf("%s: deletes accessory %s whose subject %s stays (%q)", ctx, img.Digest, s, decided[s])
 				}
+				if !placed[s] {
+					t.Fatalf("%s: deletes accessory %s before its subject %s", ctx, img.Digest, s)
+				}
+			}
+			placed[img.Digest] = true
+			if len(ordinary) == 0 && len(subjects) > 0 {
 				continue
 			}
 			if img.Created.IsZero() || img.Created.Before(implausibleBefore) || img.Created.After(in.Now.Add(time.Hour)) {
@@ -132,42 +161,44 @@ func TestPlanRetentionProperties(t *testing.T) {
 			if rule, ok := ruleKeeps(in, img); ok {
 				t.Fatalf("%s: deletes %s (tags %v, created %v), which rule %+v keeps", ctx, img.Digest, img.Tags, img.Created, rule)
 			}
-			if i > 0 {
-				prev := byDigest[plan.Delete[i-1].Digest]
-				if _, acc := accessorySubject(prev); !acc && prev.Created.After(img.Created) {
-					t.Fatalf("%s: deletions not oldest first", ctx)
-				}
-			}
 		}
+	}
+	if deletions < 3000 {
+		t.Fatalf("only %d deletions over 3000 random repositories: the planner hardly deletes", deletions)
 	}
 }
 
-// accessorySubject is the test's own reading of what an accessory is.
-func accessorySubject(img RetentionImage) (string, bool) {
+// accessoryParts is the test's own reading of a digest's subjects and ordinary tags.
+func accessoryParts(img RetentionImage) (subjects, ordinary []string) {
 	if img.Subject != "" {
-		return img.Subject, true
+		subjects = append(subjects, img.Subject)
 	}
 	for _, t := range img.Tags {
 		if strings.HasSuffix(t, ".sig") || strings.HasSuffix(t, ".att") {
-			return strings.Replace(strings.TrimSuffix(strings.TrimSuffix(t, ".sig"), ".att"), "-", ":", 1), true
+			subjects = append(subjects, strings.Replace(strings.TrimSuffix(strings.TrimSuffix(t, ".sig"), ".att"), "-", ":", 1))
+		} else {
+			ordinary = append(ordinary, t)
 		}
 	}
-	return "", false
+	return subjects, ordinary
 }
 
-// ruleKeeps is the rules' meaning, stated independently of the planner: a rule keeps an image one of
-// whose tags it selects (or, untagged, an image without tags) if the image was created within
-// keepWithinDays, or if fewer than keepLatest other selected images with a trusted time are newer.
+// ruleKeeps is the rules' meaning, stated independently of the planner: a rule selects the digests
+// with an ordinary tag that the rule and the policy's tag filter both select (or, untagged, a digest
+// without tags), with a trusted time and not protected; it keeps one created within keepWithinDays,
+// or one that fewer than keepLatest other selected digests are newer than.
 func ruleKeeps(in RetentionInput, img RetentionImage) (v1alpha1.RetentionRule, bool) {
 	selects := func(r v1alpha1.RetentionRule, i RetentionImage) bool {
-		if _, acc := accessorySubject(i); acc || i.Created.IsZero() || i.Created.Before(implausibleBefore) || i.Created.After(in.Now.Add(time.Hour)) {
+		subjects, ordinary := accessoryParts(i)
+		if len(ordinary) == 0 && len(subjects) > 0 || in.Protected[i.Digest] != "" ||
+			i.Created.IsZero() || i.Created.Before(implausibleBefore) || i.Created.After(in.Now.Add(time.Hour)) {
 			return false
 		}
 		if len(i.Tags) == 0 {
 			return r.Untagged
 		}
-		for _, t := range i.Tags {
-			if Selects(r.Tags, t) {
+		for _, t := range ordinary {
+			if Selects(in.TagFilter, t) && Selects(r.Tags, t) {
 				return true
 			}
 		}
@@ -218,20 +249,40 @@ func randomRetentionInput(r *rand.Rand, patterns []string) RetentionInput {
 		}
 		images = append(images, img)
 	}
-	for range r.IntN(6) { // signatures and referrers, of present or absent subjects, sometimes chained
-		subject := digestOf(fmt.Sprintf("absent-%d", r.Uint64()))
-		if r.IntN(4) > 0 {
-			subject = images[r.IntN(len(images))].Digest
+	for i := range images { // some images are indexes of others
+		if r.IntN(6) == 0 {
+			for range 1 + r.IntN(2) {
+				images[i].Children = append(images[i].Children, images[r.IntN(len(images))].Digest)
+			}
+		}
+	}
+	for range r.IntN(7) { // signatures and referrers, of present or absent subjects, sometimes chained
+		subject := func() string {
+			if r.IntN(4) == 0 {
+				return digestOf(fmt.Sprintf("absent-%d", r.Uint64()))
+			}
+			return images[r.IntN(len(images))].Digest
 		}
 		acc := RetentionImage{Digest: digestOf(fmt.Sprintf("acc-%d", r.Uint64())), Created: now.Add(-time.Duration(r.IntN(2000)) * time.Hour)}
-		if r.IntN(2) == 0 {
-			acc.Tags = []string{sigTag(subject)}
-		} else {
-			acc.Subject = subject
+		switch r.IntN(4) {
+		case 0:
+			acc.Tags = []string{sigTag(subject())}
+		case 1:
+			acc.Subject = subject()
+		case 2: // two subjects
+			acc.Subject, acc.Tags = subject(), []string{sigTag(subject())}
+		default: // a signature tag and an ordinary tag on one digest
+			acc.Tags = []string{sigTag(subject())}
+			if len(tagPool) > 0 {
+				acc.Tags, tagPool = append(acc.Tags, tagPool[0]), tagPool[1:]
+			}
 		}
 		images = append(images, acc)
 	}
 	in := RetentionInput{Images: images, Now: now, InUse: map[string]bool{}, Protected: map[string]string{}}
+	if r.IntN(3) == 0 {
+		in.TagFilter.Exclude = []string{patterns[r.IntN(len(patterns))]}
+	}
 	for _, img := range images {
 		if r.IntN(8) == 0 {
 			in.InUse[img.Digest] = true
@@ -249,7 +300,7 @@ func randomRetentionInput(r *rand.Rand, patterns []string) RetentionInput {
 			rule.Tags.Exclude = []string{patterns[r.IntN(len(patterns))]}
 		}
 		if r.IntN(2) == 0 {
-			rule.KeepLatest = i32(int32(r.IntN(4)))
+			rule.KeepLatest = i32(int32(1 + r.IntN(3)))
 		}
 		if rule.KeepLatest == nil || r.IntN(2) == 0 {
 			rule.KeepWithinDays = i32(int32(r.IntN(60)))
