@@ -225,12 +225,13 @@ type RetentionRule struct {
 	// +optional
 	Tags PatternSelector `json:"tags,omitempty"`
 
-	// KeepLatest keeps the N most recently pushed matching digests.
-	// +kubebuilder:validation:Minimum=0
+	// KeepLatest keeps the N newest matching digests (by build time: the image config's "created").
+	// At least 1: a rule that keeps nothing would only look like protection.
+	// +kubebuilder:validation:Minimum=1
 	// +optional
 	KeepLatest *int32 `json:"keepLatest,omitempty"`
 
-	// KeepWithinDays keeps matching digests pushed within this many days.
+	// KeepWithinDays keeps matching digests built within this many days (image config "created").
 	// +kubebuilder:validation:Minimum=0
 	// +optional
 	KeepWithinDays *int32 `json:"keepWithinDays,omitempty"`

@@ -99,8 +99,8 @@ func TestAdmissionValidation(t *testing.T) {
 		{"policy valid", pol(func(*v1alpha1.RepositoryPolicy) {}), ""},
 		{"policy no repositories", pol(func(p *v1alpha1.RepositoryPolicy) { p.Spec.Repositories = nil }), "spec.repositories"},
 		{"policy unknown mode", pol(func(p *v1alpha1.RepositoryPolicy) { p.Spec.Mode = "Block" }), "Unsupported value"},
-		{"policy keepLatest negative", pol(func(p *v1alpha1.RepositoryPolicy) { p.Spec.Retention.Rules[0].KeepLatest = ptr(int32(-1)) }), "should be greater than or equal to 0"},
-		{"policy keepLatest zero", pol(func(p *v1alpha1.RepositoryPolicy) { p.Spec.Retention.Rules[0].KeepLatest = ptr(int32(0)) }), ""},
+		{"policy keepLatest zero (keeps nothing)", pol(func(p *v1alpha1.RepositoryPolicy) { p.Spec.Retention.Rules[0].KeepLatest = ptr(int32(0)) }), "should be greater than or equal to 1"},
+		{"policy keepLatest one", pol(func(p *v1alpha1.RepositoryPolicy) { p.Spec.Retention.Rules[0].KeepLatest = ptr(int32(1)) }), ""},
 		{"policy retention rule keeps nothing", pol(func(p *v1alpha1.RepositoryPolicy) { p.Spec.Retention.Rules[0].KeepLatest = nil }), "a rule needs keepLatest or keepWithinDays"},
 		{"policy subject and subjectRegExp", pol(func(p *v1alpha1.RepositoryPolicy) {
 			p.Spec.Verification.Authorities[1].Keyless.SubjectRegExp = ".*@example.test"

@@ -25,10 +25,10 @@ import (
 const maxMovedTags = 10
 
 // movedTags finds tags that an existing ImageAttestation carried and that the new listing puts on
-// another digest of the same repository, by the digest they moved to. Each move of a tag that a
-// governing policy makes immutable is counted in portcullis_immutable_tag_moves_total; the
-// ImageAttestation controller turns the record into the TagImmutable condition and an event.
-// Repositories whose listing failed are skipped.
+// another digest of the same repository, by the digest they moved to. Repositories whose listing
+// failed are skipped. applyInventory records them (withMoves) and counts those a governing policy
+// makes immutable once the write succeeded (countMoves); the ImageAttestation controller turns the
+// record into the TagImmutable condition and an event.
 func movedTags(obj *v1alpha1.Registry, existing []v1alpha1.ImageAttestation, inv *inventory, policies []v1alpha1.RepositoryPolicy,
 	now time.Time) map[imageKey][]v1alpha1.MovedTag {
 	tagAt := map[[2]string]string{} // (repository, tag) → digest in the new listing
@@ -50,16 +50,24 @@ func movedTags(obj *v1alpha1.Registry, existing []v1alpha1.ImageAttestation, inv
 			}
 			k := imageKey{ia.Spec.Repository, to}
 			moves[k] = append(moves[k], v1alpha1.MovedTag{Tag: t, From: ia.Spec.Digest, Time: metav1.NewTime(now)})
-			for _, p := range immutableFor(policies, ia.Spec.Repository, t) {
-				immutableTagMoves.WithLabelValues(obj.Namespace+"/"+obj.Name, p).Inc()
-			}
 		}
 	}
 	return moves
 }
 
-// immutableFor names the policies that govern repository and make tag immutable. Supply-chain tags
-// (signatures, attestations, SBOMs, referrers) are never immutable: cosign rewrites them.
+// countMoves counts, in portcullis_immutable_tag_moves_total, the recorded moves of tags a policy
+// makes immutable.
+func countMoves(obj *v1alpha1.Registry, repository string, moves []v1alpha1.MovedTag, policies []v1alpha1.RepositoryPolicy) {
+	for _, m := range moves {
+		for _, p := range immutableFor(policies, repository, m.Tag) {
+			immutableTagMoves.WithLabelValues(obj.Namespace+"/"+obj.Name, p).Inc()
+		}
+	}
+}
+
+// immutableFor names the policies that govern repository, select tag (spec.tags) and make it
+// immutable. Supply-chain tags (signatures, attestations, SBOMs, referrers) are never immutable:
+// cosign rewrites them.
 func immutableFor(policies []v1alpha1.RepositoryPolicy, repository, tag string) []string {
 	if supplyChainTag.MatchString(tag) {
 		return nil
@@ -67,11 +75,20 @@ func immutableFor(policies []v1alpha1.RepositoryPolicy, repository, tag string) 
 	var out []string
 	for i := range policies {
 		p := &policies[i].Spec
-		if p.Immutability != nil && policy.MatchAny(p.Repositories, repository) && policy.MatchAny(p.Immutability.Tags, tag) {
+		if p.Immutability != nil && policy.MatchAny(p.Repositories, repository) && policy.Selects(p.Tags, tag) &&
+			policy.MatchAny(p.Immutability.Tags, tag) {
 			out = append(out, policies[i].Name)
 		}
 	}
 	return out
+}
+
+// newMoves drops the moves already recorded (same tag from the same digest): a pass that runs on a
+// cache that has not seen the last write must not report a move twice.
+func newMoves(recorded, moves []v1alpha1.MovedTag) []v1alpha1.MovedTag {
+	return slices.DeleteFunc(slices.Clone(moves), func(m v1alpha1.MovedTag) bool {
+		return slices.ContainsFunc(recorded, func(r v1alpha1.MovedTag) bool { return r.Tag == m.Tag && r.From == m.From })
+	})
 }
 
 // withMoves appends new moves to the recorded ones, keeping the newest maxMovedTags.

@@ -190,17 +190,19 @@ func (r *RegistryReconciler) applyInventory(ctx context.Context, obj *v1alpha1.R
 		}
 		delete(inv.images, k)
 		ch.kept++
-		moved := withMoves(ia.Spec.MovedTags, moves[k])
+		fresh := newMoves(ia.Spec.MovedTags, moves[k])
 		if slices.Equal(ia.Spec.Tags, img.tags) && ia.Spec.MediaType == img.mediaType && len(ia.Spec.Platforms) == len(img.platforms) &&
-			len(moves[k]) == 0 {
+			len(fresh) == 0 {
 			continue
 		}
 		base := ia.DeepCopy()
-		ia.Spec.Tags, ia.Spec.MediaType, ia.Spec.Platforms, ia.Spec.MovedTags = img.tags, img.mediaType, img.platforms, moved
+		ia.Spec.Tags, ia.Spec.MediaType, ia.Spec.Platforms = img.tags, img.mediaType, img.platforms
+		ia.Spec.MovedTags = withMoves(ia.Spec.MovedTags, fresh)
 		if err := r.Patch(ctx, ia, client.MergeFrom(base)); err != nil {
 			errs = append(errs, fmt.Errorf("updating ImageAttestation %s: %w", ia.Name, err))
 		} else {
 			ch.updated++
+			countMoves(obj, k.repository, fresh, policies)
 		}
 	}
 	for k, img := range inv.images {
@@ -212,6 +214,8 @@ func (r *RegistryReconciler) applyInventory(ctx context.Context, obj *v1alpha1.R
 		if err := r.Create(ctx, ia); err != nil && !apierrors.IsAlreadyExists(err) {
 			errs = append(errs, fmt.Errorf("creating ImageAttestation for %s@%s: %w", k.repository, k.digest, err))
 			continue
+		} else if err == nil {
+			countMoves(obj, k.repository, ia.Spec.MovedTags, policies)
 		}
 		ch.created++
 		ch.kept++

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -48,19 +51,39 @@ type RetentionReconciler struct {
 	// now is time.Now, replaceable in tests.
 	now func() time.Time
 
-	created createdTimes
+	created  createdTimes
+	children childDigests
+	// memory holds a retentionMemory per policy (client.ObjectKey).
+	memory sync.Map
 }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list
 
-// Reconcile runs one retention pass for a RepositoryPolicy when one is due.
+// retentionMemory is what the manager remembers about a policy's passes, authoritative over the
+// cache and the status (which may lag, or fail to be written): the digests the previous pass planned
+// to delete, and when and for which generation it last deleted.
+type retentionMemory struct {
+	planned            map[string]bool // repository@digest
+	lastDeleting       time.Time
+	deletingGeneration int64
+}
+
+// passDeadline bounds one retention pass.
+const passDeadline = 30 * time.Minute
+
+// Reconcile runs one retention pass for a RepositoryPolicy when one is due: when the policy changed,
+// and then once per Registry interval.
 func (r *RetentionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	pol := &v1alpha1.RepositoryPolicy{}
 	if err := r.Get(ctx, req.NamespacedName, pol); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			r.memory.Delete(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	base := pol.DeepCopy()
 	if pol.Spec.Retention == nil {
+		r.memory.Delete(req.NamespacedName)
 		pol.Status.Retention = nil
 		return ctrl.Result{}, r.patch(ctx, pol, base)
 	}
@@ -70,19 +93,18 @@ func (r *RetentionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	interval := registryInterval(reg)
 	now := r.now()
-	if reg.Status.LastSyncTime == nil {
-		return ctrl.Result{}, nil // not listed yet: the Registry's first listing brings the policy back
+	if reg.Status.LastSyncTime == nil || reg.Spec.Suspend {
+		return ctrl.Result{}, nil // not listed yet, or suspended: a Registry change brings the policy back
 	}
-	// A plan is due when the policy changed, or after each new listing of the Registry, at most once
-	// per interval.
-	if st := pol.Status.Retention; st != nil && st.ObservedGeneration == pol.Generation &&
-		(now.Sub(st.PlanTime.Time) < interval || !reg.Status.LastSyncTime.After(st.PlanTime.Time)) {
-		return ctrl.Result{RequeueAfter: max(interval-now.Sub(st.PlanTime.Time), time.Second)}, nil
+	if st := pol.Status.Retention; st != nil && st.ObservedGeneration == pol.Generation && now.Sub(st.PlanTime.Time) < interval {
+		return ctrl.Result{RequeueAfter: interval - now.Sub(st.PlanTime.Time)}, nil
 	}
 	if p := policy.InvalidPattern(policyPatterns(&pol.Spec)...); p != "" {
 		return ctrl.Result{}, nil // Stalled by the policy's own controller
 	}
-	st, announce, err := r.pass(ctx, pol, reg, now)
+	passCtx, cancel := context.WithTimeout(ctx, passDeadline)
+	defer cancel()
+	st, announce, err := r.pass(passCtx, pol, reg, now)
 	if st != nil {
 		pol.Status.Retention = st
 		if perr := r.patch(ctx, pol, base); perr != nil {
@@ -108,8 +130,16 @@ func (r *RetentionReconciler) patch(ctx context.Context, pol, base *v1alpha1.Rep
 // pass plans every governed repository and deletes what the plan and the budget allow. It returns
 // the status to record, the event that announces it (sent once the status is written), and an error
 // to retry with backoff (the status then says what stopped the pass).
+//
+// Deleting is guarded beyond the plan: a digest is deleted only when the previous pass of this
+// manager also planned to delete it (two listings apart), when the repository's listing is complete
+// and a second listing just before deleting matches it, and at most once per Registry interval for a
+// generation of the policy (a failed status write or a stale cache cannot start another round).
+// Before each deletion the policy and its Registry are read again, and a change of generation, mode
+// or dryRun, a deletion, or a suspended Registry stops the pass.
 func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPolicy, reg *v1alpha1.Registry, now time.Time) (*v1alpha1.RetentionStatus, func(), error) {
 	spec := pol.Spec.Retention
+	key := client.ObjectKeyFromObject(pol)
 	st := &v1alpha1.RetentionStatus{PlanTime: metav1.NewTime(now), ObservedGeneration: pol.Generation,
 		DryRun: spec.DryRun == nil || *spec.DryRun || pol.Spec.Mode != v1alpha1.ModeEnforce}
 	if reg.Spec.Provider == v1alpha1.ProviderHarbor {
@@ -121,35 +151,32 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 		st.Message = "the Registry cannot be reached as configured: " + o.message
 		return st, nil, err
 	}
-	repos, err := r.governedRepositories(ctx, pol)
+	repos, others, err := r.governedRepositories(ctx, pol)
 	if err != nil {
 		return nil, nil, err
 	}
+	mem := r.remember(key)
+	previous := mem.planned
+	mem.planned = map[string]bool{}
 	budget := defaultMaxDeletionsPerPass
 	if spec.MaxDeletionsPerPass != nil {
 		budget = int(*spec.MaxDeletionsPerPass)
 	}
+	mayDelete := !st.DryRun && budget > 0 && (mem.deletingGeneration != pol.Generation || now.Sub(mem.lastDeleting) >= registryInterval(reg))
 	protectInUse := spec.ProtectInUse == nil || *spec.ProtectInUse
-	var inUse *podImages
 	var stopped error
-	var deletions, kept []v1alpha1.RetentionItem
+	var notes []string
+	var deleted, planned, flagged []v1alpha1.RetentionItem
 	for _, repo := range repos {
-		listing, err := r.list(ctx, rc, repo)
+		lst, err := r.list(ctx, rc, repo)
 		if err != nil {
 			stopped = fmt.Errorf("listing %s: %w", repo, err)
 			break
 		}
-		in := policy.RetentionInput{Images: listing, Rules: spec.Rules, Now: now, Protected: outsidePolicy(listing, pol.Spec.Tags)}
-		plan := policy.PlanRetention(in)
-		if len(plan.Delete) > 0 && protectInUse {
-			if inUse == nil {
-				if inUse, err = listPodImages(ctx, r.APIReader); err != nil {
-					stopped = fmt.Errorf("listing Pods (protectInUse): %w", err)
-					break
-				}
-			}
-			in.InUse = inUse.inUse(registryHost(reg), repo, listing)
-			plan = policy.PlanRetention(in)
+		plan, err := r.plan(ctx, pol, others, repo, lst.images, protectInUse, now)
+		if err != nil {
+			stopped = err
+			break
 		}
 		st.Repositories++
 		st.Kept += int32(len(plan.Keep))
@@ -157,61 +184,174 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 		for _, it := range plan.Keep {
 			switch it.Reason {
 			case policy.RetainedTimeUnknown, policy.RetainedTimeImplausible, policy.RetainedSubjectUnknown:
-				kept = append(kept, retentionItem(repo, it, "Keep"))
+				flagged = append(flagged, retentionItem(repo, it, "Keep"))
 			}
 		}
-		planned := plan.Delete
-		if !st.DryRun && budget > 0 && len(planned) > 0 && stopped == nil {
-			again, err := r.list(ctx, rc, repo)
-			switch {
+		remaining := plan.Delete
+		if mayDelete && budget > 0 && len(plan.Delete) > 0 && stopped == nil {
+			units, held := confirmedUnits(plan, repo, previous)
+			if held > 0 {
+				notes = append(notes, fmt.Sprintf("%s: %d deletions wait for a second plan", repo, held))
+			}
+			switch again, err := r.list(ctx, rc, repo); {
+			case len(units) == 0:
+			case !lst.complete:
+				notes = append(notes, fmt.Sprintf("%s: a tag did not resolve while listing; no deletion this pass", repo))
 			case err != nil:
 				stopped = fmt.Errorf("listing %s again before deleting: %w", repo, err)
-			case !sameListing(listing, again):
-				st.Message = fmt.Sprintf("%s changed during the pass; its deletions wait for the next pass", repo)
+			case !again.complete || !sameListing(lst.images, again.images):
+				notes = append(notes, fmt.Sprintf("%s changed during the pass; its deletions wait for the next pass", repo))
 			default:
-				var done int
-				done, stopped = r.deleteDigests(ctx, rc, reg, pol, repo, planned, budget, &deletions)
-				budget -= done
-				st.Deleted += int32(done)
-				planned = planned[min(done, len(planned)):]
+				var done []policy.PlanItem
+				done, stopped = r.deleteUnits(ctx, rc, reg, pol, repo, units, &budget)
+				if len(done) > 0 {
+					mem.lastDeleting, mem.deletingGeneration = now, pol.Generation
+				}
+				st.Deleted += int32(len(done))
+				gone := map[string]bool{}
+				for _, it := range done {
+					gone[it.Digest] = true
+					deleted = append(deleted, retentionItem(repo, it, "Deleted"))
+				}
+				remaining = slices.DeleteFunc(slices.Clone(plan.Delete), func(it policy.PlanItem) bool { return gone[it.Digest] })
 			}
 		}
-		for _, it := range planned {
-			deletions = append(deletions, retentionItem(repo, it, "Delete"))
+		for _, it := range remaining {
+			mem.planned[repo+"@"+it.Digest] = true
+			planned = append(planned, retentionItem(repo, it, "Delete"))
 		}
 	}
-	st.Items = append(deletions, kept...)[:min(maxRetentionItems, len(deletions)+len(kept))]
-	if stopped != nil {
+	items := slices.Concat(deleted, planned, flagged)
+	st.Items = items[:min(maxRetentionItems, len(items))]
+	switch {
+	case stopped != nil:
 		st.Message = truncate(stopped.Error(), 1000)
-	} else if st.Message == "" {
-		st.Message = r.summary(st, pol)
+	default:
+		st.Message = truncate(strings.Join(append([]string{r.summary(st, pol)}, notes...), "; "), 1000)
 	}
-	return st, r.announce(pol, st, stopped), stopped
+	return st, r.announce(pol, st, deleted, stopped), stopped
 }
 
-// deleteDigests deletes planned digests of repo, oldest first, up to budget. It records each
-// deletion and returns how many were done (a digest already gone counts) and what stopped it.
-func (r *RetentionReconciler) deleteDigests(ctx context.Context, rc *registry.Client, reg *v1alpha1.Registry, pol *v1alpha1.RepositoryPolicy,
-	repo string, planned []policy.PlanItem, budget int, out *[]v1alpha1.RetentionItem) (int, error) {
-	done := 0
-	for _, it := range planned {
-		if done == budget {
+// plan plans one repository for pol. What the other retention policies governing the repository keep
+// is protected (rules are a union of what is kept, across policies too), and so are digests with a
+// tag pol does not govern and, with protectInUse, digests that Pods use (listed afresh for each
+// repository that has deletions).
+func (r *RetentionReconciler) plan(ctx context.Context, pol *v1alpha1.RepositoryPolicy, others []v1alpha1.RepositoryPolicy, repo string,
+	listing []policy.RetentionImage, protectInUse bool, now time.Time) (policy.RetentionPlan, error) {
+	protected := outsidePolicy(listing, pol.Spec.Tags)
+	for _, o := range others {
+		if !policy.MatchAny(o.Spec.Repositories, repo) {
+			continue
+		}
+		theirs := policy.PlanRetention(policy.RetentionInput{Images: listing, Rules: o.Spec.Retention.Rules, TagFilter: o.Spec.Tags,
+			Protected: outsidePolicy(listing, o.Spec.Tags), Now: now})
+		for _, it := range theirs.Keep {
+			if protected[it.Digest] == "" {
+				protected[it.Digest] = policy.RetainedByOtherPolicy
+			}
+		}
+	}
+	in := policy.RetentionInput{Images: listing, Rules: pol.Spec.Retention.Rules, TagFilter: pol.Spec.Tags, Protected: protected, Now: now}
+	plan := policy.PlanRetention(in)
+	if len(plan.Delete) == 0 || !protectInUse {
+		return plan, nil
+	}
+	pods, err := listPodImages(ctx, r.APIReader)
+	if err != nil {
+		return plan, fmt.Errorf("listing Pods (protectInUse): %w", err)
+	}
+	in.InUse = pods.inUse(repo, listing)
+	return policy.PlanRetention(in), nil
+}
+
+// confirmedUnits returns the deletion units whose every digest the previous pass also planned to
+// delete, and how many planned deletions wait for that.
+func confirmedUnits(plan policy.RetentionPlan, repo string, previous map[string]bool) ([][]policy.PlanItem, int) {
+	var out [][]policy.PlanItem
+	held := 0
+	for _, u := range plan.Units() {
+		if slices.ContainsFunc(u, func(it policy.PlanItem) bool { return !previous[repo+"@"+it.Digest] }) {
+			held += len(u)
+			continue
+		}
+		out = append(out, u)
+	}
+	return out, held
+}
+
+func (r *RetentionReconciler) remember(key client.ObjectKey) *retentionMemory {
+	m, _ := r.memory.LoadOrStore(key, &retentionMemory{})
+	return m.(*retentionMemory)
+}
+
+// deleteUnits deletes whole units (an image, then its accessories), in plan order, while the
+// remaining budget covers the next unit. Before each deletion it checks, from the manager's cache,
+// that the policy and its Registry still allow it. It logs every deletion and returns those done (a
+// digest already gone counts: an earlier pass or a person deleted it) and what stopped it.
+func (r *RetentionReconciler) deleteUnits(ctx context.Context, rc *registry.Client, reg *v1alpha1.Registry, pol *v1alpha1.RepositoryPolicy,
+	repo string, units [][]policy.PlanItem, budget *int) ([]policy.PlanItem, error) {
+	log := ctrl.LoggerFrom(ctx).WithValues("repository", repo)
+	var done []policy.PlanItem
+	for _, u := range units {
+		if len(u) > *budget {
+			if len(done) == 0 && *budget == r.budgetOf(pol) {
+				return done, fmt.Errorf("%s@%s and its %d accessories exceed maxDeletionsPerPass (%d); raise it to let retention proceed",
+					repo, u[0].Digest, len(u)-1, *budget)
+			}
 			break
 		}
-		err := rc.DeleteManifest(ctx, repo, it.Digest)
-		switch {
-		case err == nil:
-			retentionDeletions.WithLabelValues(reg.Namespace+"/"+reg.Name, pol.Name).Inc()
-		case errors.Is(err, registry.ErrNotFound): // deleted by an earlier, interrupted pass or by hand
-		case errors.Is(err, registry.ErrUnsupported):
-			return done, fmt.Errorf("the registry does not allow deleting manifests (405): turn deletion on (CNCF Distribution: storage.delete.enabled) or set spec.retention.dryRun: %w", err)
-		default:
-			return done, err
+		for _, it := range u {
+			if why := r.stillAllowed(ctx, pol, reg); why != "" {
+				return done, fmt.Errorf("deletions stopped: %s", why)
+			}
+			err := rc.DeleteManifest(ctx, repo, it.Digest)
+			switch {
+			case err == nil:
+				retentionDeletions.WithLabelValues(reg.Namespace+"/"+reg.Name, pol.Name).Inc()
+				log.Info("retention deleted a digest", "digest", it.Digest, "tags", it.Tags, "reason", it.Reason)
+			case errors.Is(err, registry.ErrNotFound):
+				log.Info("retention: digest already gone", "digest", it.Digest)
+			case errors.Is(err, registry.ErrUnsupported):
+				return done, fmt.Errorf("the registry does not allow deleting manifests (405): turn deletion on (CNCF Distribution: storage.delete.enabled) or set spec.retention.dryRun: %w", err)
+			default:
+				return done, err
+			}
+			done = append(done, it)
+			*budget--
 		}
-		*out = append(*out, retentionItem(repo, it, "Deleted"))
-		done++
 	}
 	return done, nil
+}
+
+func (r *RetentionReconciler) budgetOf(pol *v1alpha1.RepositoryPolicy) int {
+	if pol.Spec.Retention.MaxDeletionsPerPass != nil {
+		return int(*pol.Spec.Retention.MaxDeletionsPerPass)
+	}
+	return defaultMaxDeletionsPerPass
+}
+
+// stillAllowed re-reads the policy and its Registry (cache) and says why deleting must stop, or "".
+func (r *RetentionReconciler) stillAllowed(ctx context.Context, pol *v1alpha1.RepositoryPolicy, reg *v1alpha1.Registry) string {
+	cur := &v1alpha1.RepositoryPolicy{}
+	if err := r.Get(ctx, client.ObjectKeyFromObject(pol), cur); err != nil {
+		return "reading the policy: " + err.Error()
+	}
+	switch rs := cur.Spec.Retention; {
+	case cur.DeletionTimestamp != nil:
+		return "the policy is being deleted"
+	case cur.Generation != pol.Generation:
+		return "the policy changed"
+	case rs == nil || rs.DryRun == nil || *rs.DryRun || cur.Spec.Mode != v1alpha1.ModeEnforce:
+		return "the policy no longer deletes"
+	}
+	now := &v1alpha1.Registry{}
+	if err := r.Get(ctx, client.ObjectKeyFromObject(reg), now); err != nil {
+		return "reading the Registry: " + err.Error()
+	}
+	if now.Spec.Suspend || now.Generation != reg.Generation {
+		return "the Registry changed or was suspended"
+	}
+	return ""
 }
 
 func (r *RetentionReconciler) summary(st *v1alpha1.RetentionStatus, pol *v1alpha1.RepositoryPolicy) string {
@@ -225,28 +365,46 @@ func (r *RetentionReconciler) summary(st *v1alpha1.RetentionStatus, pol *v1alpha
 	}
 }
 
-// announce returns the event for the pass: a failure, deletions, or a dry-run plan whose size
-// changed since the last pass; nil otherwise.
-func (r *RetentionReconciler) announce(pol *v1alpha1.RepositoryPolicy, st *v1alpha1.RetentionStatus, stopped error) func() {
+// announce returns the event for the pass: deletions (naming the first digests), a failure, or a
+// dry-run plan whose size changed since the last pass; nil otherwise. A pass that deleted and then
+// failed sends both.
+func (r *RetentionReconciler) announce(pol *v1alpha1.RepositoryPolicy, st *v1alpha1.RetentionStatus, deleted []v1alpha1.RetentionItem, stopped error) func() {
 	if r.Recorder == nil {
 		return nil
+	}
+	var sends []func()
+	if len(deleted) > 0 {
+		var names []string
+		for _, it := range deleted[:min(5, len(deleted))] {
+			names = append(names, it.Repository+"@"+it.Digest)
+		}
+		note := fmt.Sprintf("deleted %d digests: %s", len(deleted), strings.Join(names, ", "))
+		if len(deleted) > 5 {
+			note += ", ..."
+		}
+		sends = append(sends, func() {
+			r.Recorder.Eventf(pol, nil, corev1.EventTypeNormal, "RetentionDeleted", "Retention", "%s", note)
+		})
 	}
 	prev := pol.Status.Retention
 	switch {
 	case stopped != nil:
-		return func() {
+		sends = append(sends, func() {
 			r.Recorder.Eventf(pol, nil, corev1.EventTypeWarning, "RetentionFailed", "Retention", "%s", st.Message)
-		}
-	case st.Deleted > 0:
-		return func() {
-			r.Recorder.Eventf(pol, nil, corev1.EventTypeNormal, "RetentionDeleted", "Retention", "%s", st.Message)
-		}
-	case st.DryRun && (prev == nil || prev.ToDelete != st.ToDelete || !prev.DryRun):
-		return func() {
+		})
+	case len(deleted) == 0 && (prev == nil || prev.ToDelete != st.ToDelete || prev.DryRun != st.DryRun):
+		sends = append(sends, func() {
 			r.Recorder.Eventf(pol, nil, corev1.EventTypeNormal, "RetentionPlanned", "Retention", "%s", st.Message)
+		})
+	}
+	if len(sends) == 0 {
+		return nil
+	}
+	return func() {
+		for _, f := range sends {
+			f()
 		}
 	}
-	return nil
 }
 
 // SetupWithManager registers the controller on RepositoryPolicies with a retention spec, on spec

@@ -19,10 +19,11 @@ import (
 
 // TestRetention runs retention against CNCF Distribution with deletion on. The repository holds
 // v1..v5 (100, 80, 60, 5 and 1 days old), a cosign signature of v1, "ko" stamped with the epoch, and
-// v2 used by a Pod; the rule keeps the 2 latest v* tags. The plan must delete v1, its signature and
-// v3 and keep the rest with their reasons. Mode Audit with dryRun false, and Enforce with the default
-// dryRun, delete nothing; Enforce with dryRun false deletes at most maxDeletionsPerPass (2), and the
-// next pass (after a policy edit) deletes the one left, never a digest twice.
+// v2, which a Pod pulls by tag; the rule keeps the 2 latest v* tags. The plan must delete v1, its
+// signature and v3 and keep the rest with their reasons. Mode Audit with dryRun false, and Enforce
+// with the default dryRun, delete nothing; Enforce with dryRun false and maxDeletionsPerPass 2
+// deletes the first unit, v1 then its signature, and not v3 (the next unit would exceed the budget);
+// the next pass (after a policy edit) deletes v3, and no digest is deleted twice.
 func TestRetention(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
@@ -47,9 +48,10 @@ func TestRetention(t *testing.T) {
 	sigTag := strings.Replace(d["v1"], ":", "-", 1) + ".sig"
 	d["sig"] = dist.Push(t, "ret/app", sigTag, registrytest.RandomImage(t))
 
-	host := strings.TrimPrefix(dist.URL, "http://")
+	// The Pod pulls v2 by tag through another name for the registry (as an in-cluster Service name
+	// or a mirror would): tags are matched by repository path on any host.
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "uses-v2", Namespace: ns},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: host + "/ret/app@" + d["v2"]}}}}
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example.com:5000/ret/app:v2"}}}}
 	if err := k8sClient.Create(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
@@ -108,14 +110,14 @@ func TestRetention(t *testing.T) {
 		t.Fatalf("first pass: %+v", st)
 	}
 	waitForEvent(t, ns, "retain", "RetentionDeleted")
-	gone := 0
-	for _, tag := range []string{"v1", "v3", sigTag} {
-		if _, err := c.Resolve(ctx, "ret/app", tag); errors.Is(err, registry.ErrNotFound) {
-			gone++
+	for _, tag := range []string{"v1", sigTag} {
+		if _, err := c.Resolve(ctx, "ret/app", tag); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("%s must be deleted in the first unit: %v", tag, err)
 		}
 	}
-	if gone != 2 {
-		t.Fatalf("%d of v1, v3 and v1's signature deleted, want 2", gone)
+	assertTags(t, c, "v3")
+	if items := pol.Status.Retention.Items; len(items) < 2 || items[0].Digest != d["v1"] || items[1].Digest != d["sig"] || items[0].Action != "Deleted" {
+		t.Errorf("items %+v: want v1 then its signature deleted, first", items)
 	}
 
 	// The next pass plans afresh and deletes the one left.
@@ -141,5 +143,52 @@ func assertTags(t *testing.T, c *registry.Client, tags ...string) {
 		if _, err := c.Resolve(context.Background(), "ret/app", tag); err != nil {
 			t.Errorf("ret/app:%s must still be there: %v", tag, err)
 		}
+	}
+}
+
+// TestRetentionKeepsWhatAnotherPolicyKeeps: rules are a union of what is kept across policies too.
+// Policy "short" (Enforce, keep the latest 1) would delete v1, but policy "long" (Audit, keep 365
+// days) governs the same repository and keeps it, so v1 survives two deleting passes.
+func TestRetentionKeepsWhatAnotherPolicyKeeps(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	dist := registrytest.StartDistribution(t, registrytest.Options{})
+	c, err := registry.New(registry.Config{URL: dist.URL, Insecure: true, MetricsName: "test/retention-union"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tag, age := range map[string]int{"v1": 100, "v2": 1} {
+		img, err := mutate.CreatedAt(registrytest.RandomImage(t), v1.Time{Time: time.Now().Add(-time.Duration(age) * 24 * time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dist.Push(t, "ret/app", tag, img)
+	}
+	if err := k8sClient.Create(ctx, &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "dist", Namespace: ns},
+		Spec: v1alpha1.RegistrySpec{URL: dist.URL, Insecure: true}}); err != nil {
+		t.Fatal(err)
+	}
+	long := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "long", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "dist"}, Repositories: []string{"**"},
+		Retention: &v1alpha1.RetentionSpec{Rules: []v1alpha1.RetentionRule{{KeepWithinDays: ptrTo(int32(365))}}}}}
+	short := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "short", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "dist"}, Repositories: []string{"ret/**"}, Mode: v1alpha1.ModeEnforce,
+		Retention: &v1alpha1.RetentionSpec{DryRun: ptrTo(false), Rules: []v1alpha1.RetentionRule{{KeepLatest: ptrTo(int32(1))}}}}}
+	for _, p := range []*v1alpha1.RepositoryPolicy{long, short} {
+		if err := k8sClient.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	planned := func(p *v1alpha1.RepositoryPolicy) bool {
+		return p.Status.Retention != nil && p.Status.Retention.ObservedGeneration == p.Generation && p.Status.Retention.Repositories == 1
+	}
+	waitFor(t, short, "a first plan", planned)
+	patchObject(t, short, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Retention.MaxDeletionsPerPass = ptrTo(int32(3)) })
+	waitFor(t, short, "a second plan", planned)
+	if st := short.Status.Retention; st.ToDelete != 0 || st.Deleted != 0 || st.Kept != 2 {
+		t.Fatalf("short's plan %+v: want v1 kept because long keeps it", st)
+	}
+	if _, err := c.Resolve(ctx, "ret/app", "v1"); err != nil {
+		t.Fatalf("v1 must survive: %v", err)
 	}
 }

@@ -11,20 +11,23 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/policy"
 )
 
-// podImages is what the cluster's Pods run or are about to run: image references by digest and by
-// tag, each as registry host → repository → digests or tags.
+// podImages is what the cluster's Pods run, ran or are about to run. Digests are content addresses,
+// so a digest any Pod names protects that digest in every repository of every registry; tags are
+// matched by repository path on any host (a Registry's URL and the names Pods pull by often differ:
+// an in-cluster Service, a port, docker.io). Over-protection only keeps more.
 type podImages struct {
-	digests map[string]map[string]map[string]bool
-	tags    map[string]map[string]map[string]bool
+	digests map[string]bool
+	tags    map[string]map[string]bool // repository path → tags
 }
 
 // podPageSize is the page size of the uncached Pod list.
 const podPageSize = 500
 
-// listPodImages reads every Pod that has not finished (uncached, page by page): the images its
-// containers ask for (spec, by digest or by tag) and the digests the kubelet pulled (status imageID).
+// listPodImages reads every Pod (uncached, page by page), whatever its phase (a CronJob's finished
+// Pods still name what it runs next): the images its containers, init containers and ephemeral
+// containers ask for, by digest or by tag, and the digests the kubelet pulled (status imageID).
 func listPodImages(ctx context.Context, c client.Reader) (*podImages, error) {
-	p := &podImages{digests: map[string]map[string]map[string]bool{}, tags: map[string]map[string]map[string]bool{}}
+	p := &podImages{digests: map[string]bool{}, tags: map[string]map[string]bool{}}
 	opts := []client.ListOption{client.Limit(podPageSize)}
 	for {
 		pods := &corev1.PodList{}
@@ -33,17 +36,18 @@ func listPodImages(ctx context.Context, c client.Reader) (*podImages, error) {
 		}
 		for i := range pods.Items {
 			pod := &pods.Items[i]
-			if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-				continue
-			}
 			for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 				for _, ctr := range cs {
 					p.add(ctr.Image)
 				}
 			}
-			for _, ss := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {
+			for _, ec := range pod.Spec.EphemeralContainers {
+				p.add(ec.Image)
+			}
+			for _, ss := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses} {
 				for _, s := range ss {
 					p.add(s.ImageID)
+					p.add(s.Image)
 				}
 			}
 		}
@@ -54,44 +58,41 @@ func listPodImages(ctx context.Context, c client.Reader) (*podImages, error) {
 	}
 }
 
-// add records an image reference: "host/repo@sha256:...", "host/repo:tag", or an imageID such as
-// "docker-pullable://host/repo@sha256:...". References that do not parse are ignored.
+// add records an image reference: "host/repo@sha256:...", "host/repo:tag", an imageID such as
+// "docker-pullable://host/repo@sha256:...", or containerd's bare "sha256:...".
 func (p *podImages) add(ref string) {
 	ref = strings.TrimPrefix(strings.TrimPrefix(ref, "docker-pullable://"), "docker://")
 	if ref == "" {
 		return
 	}
-	put := func(m map[string]map[string]map[string]bool, host, repo, v string) {
-		if m[host] == nil {
-			m[host] = map[string]map[string]bool{}
-		}
-		if m[host][repo] == nil {
-			m[host][repo] = map[string]bool{}
-		}
-		m[host][repo][v] = true
+	if i := strings.LastIndex(ref, "@"); i >= 0 {
+		ref = ref[i+1:]
 	}
-	if d, err := name.NewDigest(ref); err == nil {
-		put(p.digests, d.Context().RegistryStr(), d.Context().RepositoryStr(), d.DigestStr())
+	if strings.HasPrefix(ref, "sha256:") || strings.HasPrefix(ref, "sha512:") {
+		p.digests[ref] = true
 		return
 	}
 	if t, err := name.NewTag(ref); err == nil {
-		put(p.tags, t.Context().RegistryStr(), t.Context().RepositoryStr(), t.TagStr())
+		repo := t.Context().RepositoryStr()
+		if p.tags[repo] == nil {
+			p.tags[repo] = map[string]bool{}
+		}
+		p.tags[repo][t.TagStr()] = true
 	}
 }
 
-// inUse returns the digests of host/repo that Pods use: by digest, and the digest behind each tag
-// they name (as listed), so a Pod that has yet to pull "repo:tag" keeps that tag's digest.
-func (p *podImages) inUse(host, repo string, listing []policy.RetentionImage) map[string]bool {
+// inUse returns the digests of the listing that Pods use: named by digest anywhere, or behind a tag
+// a Pod names for this repository path.
+func (p *podImages) inUse(repo string, listing []policy.RetentionImage) map[string]bool {
 	out := map[string]bool{}
-	for d := range p.digests[host][repo] {
-		out[d] = true
-	}
-	if tags := p.tags[host][repo]; len(tags) > 0 {
-		for _, img := range listing {
-			for _, t := range img.Tags {
-				if tags[t] {
-					out[img.Digest] = true
-				}
+	tags := p.tags[repo]
+	for _, img := range listing {
+		if p.digests[img.Digest] {
+			out[img.Digest] = true
+		}
+		for _, t := range img.Tags {
+			if tags[t] {
+				out[img.Digest] = true
 			}
 		}
 	}

@@ -18,11 +18,12 @@ import (
 )
 
 // governedRepositories lists, sorted, the repositories of the policy's Registry that it governs, as
-// the Registry's inventory (its ImageAttestations) knows them.
-func (r *RetentionReconciler) governedRepositories(ctx context.Context, pol *v1alpha1.RepositoryPolicy) ([]string, error) {
+// the Registry's inventory (its ImageAttestations) knows them, and the Registry's other policies with
+// a retention spec (their keeps are protected).
+func (r *RetentionReconciler) governedRepositories(ctx context.Context, pol *v1alpha1.RepositoryPolicy) ([]string, []v1alpha1.RepositoryPolicy, error) {
 	list := &v1alpha1.ImageAttestationList{}
 	if err := r.List(ctx, list, client.InNamespace(pol.Namespace), client.MatchingFields{indexRegistryRef: pol.Spec.RegistryRef.Name}); err != nil {
-		return nil, fmt.Errorf("listing ImageAttestations: %w", err)
+		return nil, nil, fmt.Errorf("listing ImageAttestations: %w", err)
 	}
 	set := map[string]bool{}
 	for _, ia := range list.Items {
@@ -35,47 +36,72 @@ func (r *RetentionReconciler) governedRepositories(ctx context.Context, pol *v1a
 		repos = append(repos, repo)
 	}
 	slices.Sort(repos)
-	return repos, nil
+	all := &v1alpha1.RepositoryPolicyList{}
+	if err := r.List(ctx, all, client.InNamespace(pol.Namespace), client.MatchingFields{indexRegistryRef: pol.Spec.RegistryRef.Name}); err != nil {
+		return nil, nil, fmt.Errorf("listing RepositoryPolicies: %w", err)
+	}
+	var others []v1alpha1.RepositoryPolicy
+	for _, o := range all.Items {
+		if o.UID != pol.UID && o.Spec.Retention != nil {
+			others = append(others, o)
+		}
+	}
+	return repos, others, nil
 }
 
-// list reads every tag of repo, the digest behind it, and each digest's creation time (cached by
-// digest; accessories need none), grouped by digest.
-func (r *RetentionReconciler) list(ctx context.Context, rc *registry.Client, repo string) ([]policy.RetentionImage, error) {
+// repositoryListing is one listing of a repository for retention. complete is false when a tag from
+// the tag list did not resolve (404): a digest may then be missing a kept tag, so nothing in the
+// repository is deleted on that listing.
+type repositoryListing struct {
+	images   []policy.RetentionImage
+	complete bool
+}
+
+// list reads every tag of repo, the digest behind it, each digest's creation time (cached by digest;
+// accessories need none) and, for an index, its platform manifests (cached), grouped by digest.
+func (r *RetentionReconciler) list(ctx context.Context, rc *registry.Client, repo string) (repositoryListing, error) {
+	out := repositoryListing{complete: true}
 	tags, err := rc.Tags(ctx, repo)
 	if err != nil {
-		return nil, err
+		return out, err
 	}
 	byDigest := map[string]*policy.RetentionImage{}
+	index := map[string]bool{}
 	var order []string
 	for _, tag := range tags {
 		m, err := rc.Resolve(ctx, repo, tag)
 		if errors.Is(err, registry.ErrNotFound) {
-			continue // deleted since the tag list was read
+			out.complete = false // deleted since the tag list was read, or a registry that answers 404 for a while
+			continue
 		}
 		if err != nil {
-			return nil, err
+			return out, err
 		}
 		img, ok := byDigest[m.Digest]
 		if !ok {
 			img = &policy.RetentionImage{Digest: m.Digest}
 			byDigest[m.Digest] = img
 			order = append(order, m.Digest)
+			index[m.Digest] = m.IsIndex()
 		}
 		img.Tags = append(img.Tags, tag)
 	}
-	out := make([]policy.RetentionImage, 0, len(order))
 	for _, d := range order {
 		img := byDigest[d]
 		slices.Sort(img.Tags)
-		accessory := slices.ContainsFunc(img.Tags, func(t string) bool { _, ok := policy.AccessoryTag(t); return ok })
-		if !accessory {
-			created, err := r.created.get(ctx, rc, repo, d)
-			if err != nil {
-				return nil, err
-			}
-			img.Created = created
+		if !slices.ContainsFunc(img.Tags, func(t string) bool { _, ok := policy.AccessoryTag(t); return !ok }) {
+			out.images = append(out.images, *img) // an accessory: it follows its subject
+			continue
 		}
-		out = append(out, *img)
+		if img.Created, err = r.created.get(ctx, rc, repo, d); err != nil {
+			return out, err
+		}
+		if index[d] {
+			if img.Children, err = r.children.get(ctx, rc, repo, d); err != nil {
+				return out, err
+			}
+		}
+		out.images = append(out.images, *img)
 	}
 	return out, nil
 }
@@ -127,6 +153,35 @@ func registryHost(reg *v1alpha1.Registry) string {
 		return ""
 	}
 	return u.Host
+}
+
+// childDigests caches the platform manifests of indexes by digest (a digest's content never changes).
+type childDigests struct {
+	mu sync.Mutex
+	m  map[string][]string
+}
+
+func (c *childDigests) get(ctx context.Context, rc *registry.Client, repo, digest string) ([]string, error) {
+	c.mu.Lock()
+	ch, ok := c.m[digest]
+	c.mu.Unlock()
+	if ok {
+		return ch, nil
+	}
+	ps, err := rc.Platforms(ctx, repo, digest)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ps {
+		ch = append(ch, p.Digest)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCreatedTimes {
+		c.m = map[string][]string{}
+	}
+	c.m[digest] = ch
+	return ch, nil
 }
 
 // createdTimes caches image creation times by digest (a digest's content never changes).

@@ -36,6 +36,8 @@ const (
 	RetainedSubjectUnknown = "SubjectUnknown"
 	// RetainedOutsidePolicy: the digest has a tag the policy does not govern (spec.tags).
 	RetainedOutsidePolicy = "OutsidePolicy"
+	// RetainedByOtherPolicy: another RepositoryPolicy governing the repository keeps the digest.
+	RetainedByOtherPolicy = "KeptByOtherPolicy"
 	// RetainedChildOfKept: a platform manifest of a kept index.
 	RetainedChildOfKept = "ChildOfKeptIndex"
 	// DeleteNoRuleRetains: no rule keeps any of the digest's tags, and nothing protects it.
