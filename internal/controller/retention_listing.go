@@ -93,11 +93,11 @@ func (r *RetentionReconciler) list(ctx context.Context, rc *registry.Client, rep
 			out.images = append(out.images, *img) // an accessory: it follows its subject
 			continue
 		}
-		if img.Created, err = r.created.get(ctx, rc, repo, d); err != nil {
+		if img.Created, err = r.created.get(d, func() (time.Time, error) { return rc.Created(ctx, repo, d) }); err != nil {
 			return out, err
 		}
 		if index[d] {
-			if img.Children, err = r.children.get(ctx, rc, repo, d); err != nil {
+			if img.Children, err = r.children.get(d, func() ([]string, error) { return childrenOf(ctx, rc, repo, d) }); err != nil {
 				return out, err
 			}
 		}
@@ -155,59 +155,43 @@ func registryHost(reg *v1alpha1.Registry) string {
 	return u.Host
 }
 
-// childDigests caches the platform manifests of indexes by digest (a digest's content never changes).
-type childDigests struct {
+// maxCachedDigests bounds a digestCache; when full it starts afresh.
+const maxCachedDigests = 20000
+
+// digestCache keeps what was read about a digest (its creation time, an index's platform manifests):
+// a digest's content never changes, so neither does the answer.
+type digestCache[T any] struct {
 	mu sync.Mutex
-	m  map[string][]string
+	m  map[string]T
 }
 
-func (c *childDigests) get(ctx context.Context, rc *registry.Client, repo, digest string) ([]string, error) {
+// get returns the cached value for digest, or fetches and caches it (errors are not cached).
+func (c *digestCache[T]) get(digest string, fetch func() (T, error)) (T, error) {
 	c.mu.Lock()
-	ch, ok := c.m[digest]
+	v, ok := c.m[digest]
 	c.mu.Unlock()
 	if ok {
-		return ch, nil
+		return v, nil
 	}
+	v, err := fetch()
+	if err != nil {
+		return v, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedDigests {
+		c.m = map[string]T{}
+	}
+	c.m[digest] = v
+	return v, nil
+}
+
+// childrenOf lists an index's platform manifest digests.
+func childrenOf(ctx context.Context, rc *registry.Client, repo, digest string) ([]string, error) {
 	ps, err := rc.Platforms(ctx, repo, digest)
-	if err != nil {
-		return nil, err
-	}
+	var out []string
 	for _, p := range ps {
-		ch = append(ch, p.Digest)
+		out = append(out, p.Digest)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxCreatedTimes {
-		c.m = map[string][]string{}
-	}
-	c.m[digest] = ch
-	return ch, nil
-}
-
-// createdTimes caches image creation times by digest (a digest's content never changes).
-type createdTimes struct {
-	mu sync.Mutex
-	m  map[string]time.Time
-}
-
-const maxCreatedTimes = 20000
-
-func (c *createdTimes) get(ctx context.Context, rc *registry.Client, repo, digest string) (time.Time, error) {
-	c.mu.Lock()
-	t, ok := c.m[digest]
-	c.mu.Unlock()
-	if ok {
-		return t, nil
-	}
-	t, err := rc.Created(ctx, repo, digest)
-	if err != nil {
-		return time.Time{}, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxCreatedTimes {
-		c.m = map[string]time.Time{}
-	}
-	c.m[digest] = t
-	return t, nil
+	return out, err
 }
