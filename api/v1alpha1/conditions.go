@@ -24,8 +24,12 @@ const (
 	TagImmutableCondition = "TagImmutable"
 	// ImmutableTagMovedReason: an immutable tag now points here and pointed elsewhere before.
 	ImmutableTagMovedReason = "ImmutableTagMoved"
-	// NoImmutableTagMovedReason: no tag the selecting policies make immutable moved here.
+	// NoImmutableTagMovedReason: no tag the selecting policies make immutable moved here (or the moves
+	// were acknowledged).
 	NoImmutableTagMovedReason = "NoImmutableTagMoved"
+	// MovesAcknowledgedAnnotation on an ImageAttestation acknowledges the tag moves recorded up to the
+	// time it holds (RFC 3339), e.g. after a deliberate re-push: TagImmutable no longer reports them.
+	MovesAcknowledgedAnnotation = "registry.portcullis.dev/moves-acknowledged-at"
 )
 
 // Condition reasons: CamelCase, stable, meant for alerting rules and `kubectl wait`.

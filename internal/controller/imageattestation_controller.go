@@ -163,7 +163,7 @@ func initDomainConditions(obj *v1alpha1.ImageAttestation) {
 	}
 }
 
-// SetupWithManager registers the controller: ImageAttestations on spec change, the creation or
+// SetupWithManager registers the controller: ImageAttestations on spec or annotation change, the creation or
 // deletion of their Registry, and changes to the policies of that Registry (all its images are
 // verified again). At most Options.ScanConcurrency images are processed at once.
 func (r *ImageAttestationReconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -199,7 +199,8 @@ func (r *ImageAttestationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.ImageAttestation{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// Annotations too: a tag-move acknowledgement (v1alpha1.MovesAcknowledgedAnnotation).
+		For(&v1alpha1.ImageAttestation{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Watches(&v1alpha1.Registry{}, handler.EnqueueRequestsFromMapFunc(byRegistry), builder.WithPredicates(createOrDelete())).
 		Watches(&v1alpha1.RepositoryPolicy{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []ctrl.Request {
 			return byPolicy(ctx, o.(*v1alpha1.RepositoryPolicy))

@@ -115,8 +115,15 @@ func immutabilityCondition(rec events.EventRecorder, ia *v1alpha1.ImageAttestati
 		apimeta.RemoveStatusCondition(&ia.Status.Conditions, v1alpha1.TagImmutableCondition)
 		return nil
 	}
+	var acked time.Time
+	if v := ia.Annotations[v1alpha1.MovesAcknowledgedAnnotation]; v != "" {
+		acked, _ = time.Parse(time.RFC3339, v) // a value that does not parse acknowledges nothing
+	}
 	var violations []string
 	for _, m := range ia.Spec.MovedTags {
+		if !acked.IsZero() && !m.Time.After(acked) {
+			continue
+		}
 		if names := immutableFor(governing, ia.Spec.Repository, m.Tag); len(names) > 0 {
 			violations = append(violations, fmt.Sprintf("tag %q moved here from %s at %s (immutable under %s)",
 				m.Tag, m.From, m.Time.UTC().Format(time.RFC3339), strings.Join(names, ", ")))

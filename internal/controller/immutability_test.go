@@ -84,4 +84,15 @@ func TestImmutableTagMoved(t *testing.T) {
 	if got := metricValue(t, "portcullis_immutable_tag_moves_total", map[string]string{"policy": "immutable"}) - before; got != 1 {
 		t.Errorf("portcullis_immutable_tag_moves_total rose by %v, want 1 (v1; dev is mutable)", got)
 	}
+
+	// Acknowledging the moves (a deliberate re-push) clears the report; the record stays.
+	patchObject(t, moved, func(i *v1alpha1.ImageAttestation) {
+		i.Annotations = map[string]string{v1alpha1.MovesAcknowledgedAnnotation: time.Now().Add(time.Minute).UTC().Format(time.RFC3339)}
+	})
+	acked := waitFor(t, moved, "TagImmutable=True after the acknowledgement", func(i *v1alpha1.ImageAttestation) bool {
+		return hasCondition(i, v1alpha1.TagImmutableCondition, metav1.ConditionTrue, v1alpha1.NoImmutableTagMovedReason)
+	})
+	if len(acked.Spec.MovedTags) != 2 {
+		t.Errorf("the acknowledgement must keep the record: %+v", acked.Spec.MovedTags)
+	}
 }

@@ -172,11 +172,54 @@ func (r *RegistryReconciler) applyInventory(ctx context.Context, obj *v1alpha1.R
 	var ch inventoryChanges
 	var errs []error
 	moves := movedTags(obj, existing, inv, policies, time.Now())
+	known := map[imageKey]bool{}
 	for i := range existing {
+		known[imageKey{existing[i].Spec.Repository, existing[i].Spec.Digest}] = true
+	}
+	// Where tags moved to is written first: if that fails, the ImageAttestations they moved from keep
+	// them, and the next pass sees the moves again instead of losing them.
+	movesLost := false
+	for k, img := range inv.images {
+		if known[k] {
+			continue
+		}
+		ia := newImageAttestation(obj, k, img)
+		ia.Spec.MovedTags = withMoves(nil, moves[k])
+		if err := controllerutil.SetControllerReference(obj, ia, r.Scheme()); err != nil {
+			return ch, err
+		}
+		err := r.Create(ctx, ia)
+		switch {
+		case err == nil:
+			countMoves(obj, k.repository, ia.Spec.MovedTags, policies)
+		case apierrors.IsAlreadyExists(err) && len(moves[k]) == 0:
+		default: // failed, or already there (a cache behind our writes) with moves to record: next pass
+			errs = append(errs, fmt.Errorf("creating ImageAttestation for %s@%s: %w", k.repository, k.digest, err))
+			movesLost = movesLost || len(moves[k]) > 0
+			continue
+		}
+		ch.created++
+		ch.kept++
+	}
+	order := make([]int, len(existing))
+	for i := range order {
+		order[i] = i
+	}
+	receives := func(i int) bool {
+		ia := &existing[i]
+		return len(newMoves(ia.Spec.MovedTags, moves[imageKey{ia.Spec.Repository, ia.Spec.Digest}])) > 0
+	}
+	sort.SliceStable(order, func(a, b int) bool { return receives(order[a]) && !receives(order[b]) })
+	for _, i := range order {
 		ia := &existing[i]
 		k := imageKey{ia.Spec.Repository, ia.Spec.Digest}
 		if _, failed := inv.failed[k.repository]; failed {
 			ch.kept++
+			continue
+		}
+		fresh := newMoves(ia.Spec.MovedTags, moves[k])
+		if movesLost && len(fresh) == 0 {
+			ch.kept++ // a move could not be recorded: leave the rest as it is until the next pass
 			continue
 		}
 		img, ok := inv.images[k]
@@ -188,9 +231,7 @@ func (r *RegistryReconciler) applyInventory(ctx context.Context, obj *v1alpha1.R
 			}
 			continue
 		}
-		delete(inv.images, k)
 		ch.kept++
-		fresh := newMoves(ia.Spec.MovedTags, moves[k])
 		if slices.Equal(ia.Spec.Tags, img.tags) && ia.Spec.MediaType == img.mediaType && len(ia.Spec.Platforms) == len(img.platforms) &&
 			len(fresh) == 0 {
 			continue
@@ -200,25 +241,11 @@ func (r *RegistryReconciler) applyInventory(ctx context.Context, obj *v1alpha1.R
 		ia.Spec.MovedTags = withMoves(ia.Spec.MovedTags, fresh)
 		if err := r.Patch(ctx, ia, client.MergeFrom(base)); err != nil {
 			errs = append(errs, fmt.Errorf("updating ImageAttestation %s: %w", ia.Name, err))
+			movesLost = movesLost || len(fresh) > 0
 		} else {
 			ch.updated++
 			countMoves(obj, k.repository, fresh, policies)
 		}
-	}
-	for k, img := range inv.images {
-		ia := newImageAttestation(obj, k, img)
-		ia.Spec.MovedTags = withMoves(nil, moves[k])
-		if err := controllerutil.SetControllerReference(obj, ia, r.Scheme()); err != nil {
-			return ch, err
-		}
-		if err := r.Create(ctx, ia); err != nil && !apierrors.IsAlreadyExists(err) {
-			errs = append(errs, fmt.Errorf("creating ImageAttestation for %s@%s: %w", k.repository, k.digest, err))
-			continue
-		} else if err == nil {
-			countMoves(obj, k.repository, ia.Spec.MovedTags, policies)
-		}
-		ch.created++
-		ch.kept++
 	}
 	if len(errs) > 0 {
 		ctrl.LoggerFrom(ctx).Error(errors.Join(errs...), "writing ImageAttestations")

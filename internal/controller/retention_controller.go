@@ -179,6 +179,7 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 	mayDelete := !st.DryRun && budget > 0 && (mem.deletingGeneration != pol.Generation || now.Sub(mem.lastDeleting) >= registryInterval(reg))
 	protectInUse := spec.ProtectInUse == nil || *spec.ProtectInUse
 	var stopped error
+	var pods *podImages
 	var notes []string
 	var deleted, planned, flagged []v1alpha1.RetentionItem
 	for _, repo := range repos {
@@ -187,7 +188,10 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 			stopped = fmt.Errorf("listing %s: %w", repo, err)
 			break
 		}
-		plan, err := r.plan(ctx, pol, others, repo, lst.images, protectInUse, now)
+		if mayDelete {
+			pods = nil // a deleting pass reads the Pods again for each repository
+		}
+		plan, err := r.plan(ctx, pol, others, repo, lst.images, protectInUse, &pods, now)
 		if err != nil {
 			stopped = err
 			break
@@ -248,10 +252,10 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 
 // plan plans one repository for pol. What the other retention policies governing the repository keep
 // is protected (rules are a union of what is kept, across policies too), and so are digests with a
-// tag pol does not govern and, with protectInUse, digests that Pods use (listed afresh for each
-// repository that has deletions).
+// tag pol does not govern and, with protectInUse, digests that Pods use (read once per pass for
+// planning, afresh for each repository in a pass that deletes).
 func (r *RetentionReconciler) plan(ctx context.Context, pol *v1alpha1.RepositoryPolicy, others []v1alpha1.RepositoryPolicy, repo string,
-	listing []policy.RetentionImage, protectInUse bool, now time.Time) (policy.RetentionPlan, error) {
+	listing []policy.RetentionImage, protectInUse bool, pods **podImages, now time.Time) (policy.RetentionPlan, error) {
 	protected := outsidePolicy(listing, pol.Spec.Tags)
 	for _, o := range others {
 		if !policy.MatchAny(o.Spec.Repositories, repo) {
@@ -270,11 +274,14 @@ func (r *RetentionReconciler) plan(ctx context.Context, pol *v1alpha1.Repository
 	if len(plan.Delete) == 0 || !protectInUse {
 		return plan, nil
 	}
-	pods, err := listPodImages(ctx, r.APIReader)
-	if err != nil {
-		return plan, fmt.Errorf("listing Pods (protectInUse): %w", err)
+	if *pods == nil {
+		p, err := listPodImages(ctx, r.APIReader)
+		if err != nil {
+			return plan, fmt.Errorf("listing Pods (protectInUse): %w", err)
+		}
+		*pods = p
 	}
-	in.InUse = pods.inUse(repo, listing)
+	in.InUse = (*pods).inUse(repo, listing)
 	return policy.PlanRetention(in), nil
 }
 
