@@ -192,3 +192,45 @@ func TestRetentionKeepsWhatAnotherPolicyKeeps(t *testing.T) {
 		t.Fatalf("v1 must survive: %v", err)
 	}
 }
+
+// TestRetentionDeletionDisabled: a registry with manifest deletion off answers 405; the pass stops
+// with a message that says how to fix it and a RetentionFailed event, and the image stays.
+func TestRetentionDeletionDisabled(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	dist := registrytest.StartDistribution(t, registrytest.Options{NoDelete: true})
+	c, err := registry.New(registry.Config{URL: dist.URL, Insecure: true, MetricsName: "test/retention-405"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tag, age := range map[string]int{"v1": 100, "v2": 1} {
+		img, err := mutate.CreatedAt(registrytest.RandomImage(t), v1.Time{Time: time.Now().Add(-time.Duration(age) * 24 * time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dist.Push(t, "ret/app", tag, img)
+	}
+	if err := k8sClient.Create(ctx, &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "dist", Namespace: ns},
+		Spec: v1alpha1.RegistrySpec{URL: dist.URL, Insecure: true}}); err != nil {
+		t.Fatal(err)
+	}
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "locked", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "dist"}, Repositories: []string{"ret/**"}, Mode: v1alpha1.ModeEnforce,
+		Retention: &v1alpha1.RetentionSpec{DryRun: ptrTo(false), Rules: []v1alpha1.RetentionRule{{KeepLatest: ptrTo(int32(1))}}}}}
+	if err := k8sClient.Create(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	planned := func(p *v1alpha1.RepositoryPolicy) bool {
+		return p.Status.Retention != nil && p.Status.Retention.ObservedGeneration == p.Generation && p.Status.Retention.Repositories == 1
+	}
+	waitFor(t, pol, "a first plan", planned)
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Retention.MaxDeletionsPerPass = ptrTo(int32(3)) })
+	waitFor(t, pol, "a deleting pass", planned)
+	if st := pol.Status.Retention; st.Deleted != 0 || st.ToDelete != 1 || !strings.Contains(st.Message, "405") {
+		t.Fatalf("status %+v: want the deletion refused with 405 in the message", st)
+	}
+	waitForEvent(t, ns, "locked", "RetentionFailed")
+	if _, err := c.Resolve(ctx, "ret/app", "v1"); err != nil {
+		t.Fatalf("v1 must still be there: %v", err)
+	}
+}
