@@ -1,5 +1,6 @@
 // Package harbor speaks the parts of Harbor's v2.0 REST API (api/v2.0/swagger.yaml) that Portcullis
-// writes back to: projects and their metadata (the security switches) and project members. It is
+// reads and writes back to: projects and their metadata (the security switches), project members,
+// project robot accounts, immutable tag rules, and artifacts with their tags. It is
 // built on the generated client github.com/goharbor/go-client, with basic authentication and no
 // cookie jar (Harbor checks CSRF tokens only for requests that carry its session cookie).
 //
@@ -20,8 +21,11 @@ import (
 
 	rtclient "github.com/go-openapi/runtime/client"
 	"github.com/go-openapi/strfmt"
+	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/artifact"
+	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/immutable"
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/member"
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/project"
+	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/robot"
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/models"
 )
 
@@ -46,8 +50,11 @@ type Config struct {
 
 // Client is a Harbor API client. It is safe for concurrent use.
 type Client struct {
-	projects *project.Client
-	members  *member.Client
+	projects  *project.Client
+	members   *member.Client
+	robots    *robot.Client
+	immutable *immutable.Client
+	artifacts *artifact.Client
 }
 
 // New builds a Client. It fails when the URL does not parse or the CA bundle holds no certificate.
@@ -74,7 +81,9 @@ func New(cfg Config) (*Client, error) {
 	hc := &http.Client{Transport: tr, Timeout: timeout} // no Jar: no session cookie, no CSRF check
 	rt := rtclient.NewWithClient(u.Host, path.Join("/", u.Path, "api/v2.0"), []string{u.Scheme}, hc)
 	auth := rtclient.BasicAuth(cfg.Username, cfg.Password)
-	return &Client{projects: project.New(rt, strfmt.Default, auth), members: member.New(rt, strfmt.Default, auth)}, nil
+	return &Client{projects: project.New(rt, strfmt.Default, auth), members: member.New(rt, strfmt.Default, auth),
+		robots: robot.New(rt, strfmt.Default, auth), immutable: immutable.New(rt, strfmt.Default, auth),
+		artifacts: artifact.New(rt, strfmt.Default, auth)}, nil
 }
 
 // Project is a Harbor project with its metadata, all string values as Harbor stores them ("true",

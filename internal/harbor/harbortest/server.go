@@ -14,11 +14,14 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi2"
 	"github.com/getkin/kin-openapi/openapi2conv"
@@ -41,6 +44,8 @@ var allowed = []struct {
 }{
 	{"getProject", http.StatusNotFound, "status is not supported",
 		"Harbor answers 404 NOT_FOUND for a missing project (server/v2.0/handler/project.go); the swagger lists only 200, 401 and 500"},
+	{"CreateRobot", http.StatusConflict, "status is not supported",
+		"Harbor answers 409 CONFLICT when a robot of that name exists; the swagger lists no 409 for CreateRobot"},
 }
 
 // Server is a fake Harbor. Its state is public for tests to set up and inspect; lock Mu around it.
@@ -61,14 +66,36 @@ type Server struct {
 	Faults map[string]int
 	// Requests counts requests by "METHOD path".
 	Requests map[string]int
-	nextID   int64
+	// Robots by ID.
+	Robots map[int64]*Robot
+	nextID int64
 }
 
 // Project is a project in the fake.
 type Project struct {
-	ID       int64
-	Metadata map[string]string
-	Members  []Member
+	ID             int64
+	Metadata       map[string]string
+	Members        []Member
+	ImmutableRules []map[string]any // as posted (ImmutableRule JSON), with "id" set
+	// Repositories maps a repository name inside the project ("api", "tools/cli") to its artifacts.
+	Repositories map[string][]Artifact
+}
+
+// Artifact is an artifact in the fake.
+type Artifact struct {
+	Digest   string
+	Tags     []string
+	PushTime time.Time
+}
+
+// Robot is a robot account in the fake.
+type Robot struct {
+	ID          int64
+	Name        string // full name: robot$<project>+<name>
+	Description string
+	Project     string
+	Access      []map[string]string // resource, action
+	Secret      string
 }
 
 // Member is a membership in the fake.
@@ -83,7 +110,7 @@ type Member struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	s := &Server{t: t, Projects: map[string]*Project{}, Users: map[string]bool{}, Groups: map[string]bool{},
-		Username: "admin", Password: "Harbor12345", Faults: map[string]int{}, Requests: map[string]int{}, nextID: 1}
+		Username: "admin", Password: "Harbor12345", Faults: map[string]int{}, Requests: map[string]int{}, Robots: map[int64]*Robot{}, nextID: 1}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	doc := loadSwagger(t)
@@ -106,8 +133,17 @@ func (s *Server) AddProject(name string, metadata map[string]string) int64 {
 	for k, v := range metadata {
 		md[k] = v
 	}
-	s.Projects[name] = &Project{ID: id, Metadata: md}
+	s.Projects[name] = &Project{ID: id, Metadata: md, Repositories: map[string][]Artifact{}}
 	return id
+}
+
+func (s *Server) projectByID(id int64) (string, *Project) {
+	for name, p := range s.Projects {
+		if p.ID == id {
+			return name, p
+		}
+	}
+	return "", nil
 }
 
 var (
@@ -211,9 +247,10 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, op string, param
 		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "unauthorized")
 		return
 	}
-	proj := s.Projects[params["project_name_or_id"]]
-	if params["project_name_or_id"] != "" && proj == nil {
-		writeError(w, http.StatusNotFound, "NOT_FOUND", "project "+params["project_name_or_id"]+" not found")
+	projName := params["project_name_or_id"] + params["project_name"]
+	proj := s.Projects[projName]
+	if projName != "" && proj == nil {
+		writeError(w, http.StatusNotFound, "NOT_FOUND", "project "+projName+" not found")
 		return
 	}
 	switch op {
@@ -313,9 +350,141 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, op string, param
 		}
 		w.WriteHeader(http.StatusOK)
 	default:
-		writeError(w, http.StatusNotImplemented, "NOT_IMPLEMENTED", "harbortest does not serve "+op)
+		s.handleMore(w, r, op, params, proj)
 	}
 	return false
+}
+
+// handleMore serves robots, immutable tag rules and artifacts.
+func (s *Server) handleMore(w http.ResponseWriter, r *http.Request, op string, params map[string]string, proj *Project) {
+	switch op {
+	case "ListRobot":
+		var projectID int64 = -1
+		for _, kv := range strings.Split(r.URL.Query().Get("q"), ",") {
+			if v, ok := strings.CutPrefix(kv, "ProjectID="); ok {
+				projectID, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+		out := []map[string]any{}
+		for _, rb := range s.sortedRobots() {
+			if _, p := s.projectByID(projectID); p != nil && s.Projects[rb.Project] == p {
+				out = append(out, map[string]any{"id": rb.ID, "name": rb.Name, "description": rb.Description, "level": "project",
+					"duration": -1, "editable": true, "permissions": []map[string]any{{"kind": "project", "namespace": rb.Project, "access": rb.Access}}})
+			}
+		}
+		w.Header().Set("X-Total-Count", strconv.Itoa(len(out)))
+		writeJSON(w, http.StatusOK, out)
+	case "CreateRobot":
+		var req struct {
+			Name, Description, Level string
+			Permissions              []struct {
+				Kind, Namespace string
+				Access          []map[string]string
+			}
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Permissions) != 1 || req.Level != "project" {
+			writeError(w, http.StatusBadRequest, "BAD_REQUEST", "a project robot needs exactly one permission entry")
+			return
+		}
+		perm := req.Permissions[0]
+		if s.Projects[perm.Namespace] == nil {
+			writeError(w, http.StatusNotFound, "NOT_FOUND", "project "+perm.Namespace+" not found")
+			return
+		}
+		full := "robot$" + perm.Namespace + "+" + req.Name
+		for _, rb := range s.Robots {
+			if rb.Name == full {
+				writeError(w, http.StatusConflict, "CONFLICT", "robot "+full+" already exists")
+				return
+			}
+		}
+		rb := &Robot{ID: s.nextID, Name: full, Description: req.Description, Project: perm.Namespace, Access: perm.Access, Secret: s.secret()}
+		s.nextID++
+		s.Robots[rb.ID] = rb
+		w.Header().Set("Location", fmt.Sprintf("/api/v2.0/robots/%d", rb.ID))
+		writeJSON(w, http.StatusCreated, map[string]any{"id": rb.ID, "name": rb.Name, "secret": rb.Secret, "expires_at": -1,
+			"creation_time": time.Now().UTC().Format(time.RFC3339)})
+	case "RefreshSec", "DeleteRobot":
+		id, _ := strconv.ParseInt(params["robot_id"], 10, 64)
+		rb := s.Robots[id]
+		if rb == nil {
+			writeError(w, http.StatusNotFound, "NOT_FOUND", "robot not found")
+			return
+		}
+		if op == "DeleteRobot" {
+			delete(s.Robots, id)
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		rb.Secret = s.secret()
+		writeJSON(w, http.StatusOK, map[string]any{"secret": rb.Secret})
+	case "ListImmuRules":
+		w.Header().Set("X-Total-Count", strconv.Itoa(len(proj.ImmutableRules)))
+		out := proj.ImmutableRules
+		if out == nil {
+			out = []map[string]any{}
+		}
+		writeJSON(w, http.StatusOK, out)
+	case "CreateImmuRule":
+		var rule map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&rule); err != nil {
+			writeError(w, http.StatusBadRequest, "BAD_REQUEST", err.Error())
+			return
+		}
+		rule["id"] = s.nextID
+		s.nextID++
+		proj.ImmutableRules = append(proj.ImmutableRules, rule)
+		w.Header().Set("Location", fmt.Sprintf("/api/v2.0/projects/%d/immutabletagrules/%d", proj.ID, rule["id"]))
+		w.WriteHeader(http.StatusCreated)
+	case "DeleteImmuRule":
+		id, _ := strconv.ParseInt(params["immutable_rule_id"], 10, 64)
+		proj.ImmutableRules = slices.DeleteFunc(proj.ImmutableRules, func(m map[string]any) bool { return m["id"] == id })
+		w.WriteHeader(http.StatusOK)
+	case "listArtifacts":
+		// The raw path carries "tools%252Fcli": HTTP decoding gives "tools%2Fcli", and Harbor
+		// unescapes the parameter once more.
+		once, err1 := url.PathUnescape(params["repository_name"])
+		repo, err2 := url.PathUnescape(once)
+		if err1 != nil || err2 != nil || strings.Contains(once, "/") {
+			writeError(w, http.StatusBadRequest, "BAD_REQUEST", "repository name must have its / escaped as %252F")
+			return
+		}
+		arts, ok := proj.Repositories[repo]
+		if !ok {
+			writeError(w, http.StatusNotFound, "NOT_FOUND", "repository "+repo+" not found")
+			return
+		}
+		page, size := intParam(r, "page", 1), intParam(r, "page_size", 10)
+		from, to := min((page-1)*size, len(arts)), min(page*size, len(arts))
+		out := []map[string]any{}
+		for _, a := range arts[from:to] {
+			tags := []map[string]any{}
+			for _, t := range a.Tags {
+				tags = append(tags, map[string]any{"name": t, "push_time": a.PushTime.UTC().Format(time.RFC3339), "immutable": false})
+			}
+			out = append(out, map[string]any{"digest": a.Digest, "manifest_media_type": "application/vnd.oci.image.manifest.v1+json",
+				"media_type": "application/vnd.oci.image.config.v1+json", "type": "IMAGE", "push_time": a.PushTime.UTC().Format(time.RFC3339),
+				"tags": tags, "project_id": proj.ID})
+		}
+		w.Header().Set("X-Total-Count", strconv.Itoa(len(arts)))
+		writeJSON(w, http.StatusOK, out)
+	default:
+		writeError(w, http.StatusNotImplemented, "NOT_IMPLEMENTED", "harbortest does not serve "+op)
+	}
+}
+
+func (s *Server) sortedRobots() []*Robot {
+	var out []*Robot
+	for _, rb := range s.Robots {
+		out = append(out, rb)
+	}
+	slices.SortFunc(out, func(a, b *Robot) int { return int(a.ID - b.ID) })
+	return out
+}
+
+func (s *Server) secret() string {
+	s.nextID++
+	return fmt.Sprintf("secret-%d-%d", s.nextID, time.Now().UnixNano())
 }
 
 func intParam(r *http.Request, name string, def int) int {
