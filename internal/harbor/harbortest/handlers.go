@@ -1,0 +1,270 @@
+package harbortest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// handle serves one operation of Harbor's API by its operationId; faulted reports an injected fault.
+func (s *Server) handle(w http.ResponseWriter, r *http.Request, op string, params map[string]string) (faulted bool) {
+	s.Mu.Lock()
+	defer s.Mu.Unlock()
+	s.Requests[r.Method+" "+r.URL.Path]++
+	for prefix, code := range s.Faults {
+		if strings.HasPrefix(r.Method+" "+r.URL.Path, prefix) {
+			if code == http.StatusTooManyRequests {
+				w.Header().Set("Retry-After", "1")
+			}
+			writeError(w, code, http.StatusText(code), "injected fault")
+			return true
+		}
+	}
+	if u, p, ok := r.BasicAuth(); !ok || u != s.Username || p != s.Password {
+		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "unauthorized")
+		return
+	}
+	projName := params["project_name_or_id"] + params["project_name"]
+	proj := s.Projects[projName]
+	if projName != "" && proj == nil {
+		writeError(w, http.StatusNotFound, "NOT_FOUND", "project "+projName+" not found")
+		return
+	}
+	switch op {
+	case "getProject":
+		writeJSON(w, http.StatusOK, map[string]any{"project_id": proj.ID, "name": params["project_name_or_id"], "metadata": proj.Metadata,
+			"repo_count": 0, "current_user_role_ids": []int{1}})
+	case "updateProject":
+		var req struct {
+			Metadata map[string]string `json:"metadata"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, "BAD_REQUEST", err.Error())
+			return
+		}
+		for k, v := range req.Metadata {
+			proj.Metadata[k] = v
+		}
+		w.WriteHeader(http.StatusOK)
+	case "listProjectMembers":
+		page, size := intParam(r, "page", 1), intParam(r, "page_size", 10)
+		all := proj.Members
+		from, to := min((page-1)*size, len(all)), min(page*size, len(all))
+		var out []map[string]any
+		for _, m := range all[from:to] {
+			out = append(out, map[string]any{"id": m.ID, "project_id": proj.ID, "entity_name": m.Name, "entity_type": m.Kind, "role_id": m.RoleID})
+		}
+		w.Header().Set("X-Total-Count", strconv.Itoa(len(all)))
+		if to < len(all) {
+			w.Header().Set("Link", fmt.Sprintf(`<%s?page=%d&page_size=%d>; rel="next"`, r.URL.Path, page+1, size))
+		}
+		if out == nil {
+			out = []map[string]any{}
+		}
+		writeJSON(w, http.StatusOK, out)
+	case "createProjectMember":
+		var req struct {
+			RoleID     int64 `json:"role_id"`
+			MemberUser *struct {
+				Username string `json:"username"`
+			} `json:"member_user"`
+			MemberGroup *struct {
+				GroupName string `json:"group_name"`
+			} `json:"member_group"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, "BAD_REQUEST", err.Error())
+			return
+		}
+		m := Member{RoleID: req.RoleID}
+		switch {
+		case req.MemberUser != nil && s.Users[req.MemberUser.Username]:
+			m.Kind, m.Name = "u", req.MemberUser.Username
+		case req.MemberGroup != nil && s.Groups[req.MemberGroup.GroupName]:
+			m.Kind, m.Name = "g", req.MemberGroup.GroupName
+		default:
+			writeError(w, http.StatusBadRequest, "BAD_REQUEST", "user or group does not exist")
+			return
+		}
+		for _, e := range proj.Members {
+			if e.Kind == m.Kind && e.Name == m.Name {
+				writeError(w, http.StatusConflict, "CONFLICT", "the member already exists")
+				return
+			}
+		}
+		m.ID = s.nextID
+		s.nextID++
+		proj.Members = append(proj.Members, m)
+		w.Header().Set("Location", fmt.Sprintf("/api/v2.0/projects/%d/members/%d", proj.ID, m.ID))
+		w.WriteHeader(http.StatusCreated)
+	case "updateProjectMember", "deleteProjectMember":
+		mid, _ := strconv.ParseInt(params["mid"], 10, 64)
+		i := -1
+		for j, m := range proj.Members {
+			if m.ID == mid {
+				i = j
+			}
+		}
+		switch {
+		case i < 0 && op == "deleteProjectMember":
+			w.WriteHeader(http.StatusOK) // Harbor deletes by project and id, and a missing row is no error
+			return
+		case i < 0:
+			writeError(w, http.StatusNotFound, "NOT_FOUND", "member not found")
+			return
+		}
+		if op == "deleteProjectMember" {
+			proj.Members = append(proj.Members[:i], proj.Members[i+1:]...)
+		} else {
+			var req struct {
+				RoleID int64 `json:"role_id"`
+			}
+			if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+				writeError(w, http.StatusBadRequest, "BAD_REQUEST", err.Error())
+				return
+			}
+			proj.Members[i].RoleID = req.RoleID
+		}
+		w.WriteHeader(http.StatusOK)
+	default:
+		s.handleMore(w, r, op, params, proj)
+	}
+	return false
+}
+
+// handleMore serves robots, immutable tag rules and artifacts.
+func (s *Server) handleMore(w http.ResponseWriter, r *http.Request, op string, params map[string]string, proj *Project) {
+	switch op {
+	case "ListRobot":
+		var projectID int64 = -1
+		for _, kv := range strings.Split(r.URL.Query().Get("q"), ",") {
+			if v, ok := strings.CutPrefix(kv, "ProjectID="); ok {
+				projectID, _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+		out := []map[string]any{}
+		for _, rb := range s.sortedRobots() {
+			if _, p := s.projectByID(projectID); p != nil && s.Projects[rb.Project] == p {
+				out = append(out, map[string]any{"id": rb.ID, "name": rb.Name, "description": rb.Description, "level": "project",
+					"duration": -1, "editable": true, "permissions": []map[string]any{{"kind": "project", "namespace": rb.Project, "access": rb.Access}}})
+			}
+		}
+		w.Header().Set("X-Total-Count", strconv.Itoa(len(out)))
+		writeJSON(w, http.StatusOK, out)
+	case "CreateRobot":
+		var req struct {
+			Name, Description, Level string
+			Permissions              []struct {
+				Kind, Namespace string
+				Access          []map[string]string
+			}
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Permissions) != 1 || req.Level != "project" {
+			writeError(w, http.StatusBadRequest, "BAD_REQUEST", "a project robot needs exactly one permission entry")
+			return
+		}
+		perm := req.Permissions[0]
+		if s.Projects[perm.Namespace] == nil {
+			writeError(w, http.StatusNotFound, "NOT_FOUND", "project "+perm.Namespace+" not found")
+			return
+		}
+		full := "robot$" + perm.Namespace + "+" + req.Name
+		for _, rb := range s.Robots {
+			if rb.Name == full {
+				writeError(w, http.StatusConflict, "CONFLICT", "robot "+full+" already exists")
+				return
+			}
+		}
+		rb := &Robot{ID: s.nextID, Name: full, Description: req.Description, Project: perm.Namespace, Access: perm.Access, Secret: s.secret()}
+		s.nextID++
+		s.Robots[rb.ID] = rb
+		w.Header().Set("Location", fmt.Sprintf("/api/v2.0/robots/%d", rb.ID))
+		writeJSON(w, http.StatusCreated, map[string]any{"id": rb.ID, "name": rb.Name, "secret": rb.Secret, "expires_at": -1,
+			"creation_time": time.Now().UTC().Format(time.RFC3339)})
+	case "RefreshSec", "DeleteRobot":
+		id, _ := strconv.ParseInt(params["robot_id"], 10, 64)
+		rb := s.Robots[id]
+		if rb == nil {
+			writeError(w, http.StatusNotFound, "NOT_FOUND", "robot not found")
+			return
+		}
+		if op == "DeleteRobot" {
+			delete(s.Robots, id)
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		rb.Secret = s.secret()
+		writeJSON(w, http.StatusOK, map[string]any{"secret": rb.Secret})
+	case "ListImmuRules":
+		w.Header().Set("X-Total-Count", strconv.Itoa(len(proj.ImmutableRules)))
+		out := proj.ImmutableRules
+		if out == nil {
+			out = []map[string]any{}
+		}
+		writeJSON(w, http.StatusOK, out)
+	case "CreateImmuRule":
+		var rule map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&rule); err != nil {
+			writeError(w, http.StatusBadRequest, "BAD_REQUEST", err.Error())
+			return
+		}
+		rule["id"] = s.nextID
+		s.nextID++
+		proj.ImmutableRules = append(proj.ImmutableRules, rule)
+		w.Header().Set("Location", fmt.Sprintf("/api/v2.0/projects/%d/immutabletagrules/%d", proj.ID, rule["id"]))
+		w.WriteHeader(http.StatusCreated)
+	case "DeleteImmuRule":
+		id, _ := strconv.ParseInt(params["immutable_rule_id"], 10, 64)
+		proj.ImmutableRules = slices.DeleteFunc(proj.ImmutableRules, func(m map[string]any) bool { return m["id"] == id })
+		w.WriteHeader(http.StatusOK)
+	case "listArtifacts":
+		// The raw path carries "tools%252Fcli": HTTP decoding gives "tools%2Fcli", and Harbor
+		// unescapes the parameter once more.
+		once, err1 := url.PathUnescape(params["repository_name"])
+		repo, err2 := url.PathUnescape(once)
+		if err1 != nil || err2 != nil || strings.Contains(once, "/") {
+			writeError(w, http.StatusBadRequest, "BAD_REQUEST", "repository name must have its / escaped as %252F")
+			return
+		}
+		arts, ok := proj.Repositories[repo]
+		if !ok {
+			writeError(w, http.StatusNotFound, "NOT_FOUND", "repository "+repo+" not found")
+			return
+		}
+		page, size := intParam(r, "page", 1), intParam(r, "page_size", 10)
+		from, to := min((page-1)*size, len(arts)), min(page*size, len(arts))
+		out := []map[string]any{}
+		for _, a := range arts[from:to] {
+			tags := []map[string]any{}
+			for _, t := range a.Tags {
+				tags = append(tags, map[string]any{"name": t, "push_time": a.PushTime.UTC().Format(time.RFC3339), "immutable": false})
+			}
+			out = append(out, map[string]any{"digest": a.Digest, "manifest_media_type": "application/vnd.oci.image.manifest.v1+json",
+				"media_type": "application/vnd.oci.image.config.v1+json", "type": "IMAGE", "push_time": a.PushTime.UTC().Format(time.RFC3339),
+				"tags": tags, "project_id": proj.ID})
+		}
+		w.Header().Set("X-Total-Count", strconv.Itoa(len(arts)))
+		writeJSON(w, http.StatusOK, out)
+	default:
+		writeError(w, http.StatusNotImplemented, "NOT_IMPLEMENTED", "harbortest does not serve "+op)
+	}
+}
+
+func (s *Server) sortedRobots() []*Robot {
+	var out []*Robot
+	for _, rb := range s.Robots {
+		out = append(out, rb)
+	}
+	slices.SortFunc(out, func(a, b *Robot) int { return int(a.ID - b.ID) })
+	return out
+}
+
+func (s *Server) secret() string {
+	s.nextID++
+	return fmt.Sprintf("secret-%d-%d", s.nextID, time.Now().UnixNano())
+}
