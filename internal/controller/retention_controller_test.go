@@ -137,6 +137,30 @@ func TestRetention(t *testing.T) {
 	}
 }
 
+// retentionFixture starts a Distribution with ret/app holding one image per tag, built the given
+// number of days ago, and a Registry "dist" for it in a new namespace.
+func retentionFixture(t *testing.T, opts registrytest.Options, ages map[string]int) (string, *registry.Client) {
+	t.Helper()
+	ns := newNamespace(t)
+	dist := registrytest.StartDistribution(t, opts)
+	c, err := registry.New(registry.Config{URL: dist.URL, Insecure: true, MetricsName: "test/" + t.Name()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tag, age := range ages {
+		img, err := mutate.CreatedAt(registrytest.RandomImage(t), v1.Time{Time: time.Now().Add(-time.Duration(age) * 24 * time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dist.Push(t, "ret/app", tag, img)
+	}
+	if err := k8sClient.Create(context.Background(), &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "dist", Namespace: ns},
+		Spec: v1alpha1.RegistrySpec{URL: dist.URL, Insecure: true}}); err != nil {
+		t.Fatal(err)
+	}
+	return ns, c
+}
+
 func assertTags(t *testing.T, c *registry.Client, tags ...string) {
 	t.Helper()
 	for _, tag := range tags {
@@ -151,23 +175,7 @@ func assertTags(t *testing.T, c *registry.Client, tags ...string) {
 // days) governs the same repository and keeps it, so v1 survives two deleting passes.
 func TestRetentionKeepsWhatAnotherPolicyKeeps(t *testing.T) {
 	ctx := context.Background()
-	ns := newNamespace(t)
-	dist := registrytest.StartDistribution(t, registrytest.Options{})
-	c, err := registry.New(registry.Config{URL: dist.URL, Insecure: true, MetricsName: "test/retention-union"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for tag, age := range map[string]int{"v1": 100, "v2": 1} {
-		img, err := mutate.CreatedAt(registrytest.RandomImage(t), v1.Time{Time: time.Now().Add(-time.Duration(age) * 24 * time.Hour)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		dist.Push(t, "ret/app", tag, img)
-	}
-	if err := k8sClient.Create(ctx, &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "dist", Namespace: ns},
-		Spec: v1alpha1.RegistrySpec{URL: dist.URL, Insecure: true}}); err != nil {
-		t.Fatal(err)
-	}
+	ns, c := retentionFixture(t, registrytest.Options{}, map[string]int{"v1": 100, "v2": 1})
 	long := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "long", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
 		RegistryRef: v1alpha1.LocalObjectReference{Name: "dist"}, Repositories: []string{"**"},
 		Retention: &v1alpha1.RetentionSpec{Rules: []v1alpha1.RetentionRule{{KeepWithinDays: ptrTo(int32(365))}}}}}
@@ -197,23 +205,7 @@ func TestRetentionKeepsWhatAnotherPolicyKeeps(t *testing.T) {
 // with a message that says how to fix it and a RetentionFailed event, and the image stays.
 func TestRetentionDeletionDisabled(t *testing.T) {
 	ctx := context.Background()
-	ns := newNamespace(t)
-	dist := registrytest.StartDistribution(t, registrytest.Options{NoDelete: true})
-	c, err := registry.New(registry.Config{URL: dist.URL, Insecure: true, MetricsName: "test/retention-405"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for tag, age := range map[string]int{"v1": 100, "v2": 1} {
-		img, err := mutate.CreatedAt(registrytest.RandomImage(t), v1.Time{Time: time.Now().Add(-time.Duration(age) * 24 * time.Hour)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		dist.Push(t, "ret/app", tag, img)
-	}
-	if err := k8sClient.Create(ctx, &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "dist", Namespace: ns},
-		Spec: v1alpha1.RegistrySpec{URL: dist.URL, Insecure: true}}); err != nil {
-		t.Fatal(err)
-	}
+	ns, c := retentionFixture(t, registrytest.Options{NoDelete: true}, map[string]int{"v1": 100, "v2": 1})
 	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "locked", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
 		RegistryRef: v1alpha1.LocalObjectReference{Name: "dist"}, Repositories: []string{"ret/**"}, Mode: v1alpha1.ModeEnforce,
 		Retention: &v1alpha1.RetentionSpec{DryRun: ptrTo(false), Rules: []v1alpha1.RetentionRule{{KeepLatest: ptrTo(int32(1))}}}}}
