@@ -115,7 +115,8 @@ type RepositoryPolicyStatus struct {
 // creation times, and the deletions made from it. A plan is computed once per Registry interval and
 // whenever the policy changes.
 type RetentionStatus struct {
-	// PlanTime is when the plan was computed.
+	// PlanTime is when the plan shown was computed. A pass whose plan is the same as the one shown
+	// does not write the status again, so this is when the plan last changed.
 	PlanTime metav1.Time `json:"planTime"`
 
 	// ObservedGeneration is the policy generation the plan was computed for.

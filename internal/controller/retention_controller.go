@@ -62,6 +62,10 @@ type RetentionReconciler struct {
 // cache and the status (which may lag, or fail to be written): the digests the previous pass planned
 // to delete, and when and for which generation it last deleted.
 type retentionMemory struct {
+	// lastPass and passGeneration: when the last pass ran and for which generation (the status keeps
+	// the time of the last plan that changed, so an unchanged plan costs no status write).
+	lastPass           time.Time
+	passGeneration     int64
 	planned            map[string]bool // repository@digest
 	lastDeleting       time.Time
 	deletingGeneration int64
@@ -102,8 +106,16 @@ func (r *RetentionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	if reg.Status.LastSyncTime == nil || reg.Spec.Suspend {
 		return ctrl.Result{}, nil // not listed yet, or suspended: a Registry change brings the policy back
 	}
-	if st := pol.Status.Retention; st != nil && st.ObservedGeneration == pol.Generation && now.Sub(st.PlanTime.Time) < interval {
-		return ctrl.Result{RequeueAfter: interval - now.Sub(st.PlanTime.Time)}, nil
+	mem := r.remember(req.NamespacedName)
+	var last time.Time
+	if st := pol.Status.Retention; st != nil && st.ObservedGeneration == pol.Generation {
+		last = st.PlanTime.Time
+	}
+	if mem.passGeneration == pol.Generation && mem.lastPass.After(last) {
+		last = mem.lastPass
+	}
+	if !last.IsZero() && now.Sub(last) < interval {
+		return ctrl.Result{RequeueAfter: interval - now.Sub(last)}, nil
 	}
 	if p := policy.InvalidPattern(policyPatterns(&pol.Spec)...); p != "" {
 		return ctrl.Result{}, nil // Stalled by the policy's own controller
@@ -117,6 +129,14 @@ func (r *RetentionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{RequeueAfter: min(interval, nothingGovernedRetry)}, nil
 	}
 	if st != nil {
+		mem.lastPass, mem.passGeneration = now, pol.Generation
+		if prev := base.Status.Retention; prev != nil {
+			same := *st
+			same.PlanTime = prev.PlanTime
+			if equality.Semantic.DeepEqual(&same, prev) {
+				st = prev // the same plan as before: no status write
+			}
+		}
 		pol.Status.Retention = st
 		if perr := r.patch(ctx, pol, base); perr != nil {
 			return ctrl.Result{}, perr
