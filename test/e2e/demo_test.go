@@ -73,8 +73,10 @@ func TestDemoLoop(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "local"}, reg); err != nil {
 		t.Fatal(err)
 	}
+	base := reg.DeepCopy()
 	reg.Spec.Interval = &metav1.Duration{Duration: interval}
-	if err := c.Update(ctx, reg); err != nil {
+	// A merge patch, not an update: the manager writes the Registry's status meanwhile.
+	if err := c.Patch(ctx, reg, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
 

@@ -242,8 +242,10 @@ func workload(t *testing.T, ctx context.Context, c client.Client) {
 	if err := c.Get(ctx, client.ObjectKeyFromObject(pol), pol); err != nil {
 		t.Fatal(err)
 	}
+	base := pol.DeepCopy()
 	pol.Spec.Repositories = []string{"app/one"}
-	if err := c.Update(ctx, pol); err != nil {
+	// A merge patch, not an update: the manager writes the policy's status meanwhile.
+	if err := c.Patch(ctx, pol, client.MergeFrom(base)); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the ImageAttestation of app/two deleted", judged(2))
