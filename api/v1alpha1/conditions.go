@@ -79,6 +79,17 @@ const (
 	// pattern); the Registry keeps its inventory unchanged until the policy is fixed.
 	PolicyInvalidReason = "PolicyInvalid"
 
+	// ProjectConflictReason: another Enforce policy of the Registry, created earlier, already claims a
+	// Harbor project this policy names; the older policy keeps it and this one writes nothing.
+	ProjectConflictReason = "ProjectConflict"
+	// NotExpressibleReason: the policy asks the registry for something its API cannot express (a
+	// project-wide setting on part of a project, a tag pattern that would also freeze cosign
+	// signature tags, ...); it is rejected rather than weakened.
+	NotExpressibleReason = "NotExpressible"
+	// EnforcementFailedReason: writing the policy to the registry failed (see
+	// status.enforcement.message); retried with backoff.
+	EnforcementFailedReason = "EnforcementFailed"
+
 	// PendingReason: the object's goal is not reached yet and work goes on (for an ImageAttestation:
 	// no current verdict yet); Ready is Unknown meanwhile.
 	PendingReason = "Pending"

@@ -137,6 +137,7 @@ type AccessSpec struct {
 
 // Member is a user or a group (LDAP, HTTP or OIDC) with a role: exactly one of user or group.
 // +kubebuilder:validation:XValidation:rule="has(self.user) != has(self.group)",message="exactly one of user or group must be set"
+// +kubebuilder:validation:XValidation:rule="!has(self.groupType) || has(self.group)",message="groupType applies only to a group"
 type Member struct {
 	// User name in the registry.
 	// +kubebuilder:validation:MinLength=1
@@ -150,10 +151,26 @@ type Member struct {
 	// +optional
 	Group string `json:"group,omitempty"`
 
+	// GroupType is how the registry knows the group: `OIDC` (a group claim, the default), `LDAP` (a
+	// group DN) or `HTTP` (an HTTP auth proxy group); Harbor group types 3, 1 and 2. Only with group.
+	// +optional
+	GroupType GroupType `json:"groupType,omitempty"`
+
 	// Role in the matched projects.
 	// +required
 	Role RegistryRole `json:"role"`
 }
+
+// GroupType is the kind of a registry user group (Harbor's group_type).
+// +kubebuilder:validation:Enum=OIDC;LDAP;HTTP
+type GroupType string
+
+// The group types (Harbor group_type in brackets).
+const (
+	GroupOIDC GroupType = "OIDC" // 3
+	GroupLDAP GroupType = "LDAP" // 1
+	GroupHTTP GroupType = "HTTP" // 2
+)
 
 // Robot is a robot account with permissions, its credentials kept in a Secret.
 type Robot struct {
@@ -251,4 +268,32 @@ type ImmutabilitySpec struct {
 	// +listType=atomic
 	// +required
 	Tags []string `json:"tags"`
+}
+
+// RegistrySettings are the registry's own security switches for the projects a policy governs
+// (Harbor project metadata: https://goharbor.io/docs/main/working-with-projects/project-configuration/).
+// An absent field leaves the registry's setting as it is.
+type RegistrySettings struct {
+	// ScanOnPush has the registry scan every image when it is pushed (Harbor `auto_scan`).
+	// +optional
+	ScanOnPush *bool `json:"scanOnPush,omitempty"`
+
+	// PreventVulnerablePulls blocks pulls of images with a vulnerability of this severity or above
+	// (Harbor `prevent_vul` and `severity`); `NONE` lets every image be pulled again. UNKNOWN is not
+	// a threshold Harbor offers.
+	// +kubebuilder:validation:Enum=NONE;LOW;MEDIUM;HIGH;CRITICAL
+	// +optional
+	PreventVulnerablePulls string `json:"preventVulnerablePulls,omitempty"`
+
+	// RequireCosignSignatures blocks pulls of images without a cosign signature (Harbor
+	// `enable_content_trust_cosign`).
+	// +optional
+	RequireCosignSignatures *bool `json:"requireCosignSignatures,omitempty"`
+
+	// CVEAllowlistFromExceptions makes the project's CVE allowlist the IDs of
+	// spec.scanning.vulnerabilities.exceptions that have not expired (and stops the project reusing the
+	// system allowlist). Harbor's allowlist has one expiry for all its entries: the earliest expiry of
+	// the exceptions is used, so no entry outlives its exception; it is recomputed as they expire.
+	// +optional
+	CVEAllowlistFromExceptions bool `json:"cveAllowlistFromExceptions,omitempty"`
 }

@@ -61,6 +61,11 @@ type RepositoryPolicySpec struct {
 	// Immutability makes matching tags immutable in the registry (Enforce mode).
 	// +optional
 	Immutability *ImmutabilitySpec `json:"immutability,omitempty"`
+
+	// RegistrySettings are the registry's own security switches for the governed projects (Harbor
+	// only; Enforce mode writes them, Audit mode shows the difference).
+	// +optional
+	RegistrySettings *RegistrySettings `json:"registrySettings,omitempty"`
 }
 
 // RepositoryPolicyStatus is the observed state of a RepositoryPolicy.
@@ -109,6 +114,11 @@ type RepositoryPolicyStatus struct {
 	// Retention is the last retention plan (spec.retention) and what was done with it.
 	// +optional
 	Retention *RetentionStatus `json:"retention,omitempty"`
+
+	// Enforcement is what the policy owns in the registry (Harbor: members, robot accounts, immutable
+	// tag rules, security switches), the difference the last pass found, and what it wrote.
+	// +optional
+	Enforcement *EnforcementStatus `json:"enforcement,omitempty"`
 }
 
 // RetentionStatus is the last retention pass: the plan computed from the registry's tags, digests and

@@ -57,6 +57,13 @@ var (
 	})
 )
 
+// enforcementChanges counts the changes written to Harbor (members, robots, secrets, immutable tag
+// rules, settings).
+var enforcementChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "portcullis_enforcement_changes_total",
+	Help: "Changes written to Harbor to make it hold what a policy owns (members, robots, robot secrets, immutable tag rules, settings), per Registry (namespace/name) and RepositoryPolicy.",
+}, []string{"registry", "policy"})
+
 // verdictEvents counts verdict transitions (an image turning compliant or non-compliant).
 var retentionDeletions = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "portcullis_retention_deletions_total",
@@ -166,7 +173,7 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 // collectors are the metrics this package serves on the manager's /metrics (controller-runtime's
 // registry); the README's table and config/grafana are checked against them.
 var collectors = []prometheus.Collector{registryPasses, escapingEntries, scans, scanSeconds, verifications, verificationSeconds,
-	verdictEvents, verdicts, retentionDeletions, immutableTagMoves}
+	verdictEvents, verdicts, retentionDeletions, immutableTagMoves, enforcementChanges}
 
 func init() {
 	ctrlmetrics.Registry.MustRegister(collectors...)

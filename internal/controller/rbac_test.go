@@ -26,9 +26,17 @@ func TestManagerRoleLeastPrivilege(t *testing.T) {
 		writes := slices.ContainsFunc(r.Verbs, func(v string) bool { return slices.Contains(writeVerbs, v) })
 		for _, res := range r.Resources {
 			switch {
-			case res == "secrets" || res == "configmaps":
+			case res == "configmaps":
 				if writes {
 					t.Errorf("%s must be read-only, rule grants %v", res, r.Verbs)
+				}
+			case res == "secrets":
+				// Robot credentials (spec.access.robots) are written to Secrets the policy owns:
+				// create, patch and delete (one by one, with a UID precondition), nothing broader.
+				for _, v := range r.Verbs {
+					if slices.Contains(writeVerbs, v) && !slices.Contains([]string{"create", "patch", "delete"}, v) {
+						t.Errorf("secrets: %s is beyond what robot credentials need (%v)", v, r.Verbs)
+					}
 				}
 			case res == "events":
 			case len(r.APIGroups) == 1 && r.APIGroups[0] == "aquasecurity.github.io" && (res == "vulnerabilityreports" || res == "exposedsecretreports"):

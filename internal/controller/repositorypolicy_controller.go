@@ -53,6 +53,12 @@ func (r *RepositoryPolicyReconciler) reconcile(ctx context.Context, obj *v1alpha
 	if p := policy.InvalidPattern(policyPatterns(&obj.Spec)...); p != "" {
 		return stalled(v1alpha1.InvalidSpecReason, "invalid pattern %q (doublestar syntax: https://github.com/bmatcuk/doublestar#patterns)", p), nil
 	}
+	reg := &v1alpha1.Registry{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: obj.Namespace, Name: obj.Spec.RegistryRef.Name}, reg); err == nil && harborOwned(obj, reg) {
+		if _, o, ok, err := harborClaim(ctx, r.Client, obj, reg); !ok || err != nil {
+			return o, err
+		}
+	}
 	if obj.Spec.Verification != nil {
 		// A verdict change re-counts the policy: the verification, which reads key material uncached
 		// and compiles it, is checked again only when the policy or that material changed.
@@ -74,6 +80,10 @@ func (r *RepositoryPolicyReconciler) reconcile(ctx context.Context, obj *v1alpha
 		return failed(v1alpha1.ReadFailedReason, err), err
 	}
 	st := obj.Status
+	if e := st.Enforcement; e != nil && e.Failed && e.ObservedGeneration == obj.Generation {
+		// The Harbor controller retries with backoff; this one only reports it.
+		return outcome{kind: outcomeFailed, reason: v1alpha1.EnforcementFailedReason, message: "writing to Harbor: " + e.Message}, nil
+	}
 	return ready(v1alpha1.SucceededReason, "%d images in %d repositories: %d compliant, %d non-compliant, %d pending",
 		st.CompliantImages+st.NonCompliantImages+st.PendingImages, st.MatchedRepositories, st.CompliantImages, st.NonCompliantImages, st.PendingImages), nil
 }
@@ -178,8 +188,15 @@ func (r *RepositoryPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		reg.Name, reg.Namespace = ia.Spec.RegistryRef.Name, ia.Namespace
 		return enqueueReferrers(r.Client, newList, indexRegistryRef)(ctx, reg)
 	}
+	// Another policy of the same Registry changing may start or end a Harbor project conflict.
+	siblings := func(ctx context.Context, o client.Object) []ctrl.Request {
+		reg := &v1alpha1.Registry{}
+		reg.Name, reg.Namespace = o.(*v1alpha1.RepositoryPolicy).Spec.RegistryRef.Name, o.GetNamespace()
+		return enqueueReferrers(r.Client, newList, indexRegistryRef)(ctx, reg)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.RepositoryPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&v1alpha1.RepositoryPolicy{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, enforcementOutcomeChanged()))).
+		Watches(&v1alpha1.RepositoryPolicy{}, handler.EnqueueRequestsFromMapFunc(siblings), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&v1alpha1.Registry{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexRegistryRef)),
 			builder.WithPredicates(createOrDelete())).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexSecretRefs))).
@@ -187,6 +204,26 @@ func (r *RepositoryPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1alpha1.ImageAttestation{}, handler.EnqueueRequestsFromMapFunc(byImage), builder.WithPredicates(verdictChanged())).
 		Named("repositorypolicy").
 		Complete(r)
+}
+
+// enforcementOutcomeChanged passes policy updates whose Harbor write-back started or stopped
+// failing (status.enforcement, written by the Harbor controller), which the conditions reflect.
+func enforcementOutcomeChanged() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc: func(event.CreateEvent) bool { return false },
+		DeleteFunc: func(event.DeleteEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, n := e.ObjectOld.(*v1alpha1.RepositoryPolicy).Status.Enforcement, e.ObjectNew.(*v1alpha1.RepositoryPolicy).Status.Enforcement
+			failedMsg := func(s *v1alpha1.EnforcementStatus) string {
+				if s == nil || !s.Failed {
+					return ""
+				}
+				return s.Message
+			}
+			return failedMsg(o) != failedMsg(n)
+		},
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
 }
 
 // verdictChanged passes creations, deletions and updates that change an image's policy verdicts or

@@ -48,6 +48,9 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 	if err := (&RetentionReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, access: access}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the retention controller: %w", err)
 	}
+	if err := (&HarborReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, access: access}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the Harbor controller: %w", err)
+	}
 	if err := ia.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the ImageAttestation controller: %w", err)
 	}

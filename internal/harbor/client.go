@@ -93,6 +93,18 @@ type Project struct {
 	ID       int64
 	Name     string
 	Metadata map[string]string
+	// CVEAllowlist is the project's own CVE allowlist (used when metadata reuse_sys_cve_allowlist is
+	// not "true").
+	CVEAllowlist CVEAllowlist
+}
+
+// CVEAllowlist is a project's CVE allowlist: CVE IDs whose findings do not block pulls, with one
+// expiry for all of them.
+type CVEAllowlist struct {
+	// IDs are the CVE IDs, as Harbor's cve_id.
+	IDs []string
+	// ExpiresAt is when the allowlist stops applying; zero means never.
+	ExpiresAt time.Time
 }
 
 var isName = true
@@ -109,6 +121,16 @@ func (c *Client) Project(ctx context.Context, name string) (Project, error) {
 		return Project{}, fmt.Errorf("%s: %w: empty body", op, ErrInvalidResponse)
 	}
 	out := Project{ID: int64(p.ProjectID), Name: p.Name, Metadata: map[string]string{}}
+	if al := p.CVEAllowlist; al != nil {
+		for _, it := range al.Items {
+			if it != nil && it.CVEID != "" {
+				out.CVEAllowlist.IDs = append(out.CVEAllowlist.IDs, it.CVEID)
+			}
+		}
+		if al.ExpiresAt != nil {
+			out.CVEAllowlist.ExpiresAt = expiry(*al.ExpiresAt)
+		}
+	}
 	if p.Metadata != nil {
 		raw, err := json.Marshal(p.Metadata)
 		if err != nil {
@@ -135,6 +157,24 @@ func (c *Client) UpdateProjectMetadata(ctx context.Context, name string, metadat
 	}
 	_, err = c.projects.UpdateProject(ctx, project.NewUpdateProjectParams().WithProjectNameOrID(name).WithXIsResourceName(&isName).
 		WithProject(&models.ProjectReq{Metadata: md}))
+	return classify(op, err)
+}
+
+// SetCVEAllowlist replaces a project's CVE allowlist and sets reuse_sys_cve_allowlist to "false",
+// so the project's own list applies (PUT /projects/{name} with cve_allowlist).
+func (c *Client) SetCVEAllowlist(ctx context.Context, name string, al CVEAllowlist) error {
+	op := "updating the CVE allowlist of project " + name
+	list := &models.CVEAllowlist{Items: []*models.CVEAllowlistItem{}}
+	for _, id := range al.IDs {
+		list.Items = append(list.Items, &models.CVEAllowlistItem{CVEID: id})
+	}
+	if !al.ExpiresAt.IsZero() {
+		at := al.ExpiresAt.Unix()
+		list.ExpiresAt = &at
+	}
+	reuse := "false"
+	_, err := c.projects.UpdateProject(ctx, project.NewUpdateProjectParams().WithProjectNameOrID(name).WithXIsResourceName(&isName).
+		WithProject(&models.ProjectReq{CVEAllowlist: list, Metadata: &models.ProjectMetadata{ReuseSysCVEAllowlist: &reuse}}))
 	return classify(op, err)
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/harbor/harbortest"
 )
@@ -49,6 +51,26 @@ func TestProjectMetadata(t *testing.T) {
 		if p.Metadata[k] != v {
 			t.Errorf("metadata %s = %q, want %q (all: %v)", k, p.Metadata[k], v, p.Metadata)
 		}
+	}
+	if len(p.CVEAllowlist.IDs) != 0 || !p.CVEAllowlist.ExpiresAt.IsZero() {
+		t.Fatalf("a new project's allowlist %+v, want empty", p.CVEAllowlist)
+	}
+	expires := time.Date(2027, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := c.SetCVEAllowlist(ctx, "team-a", CVEAllowlist{IDs: []string{"CVE-2021-38561", "CVE-2022-0001"}, ExpiresAt: expires}); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = c.Project(ctx, "team-a"); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(p.CVEAllowlist.IDs, []string{"CVE-2021-38561", "CVE-2022-0001"}) || !p.CVEAllowlist.ExpiresAt.Equal(expires) ||
+		p.Metadata["reuse_sys_cve_allowlist"] != "false" || p.Metadata["auto_scan"] != "true" {
+		t.Fatalf("after setting the allowlist: %+v", p)
+	}
+	if err := c.SetCVEAllowlist(ctx, "team-a", CVEAllowlist{}); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = c.Project(ctx, "team-a"); err != nil || len(p.CVEAllowlist.IDs) != 0 || !p.CVEAllowlist.ExpiresAt.IsZero() {
+		t.Fatalf("after clearing the allowlist: %+v, %v", p.CVEAllowlist, err)
 	}
 }
 

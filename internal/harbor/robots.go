@@ -92,6 +92,20 @@ func (c *Client) CreateRobot(ctx context.Context, r Robot) (RobotSecret, error) 
 	return RobotSecret{ID: p.ID, Name: p.Name, Secret: p.Secret, ExpiresAt: expiry(p.ExpiresAt)}, nil
 }
 
+// UpdateRobot sets a project robot's description and its one permission entry (the project, with
+// access); its secret is unchanged.
+func (c *Client) UpdateRobot(ctx context.Context, r Robot) error {
+	perm := &models.RobotPermission{Kind: "project", Namespace: r.Project}
+	for _, a := range r.Access {
+		perm.Access = append(perm.Access, &models.Access{Resource: a.Resource, Action: a.Action})
+	}
+	never := int64(-1)
+	_, err := c.robots.UpdateRobot(ctx, robot.NewUpdateRobotParams().WithRobotID(r.ID).WithRobot(&models.Robot{
+		ID: r.ID, Name: r.Name, Description: r.Description, Level: "project", Duration: &never, Disable: r.Disable, Editable: true,
+		Permissions: []*models.RobotPermission{perm}}))
+	return classify(fmt.Sprintf("updating robot %q", r.Name), err)
+}
+
 // RefreshRobotSecret has Harbor generate a new secret for a robot and returns it; the old one stops
 // working.
 func (c *Client) RefreshRobotSecret(ctx context.Context, id int64) (string, error) {

@@ -38,6 +38,14 @@ func TestRobots(t *testing.T) {
 	if others, err := c.Robots(ctx, other); err != nil || len(others) != 0 {
 		t.Fatalf("team-b's robots = %v, %v; want none", others, err)
 	}
+	robots[0].Access, robots[0].Description = []Access{{"repository", "pull"}}, "portcullis:team-a/production (changed)"
+	if err := c.UpdateRobot(ctx, robots[0]); err != nil {
+		t.Fatal(err)
+	}
+	if robots, err = c.Robots(ctx, id); err != nil || len(robots) != 1 || len(robots[0].Access) != 1 || robots[0].Access[0].Action != "pull" ||
+		robots[0].Description != "portcullis:team-a/production (changed)" {
+		t.Fatalf("after the update: %+v, %v", robots, err)
+	}
 	fresh, err := c.RefreshRobotSecret(ctx, sec.ID)
 	if err != nil || fresh == "" || fresh == sec.Secret {
 		t.Fatalf("refreshed secret %q (%v), want a new one", fresh, err)
@@ -47,6 +55,9 @@ func TestRobots(t *testing.T) {
 	}
 	if _, err := c.RefreshRobotSecret(ctx, sec.ID); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("refreshing a deleted robot = %v, want ErrNotFound", err)
+	}
+	if err := c.UpdateRobot(ctx, robots[0]); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("updating a deleted robot = %v, want ErrNotFound", err)
 	}
 }
 

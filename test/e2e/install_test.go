@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -23,6 +25,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -30,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/harbor/harbortest"
 	"github.com/portcullis-dev/portcullis/internal/olm"
 	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
 	"github.com/portcullis-dev/portcullis/internal/scan/vulndb"
@@ -143,6 +147,7 @@ func TestInstall(t *testing.T) {
 		filepath.Join(dir, "manager.log"), args...)
 
 	workload(t, ctx, c)
+	harborWorkload(t, ctx, c)
 	scrapeMetrics(t, ctx, c, cs, metricsAddr)
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -249,6 +254,52 @@ func workload(t *testing.T, ctx context.Context, c client.Client) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the ImageAttestation of app/two deleted", judged(2))
+}
+
+// harborWorkload has the manager write to a (fake, swagger-checked) Harbor: a member and a robot
+// whose credentials go to a Secret (create), a rotation (patch), and the robot removed (delete).
+func harborWorkload(t *testing.T, ctx context.Context, c client.Client) {
+	t.Helper()
+	const ns = "platform"
+	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	dist := registrytest.StartDistribution(t, registrytest.Options{})
+	h := harbortest.Start(t)
+	u, _ := url.Parse(dist.URL)
+	h.Mu.Lock()
+	h.V2, h.Users["alice"] = httputil.NewSingleHostReverseProxy(u), true
+	h.Mu.Unlock()
+	h.AddProject("team-a", nil)
+	mustCreate(t, c, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "harbor-admin", Namespace: ns}, Type: corev1.SecretTypeBasicAuth,
+		StringData: map[string]string{"username": h.Username, "password": h.Password}})
+	mustCreate(t, c, &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "harbor", Namespace: ns}, Spec: v1alpha1.RegistrySpec{
+		URL: h.URL, Insecure: true, Provider: v1alpha1.ProviderHarbor, SecretRef: &v1alpha1.LocalObjectReference{Name: "harbor-admin"}}})
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "team-a", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "harbor"}, Repositories: []string{"team-a/**"}, Mode: v1alpha1.ModeEnforce,
+		Access: &v1alpha1.AccessSpec{Members: []v1alpha1.Member{{User: "alice", Role: v1alpha1.RoleDeveloper}},
+			Robots: []v1alpha1.Robot{{Name: "ci", Permissions: []string{"repository:pull"}, SecretName: "ci-creds", RotateEvery: &metav1.Duration{Duration: time.Hour}}}},
+	}}
+	mustCreate(t, c, pol)
+	secret := &corev1.Secret{}
+	key := client.ObjectKey{Namespace: ns, Name: "ci-creds"}
+	waitUntil(t, "the robot's Secret", func() bool { return c.Get(ctx, key, secret) == nil })
+	first := string(secret.Data[corev1.DockerConfigJsonKey])
+	base := secret.DeepCopy()
+	secret.Annotations[v1alpha1.RotatedAtAnnotation] = time.Now().Add(-2 * time.Hour).UTC().Format(time.RFC3339)
+	if err := c.Patch(ctx, secret, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the robot's secret rotated", func() bool {
+		return c.Get(ctx, key, secret) == nil && string(secret.Data[corev1.DockerConfigJsonKey]) != first
+	})
+	if err := c.Get(ctx, client.ObjectKeyFromObject(pol), pol); err != nil {
+		t.Fatal(err)
+	}
+	pbase := pol.DeepCopy()
+	pol.Spec.Access.Robots = nil
+	if err := c.Patch(ctx, pol, client.MergeFrom(pbase)); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the robot's Secret deleted with the robot", func() bool { return apierrors.IsNotFound(c.Get(ctx, key, &corev1.Secret{})) })
 }
 
 // scrapeMetrics reads /metrics over https as a Prometheus would: with its ServiceAccount's token,

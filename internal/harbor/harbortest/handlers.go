@@ -37,11 +37,22 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, op string, param
 	}
 	switch op {
 	case "getProject":
+		items := []map[string]any{}
+		for _, id := range proj.CVEAllowlist {
+			items = append(items, map[string]any{"cve_id": id})
+		}
 		writeJSON(w, http.StatusOK, map[string]any{"project_id": proj.ID, "name": params["project_name_or_id"], "metadata": proj.Metadata,
-			"repo_count": 0, "current_user_role_ids": []int{1}})
+			"repo_count": 0, "current_user_role_ids": []int{1},
+			"cve_allowlist": map[string]any{"id": proj.ID, "project_id": proj.ID, "items": items, "expires_at": proj.AllowlistExpiresAt}})
 	case "updateProject":
 		var req struct {
-			Metadata map[string]string `json:"metadata"`
+			Metadata     map[string]string `json:"metadata"`
+			CVEAllowlist *struct {
+				Items []struct {
+					CVEID string `json:"cve_id"`
+				} `json:"items"`
+				ExpiresAt *int64 `json:"expires_at"`
+			} `json:"cve_allowlist"`
 		}
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 			writeError(w, http.StatusBadRequest, "BAD_REQUEST", err.Error())
@@ -49,6 +60,15 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, op string, param
 		}
 		for k, v := range req.Metadata {
 			proj.Metadata[k] = v
+		}
+		if al := req.CVEAllowlist; al != nil {
+			proj.CVEAllowlist, proj.AllowlistExpiresAt = nil, 0
+			for _, it := range al.Items {
+				proj.CVEAllowlist = append(proj.CVEAllowlist, it.CVEID)
+			}
+			if al.ExpiresAt != nil {
+				proj.AllowlistExpiresAt = *al.ExpiresAt
+			}
 		}
 		w.WriteHeader(http.StatusOK)
 	case "listProjectMembers":
@@ -186,6 +206,30 @@ func (s *Server) handleMore(w http.ResponseWriter, r *http.Request, op string, p
 		w.Header().Set("Location", fmt.Sprintf("/api/v2.0/robots/%d", rb.ID))
 		writeJSON(w, http.StatusCreated, map[string]any{"id": rb.ID, "name": rb.Name, "secret": rb.Secret, "expires_at": -1,
 			"creation_time": time.Now().UTC().Format(time.RFC3339)})
+	case "UpdateRobot":
+		id, _ := strconv.ParseInt(params["robot_id"], 10, 64)
+		rb := s.Robots[id]
+		if rb == nil {
+			writeError(w, http.StatusNotFound, "NOT_FOUND", "robot not found")
+			return
+		}
+		var req struct {
+			Name, Description string
+			Permissions       []struct {
+				Kind, Namespace string
+				Access          []map[string]string
+			}
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Permissions) != 1 || req.Permissions[0].Namespace != rb.Project {
+			writeError(w, http.StatusBadRequest, "BAD_REQUEST", "a project robot keeps exactly one permission entry, for its project")
+			return
+		}
+		if req.Name != rb.Name {
+			writeError(w, http.StatusBadRequest, "BAD_REQUEST", "cannot update the name of a robot")
+			return
+		}
+		rb.Description, rb.Access = req.Description, req.Permissions[0].Access
+		w.WriteHeader(http.StatusOK)
 	case "RefreshSec", "DeleteRobot":
 		id, _ := strconv.ParseInt(params["robot_id"], 10, 64)
 		rb := s.Robots[id]

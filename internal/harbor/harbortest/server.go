@@ -66,6 +66,10 @@ type Server struct {
 	Requests map[string]int
 	// Robots by ID.
 	Robots map[int64]*Robot
+	// V2, when set, serves the OCI distribution API under /v2/ (Harbor fronts a Distribution), so a
+	// Registry of provider Harbor can list this server; it is not checked against the swagger. Set
+	// it under Mu.
+	V2     http.Handler
 	nextID int64
 }
 
@@ -75,6 +79,10 @@ type Project struct {
 	Metadata       map[string]string
 	Members        []Member
 	ImmutableRules []map[string]any // as posted (ImmutableRule JSON), with "id" set
+	// CVEAllowlist is the project's allowlist (CVE IDs) and AllowlistExpiresAt its expiry (Unix
+	// seconds; 0 or less: never).
+	CVEAllowlist       []string
+	AllowlistExpiresAt int64
 	// Repositories maps a repository name inside the project ("api", "tools/cli") to its artifacts.
 	Repositories map[string][]Artifact
 }
@@ -185,6 +193,13 @@ func loadSwagger(t testing.TB) *openapi3.T {
 
 // serve validates the request against the swagger, handles it, and validates the response.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	s.Mu.Lock()
+	v2 := s.V2
+	s.Mu.Unlock()
+	if v2 != nil && (r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/")) {
+		v2.ServeHTTP(w, r)
+		return
+	}
 	body, _ := readAll(r)
 	r.Body = nopCloser(body)
 	route, params, err := s.router.FindRoute(r)

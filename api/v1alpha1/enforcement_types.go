@@ -1,0 +1,109 @@
+package v1alpha1
+
+// EnforcementStatus is the last pass that compared what a policy owns in a Harbor registry with
+// what is there. Robot secrets never appear here: they go only to the Secrets named by
+// spec.access.robots[].secretName.
+type EnforcementStatus struct {
+	// ObservedGeneration is the policy generation the pass compared against.
+	ObservedGeneration int64 `json:"observedGeneration"`
+
+	// Projects are the Harbor projects the policy claims (from spec.repositories).
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	// +optional
+	Projects []string `json:"projects,omitempty"`
+
+	// DryRun is true when the changes were only computed (mode Audit): nothing was written.
+	DryRun bool `json:"dryRun"`
+
+	// InSync is true when the last pass found nothing to change (or made every change it found).
+	InSync bool `json:"inSync"`
+
+	// Changes are the differences the last pass found: to make (DryRun, or not made because of an
+	// error) or made. A pass that finds none keeps showing the changes the pass before it made. At
+	// most 50 are listed; PendingChanges counts those not made.
+	// +kubebuilder:validation:MaxItems=50
+	// +listType=atomic
+	// +optional
+	Changes []EnforcementChange `json:"changes,omitempty"`
+
+	// PendingChanges is the number of differences not made yet.
+	// +optional
+	PendingChanges int32 `json:"pendingChanges,omitempty"`
+
+	// OwnedMembers are the project memberships Portcullis added for this policy; only these are ever
+	// removed (when they leave spec.access.members). Memberships made by hand are never removed.
+	// +kubebuilder:validation:MaxItems=512
+	// +listType=atomic
+	// +optional
+	OwnedMembers []OwnedMember `json:"ownedMembers,omitempty"`
+
+	// OwnedImmutableRules are the immutable tag rules Portcullis created for this policy; only these
+	// are ever deleted.
+	// +kubebuilder:validation:MaxItems=512
+	// +listType=atomic
+	// +optional
+	OwnedImmutableRules []OwnedImmutableRule `json:"ownedImmutableRules,omitempty"`
+
+	// Message says what the pass did, or what stopped it (an error from Harbor, a robot of the same
+	// name that Portcullis did not create, ...).
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Message string `json:"message,omitempty"`
+
+	// Failed is true when the last pass stopped on an error; it is retried with backoff.
+	// +optional
+	Failed bool `json:"failed,omitempty"`
+}
+
+// EnforcementChange is one difference between the policy and the registry.
+type EnforcementChange struct {
+	// Project is the Harbor project.
+	Project string `json:"project"`
+	// Kind is what changes: Member, Robot, RobotSecret, ImmutableRule, Setting or CVEAllowlist.
+	Kind string `json:"kind"`
+	// Name names it: a user (`user:alice`) or group (`group:devs`), a robot, a tag and repository
+	// pattern (`v* in **`), a setting (`auto_scan`).
+	// +kubebuilder:validation:MaxLength=512
+	Name string `json:"name"`
+	// Action is Create, Update, Delete or Rotate.
+	// +kubebuilder:validation:Enum=Create;Update;Delete;Rotate
+	Action string `json:"action"`
+	// Detail is the difference, e.g. `role Guest -> Developer` or `"false" -> "true"`; never a secret.
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	Detail string `json:"detail,omitempty"`
+	// Done is true when the change was made.
+	// +optional
+	Done bool `json:"done,omitempty"`
+}
+
+// OwnedMember is a project membership Portcullis added.
+type OwnedMember struct {
+	Project string `json:"project"`
+	// Kind is `u` (user) or `g` (group), as Harbor's entity_type.
+	// +kubebuilder:validation:Enum=u;g
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+}
+
+// OwnedImmutableRule is an immutable tag rule Portcullis created.
+type OwnedImmutableRule struct {
+	Project string `json:"project"`
+	// ID is Harbor's rule ID.
+	ID int64 `json:"id"`
+	// Tags and Repositories are the rule's doublestar patterns.
+	Tags         string `json:"tags"`
+	Repositories string `json:"repositories"`
+}
+
+// Robot secret Secrets carry these (kubernetes.io/dockerconfigjson Secrets written for
+// spec.access.robots).
+const (
+	// RobotLabel on a Secret names the robot (spec.access.robots[].name) whose credentials it holds.
+	RobotLabel = "registry.portcullis.dev/robot"
+	// RobotIDAnnotation is the Harbor robot ID the Secret's credentials belong to.
+	RobotIDAnnotation = "registry.portcullis.dev/robot-id"
+	// RotatedAtAnnotation is when the secret was last issued (RFC 3339).
+	RotatedAtAnnotation = "registry.portcullis.dev/rotated-at"
+)

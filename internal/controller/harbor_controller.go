@@ -1,0 +1,376 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/harbor"
+	"github.com/portcullis-dev/portcullis/internal/policy"
+)
+
+// maxEnforcementChanges bounds status.enforcement.changes (the API's MaxItems).
+const maxEnforcementChanges = 50
+
+// maxMessage bounds status.enforcement.message (MaxLength 1024, truncate adds "...").
+const maxMessage = 1021
+
+// HarborReconciler writes what a RepositoryPolicy owns to a Harbor registry (provider Harbor):
+// project members, robot accounts (their credentials into Secrets), immutable tag rules, and the
+// project security switches. Each pass reads the projects, computes the difference, shows it in
+// status.enforcement, and in mode Enforce makes exactly that difference; Audit writes nothing. It
+// only ever removes what it recorded as created (status.enforcement.owned*, robot descriptions), and
+// writes nothing for a policy that another, older policy's projects conflict with, or that Harbor
+// cannot express (the RepositoryPolicy controller reports both as Stalled). Passes run on every
+// policy change, when a robot Secret changes or disappears, and once per Registry interval, which
+// repairs drift (a robot deleted by hand is created again).
+type HarborReconciler struct {
+	client.Client
+	// APIReader lists the policy's robot Secrets uncached.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	access    *registryAccess
+	now       func() time.Time
+
+	clients sync.Map // types.NamespacedName of the Registry -> cachedHarbor
+}
+
+type cachedHarbor struct {
+	key string
+	c   *harbor.Client
+}
+
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=create;patch;delete
+
+// Reconcile runs one enforcement pass for a RepositoryPolicy.
+func (r *HarborReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	pol := &v1alpha1.RepositoryPolicy{}
+	if err := r.Get(ctx, req.NamespacedName, pol); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	base := pol.DeepCopy()
+	reg := &v1alpha1.Registry{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: pol.Namespace, Name: pol.Spec.RegistryRef.Name}, reg); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err) // the policy's own controller reports it
+	}
+	if reg.Spec.Provider != v1alpha1.ProviderHarbor || reg.Spec.Suspend || pol.DeletionTimestamp != nil {
+		return ctrl.Result{}, nil
+	}
+	// A policy that no longer writes to Harbor still cleans up what it created there.
+	scope := policy.HarborScope{Repositories: map[string][]string{}}
+	if policy.WritesToHarbor(&pol.Spec) {
+		var ok bool
+		var err error
+		if scope, _, ok, err = harborClaim(ctx, r.Client, pol, reg); !ok || err != nil {
+			return ctrl.Result{}, err // Stalled by the policy's own controller, which says why
+		}
+	} else if !r.ownsAnything(ctx, pol) {
+		pol.Status.Enforcement = nil
+		return ctrl.Result{}, r.patch(ctx, pol, base)
+	}
+	now := r.now()
+	st, next, announce, err := r.pass(ctx, pol, reg, scope, now)
+	if st != nil {
+		pol.Status.Enforcement = st
+		if perr := r.patch(ctx, pol, base); perr != nil {
+			return ctrl.Result{}, perr
+		}
+		if announce != nil {
+			announce()
+		}
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	after := registryInterval(reg)
+	if !next.IsZero() && next.Sub(now) < after {
+		after = max(next.Sub(now), time.Second)
+	}
+	return ctrl.Result{RequeueAfter: after}, nil
+}
+
+// pass reads the projects, plans, and applies the plan in mode Enforce. It returns the status to
+// record, when the next robot rotation is due, the events to send once the status is written, and an
+// error to retry with backoff.
+func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPolicy, reg *v1alpha1.Registry, scope policy.HarborScope,
+	now time.Time) (*v1alpha1.EnforcementStatus, time.Time, func(), error) {
+	dryRun := pol.Spec.Mode != v1alpha1.ModeEnforce
+	st := &v1alpha1.EnforcementStatus{ObservedGeneration: pol.Generation, Projects: scope.Projects, DryRun: dryRun}
+	ledger := &harborLedger{}
+	prev := pol.Status.Enforcement
+	if prev != nil {
+		ledger.members = append(ledger.members, prev.OwnedMembers...)
+		ledger.rules = append(ledger.rules, prev.OwnedImmutableRules...)
+	}
+	// warnOnce sends a Warning when the failure is new, not on every retry.
+	warnOnce := func(msg string) func() {
+		if prev != nil && prev.Failed && prev.Message == msg {
+			return func() {}
+		}
+		return func() { r.Recorder.Eventf(pol, nil, corev1.EventTypeWarning, "EnforcementFailed", "Enforce", "%s", msg) }
+	}
+	record := func(err error) (*v1alpha1.EnforcementStatus, time.Time, func(), error) {
+		st.OwnedMembers, st.OwnedImmutableRules = ledger.members, ledger.rules
+		st.Failed, st.InSync, st.Message = true, false, truncate(err.Error(), maxMessage)
+		if prev != nil { // keep the last known difference on display
+			st.Changes, st.PendingChanges = prev.Changes, prev.PendingChanges
+		}
+		return st, time.Time{}, warnOnce(st.Message), err
+	}
+	hc, err := r.harborClient(ctx, reg)
+	if err != nil {
+		return record(err)
+	}
+	u, _ := url.Parse(reg.Spec.URL)
+	w := &harborWrites{Client: hc, k8s: r.Client, pol: pol, host: u.Host, now: r.now}
+	secrets, taken, err := r.robotSecrets(ctx, pol)
+	if err != nil {
+		return record(err)
+	}
+	state, err := readProjects(ctx, hc, scope, pol.Status.Enforcement, ledger)
+	if err != nil {
+		return record(err)
+	}
+	pl := &harborPlanner{pol: pol, scope: scope, state: state, secrets: secrets, taken: taken, now: now, w: w, ledger: ledger}
+	pl.plan()
+	var changes []v1alpha1.EnforcementChange
+	var applyErr error
+	made := 0
+	for _, step := range pl.steps {
+		if !dryRun && applyErr == nil {
+			if applyErr = step.apply(ctx); applyErr == nil {
+				for i := range step.changes {
+					step.changes[i].Done = true
+				}
+				made += len(step.changes)
+			}
+		}
+		changes = append(changes, step.changes...)
+	}
+	for _, c := range changes {
+		if !c.Done {
+			st.PendingChanges++
+		}
+	}
+	if made > 0 {
+		enforcementChanges.WithLabelValues(reg.Namespace+"/"+reg.Name, pol.Name).Add(float64(made))
+	}
+	st.Changes = changes[:min(len(changes), maxEnforcementChanges)]
+	if len(changes) == 0 && prev != nil && prev.ObservedGeneration == pol.Generation && !prev.DryRun && prev.PendingChanges == 0 {
+		st.Changes = prev.Changes // keep showing the last changes made (a pass that finds none follows each write)
+	}
+	st.OwnedMembers, st.OwnedImmutableRules = ledger.members, ledger.rules
+	st.Failed = applyErr != nil || len(pl.blocked) > 0
+	st.InSync = !st.Failed && st.PendingChanges == 0
+	var events []func()
+	if made > 0 {
+		note := fmt.Sprintf("made %d changes in Harbor: %s", made, changeList(changes, true))
+		events = append(events, func() { r.Recorder.Eventf(pol, nil, corev1.EventTypeNormal, "EnforcementApplied", "Enforce", "%s", truncate(note, maxMessage)) })
+	}
+	switch {
+	case applyErr != nil:
+		st.Message = truncate(fmt.Sprintf("made %d of %d changes, then: %v", made, len(changes), applyErr), maxMessage)
+	case len(pl.blocked) > 0:
+		st.Message = truncate(strings.Join(pl.blocked, "; "), maxMessage)
+	case dryRun && len(changes) > 0:
+		st.Message = truncate(fmt.Sprintf("mode Audit: %d changes to make, none made: %s", len(changes), changeList(changes, false)), maxMessage)
+	case dryRun:
+		st.Message = "mode Audit: Harbor already holds what the policy owns"
+	case made > 0:
+		st.Message = fmt.Sprintf("made %d changes", made)
+	default:
+		st.Message = "Harbor holds what the policy owns"
+	}
+	if st.InSync && !dryRun && (made > 0 || prev == nil || prev.ObservedGeneration != pol.Generation || !prev.InSync) {
+		pol.Status.LastEnforcedTime = &metav1.Time{Time: now}
+	}
+	if st.Failed {
+		events = append(events, warnOnce(st.Message))
+	}
+	announce := func() {
+		for _, e := range events {
+			e()
+		}
+	}
+	return st, pl.nextRotation, announce, applyErr
+}
+
+func changeList(changes []v1alpha1.EnforcementChange, done bool) string {
+	var parts []string
+	for _, c := range changes {
+		if c.Done == done {
+			parts = append(parts, fmt.Sprintf("%s %s %s %s", c.Action, c.Kind, c.Name, c.Project))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+
+// readProjects reads every project in scope, and those the last pass claimed (so that what
+// Portcullis created there is removed when the policy lets them go). A project that is gone is
+// marked missing, and what Portcullis recorded there is forgotten.
+func readProjects(ctx context.Context, hc *harbor.Client, scope policy.HarborScope, prev *v1alpha1.EnforcementStatus, ledger *harborLedger) (map[string]*harborProject, error) {
+	names := append([]string(nil), scope.Projects...)
+	if prev != nil {
+		names = append(names, prev.Projects...)
+		for _, m := range prev.OwnedMembers {
+			names = append(names, m.Project)
+		}
+		for _, m := range prev.OwnedImmutableRules {
+			names = append(names, m.Project)
+		}
+	}
+	out := map[string]*harborProject{}
+	for _, name := range names {
+		if _, done := out[name]; done {
+			continue
+		}
+		p, err := hc.Project(ctx, name)
+		if errors.Is(err, harbor.ErrNotFound) {
+			out[name] = &harborProject{missing: true}
+			ledger.members = dropProject(ledger.members, name, func(o v1alpha1.OwnedMember) string { return o.Project })
+			ledger.rules = dropProject(ledger.rules, name, func(o v1alpha1.OwnedImmutableRule) string { return o.Project })
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		st := &harborProject{project: p}
+		if st.members, err = hc.Members(ctx, name); err != nil {
+			return nil, err
+		}
+		if st.robots, err = hc.Robots(ctx, p.ID); err != nil {
+			return nil, err
+		}
+		if st.rules, err = hc.ImmutableRules(ctx, name); err != nil {
+			return nil, err
+		}
+		out[name] = st
+	}
+	return out, nil
+}
+
+func dropProject[T any](items []T, project string, of func(T) string) []T {
+	return slices.DeleteFunc(slices.Clone(items), func(t T) bool { return of(t) == project })
+}
+
+// ownsAnything reports whether the policy has anything in Harbor or a robot Secret to clean up.
+func (r *HarborReconciler) ownsAnything(ctx context.Context, pol *v1alpha1.RepositoryPolicy) bool {
+	if e := pol.Status.Enforcement; e != nil && (len(e.OwnedMembers) > 0 || len(e.OwnedImmutableRules) > 0 || len(e.Projects) > 0) {
+		return true
+	}
+	secrets, _, err := r.robotSecrets(ctx, pol)
+	return err != nil || len(secrets) > 0
+}
+
+// robotSecrets lists the policy's robot Secrets (labelled with a robot, controlled by the policy)
+// by name, and the names of the Secrets spec.access.robots names that something else owns.
+func (r *HarborReconciler) robotSecrets(ctx context.Context, pol *v1alpha1.RepositoryPolicy) (map[string]*corev1.Secret, map[string]bool, error) {
+	list := &corev1.SecretList{}
+	if err := r.APIReader.List(ctx, list, client.InNamespace(pol.Namespace), client.HasLabels{v1alpha1.RobotLabel}); err != nil {
+		return nil, nil, fmt.Errorf("listing robot Secrets: %w", err)
+	}
+	mine := map[string]*corev1.Secret{}
+	for i := range list.Items {
+		if metav1.IsControlledBy(&list.Items[i], pol) {
+			mine[list.Items[i].Name] = &list.Items[i]
+		}
+	}
+	taken := map[string]bool{}
+	if a := pol.Spec.Access; a != nil {
+		for _, rb := range a.Robots {
+			if mine[rb.SecretName] != nil {
+				continue
+			}
+			m := &metav1.PartialObjectMetadata{}
+			m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+			err := r.Get(ctx, client.ObjectKey{Namespace: pol.Namespace, Name: rb.SecretName}, m)
+			if err == nil {
+				taken[rb.SecretName] = true
+			} else if client.IgnoreNotFound(err) != nil {
+				return nil, nil, fmt.Errorf("reading Secret %q: %w", rb.SecretName, err)
+			}
+		}
+	}
+	return mine, taken, nil
+}
+
+// harborClient returns the Harbor client for reg, built from its URL, credentials and CA.
+func (r *HarborReconciler) harborClient(ctx context.Context, reg *v1alpha1.Registry) (*harbor.Client, error) {
+	cfg, o, ok, err := r.access.clientConfig(ctx, reg)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, errors.New(o.message)
+	}
+	key := client.ObjectKeyFromObject(reg)
+	if c, ok := r.clients.Load(key); ok && c.(cachedHarbor).key == cfg.key {
+		return c.(cachedHarbor).c, nil
+	}
+	var user, pass string
+	if cfg.Auth != nil {
+		ac, err := cfg.Auth.Authorization()
+		if err != nil {
+			return nil, fmt.Errorf("reading the Registry's credentials: %w", err)
+		}
+		user, pass = ac.Username, ac.Password
+	}
+	hc, err := harbor.New(harbor.Config{URL: reg.Spec.URL, Username: user, Password: pass, CAPEM: cfg.CAPEM, Timeout: registryTimeout(reg)})
+	if err != nil {
+		return nil, err
+	}
+	r.clients.Store(key, cachedHarbor{key: cfg.key, c: hc})
+	return hc, nil
+}
+
+func (r *HarborReconciler) patch(ctx context.Context, pol, base *v1alpha1.RepositoryPolicy) error {
+	if equality.Semantic.DeepEqual(pol.Status.Enforcement, base.Status.Enforcement) &&
+		equality.Semantic.DeepEqual(pol.Status.LastEnforcedTime, base.Status.LastEnforcedTime) {
+		return nil
+	}
+	return client.IgnoreNotFound(r.Status().Patch(ctx, pol, client.MergeFrom(base)))
+}
+
+// SetupWithManager registers the controller: policies on spec change, the other policies of their
+// Registry on spec change (a project conflict may resolve), Registry changes, and robot Secrets
+// (metadata only) when they change or disappear.
+func (r *HarborReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.APIReader == nil || r.access == nil {
+		return fmt.Errorf("HarborReconciler needs an APIReader and registry access")
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	newList := func() client.ObjectList { return &v1alpha1.RepositoryPolicyList{} }
+	siblings := func(ctx context.Context, o client.Object) []ctrl.Request {
+		reg := &v1alpha1.Registry{}
+		reg.Name, reg.Namespace = o.(*v1alpha1.RepositoryPolicy).Spec.RegistryRef.Name, o.GetNamespace()
+		return enqueueReferrers(r.Client, newList, indexRegistryRef)(ctx, reg)
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.RepositoryPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.RepositoryPolicy{}, handler.EnqueueRequestsFromMapFunc(siblings), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.Registry{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexRegistryRef)),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.RepositoryPolicy{}, handler.OnlyControllerOwner()),
+			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetLabels()[v1alpha1.RobotLabel] != "" }))).
+		Named("harbor").
+		Complete(r)
+}

@@ -1,0 +1,158 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+)
+
+// HarborMaxImmutableRules is Harbor's limit of immutable tag rules per project
+// (src/pkg/immutable/model: 15, the same as for retention rules).
+const HarborMaxImmutableRules = 15
+
+// HarborScope is what a policy governs in Harbor, where every repository is "<project>/<name>": the
+// projects, and in each the patterns over repository names inside it ("**", "api-*").
+type HarborScope struct {
+	// Projects are the project names, sorted.
+	Projects []string
+	// Repositories maps a project to its patterns inside the project, in spec order.
+	Repositories map[string][]string
+}
+
+// WritesToHarbor reports whether a policy has anything to write to a Harbor registry: members or
+// robots, immutable tag rules, or security switches. Only such a policy claims projects.
+func WritesToHarbor(spec *v1alpha1.RepositoryPolicySpec) bool {
+	a := spec.Access
+	return (a != nil && (len(a.Members) > 0 || len(a.Robots) > 0)) || spec.Immutability != nil || spec.RegistrySettings != nil
+}
+
+// ResolveHarborScope maps spec.repositories onto Harbor projects and checks that Harbor can express
+// what the policy asks for there. Its error says which field asks for what and why Harbor cannot
+// hold it (the policy is rejected, never weakened):
+//   - every pattern must name its project literally: "<project>/<pattern>";
+//   - members, robots and security switches apply to whole projects, so with access or
+//     registrySettings every project needs a "<project>/**" pattern;
+//   - a robot has exactly one project permission entry, so robots need exactly one project;
+//   - an immutable tag rule has one tag pattern and one repository pattern and cannot exclude tags, so
+//     a tag pattern that would also freeze cosign's signature tags (sha256-<hex>.sig, .att, .sbom, and
+//     the referrers fallback tag sha256-<hex>) is refused, spec.tags may only narrow immutability to
+//     patterns it includes itself, and a project holds at most 15 rules.
+func ResolveHarborScope(spec *v1alpha1.RepositoryPolicySpec) (HarborScope, error) {
+	scope := HarborScope{Repositories: map[string][]string{}}
+	for _, p := range spec.Repositories {
+		project, rest, ok := strings.Cut(p, "/")
+		if !ok || project == "" || rest == "" || strings.ContainsAny(project, `*?[]{}\`) {
+			return HarborScope{}, fmt.Errorf("spec.repositories: %q does not name a Harbor project: write <project>/<pattern>, e.g. team-a/**", p)
+		}
+		if _, seen := scope.Repositories[project]; !seen {
+			scope.Projects = append(scope.Projects, project)
+		}
+		scope.Repositories[project] = append(scope.Repositories[project], rest)
+	}
+	slices.Sort(scope.Projects)
+	a := spec.Access
+	if (a != nil && (len(a.Members) > 0 || len(a.Robots) > 0)) || spec.RegistrySettings != nil {
+		for _, project := range scope.Projects {
+			if !slices.Contains(scope.Repositories[project], "**") {
+				return HarborScope{}, fmt.Errorf("spec.access and spec.registrySettings apply to whole Harbor projects, but the policy governs only %v of project %q: use %s/**",
+					scope.Repositories[project], project, project)
+			}
+		}
+	}
+	if a != nil && len(a.Robots) > 0 && len(scope.Projects) != 1 {
+		return HarborScope{}, fmt.Errorf("spec.access.robots: a Harbor robot account has permissions in exactly one project, and the policy governs %d (%s): put robots in a policy of one project",
+			len(scope.Projects), strings.Join(scope.Projects, ", "))
+	}
+	if im := spec.Immutability; im != nil {
+		for _, t := range im.Tags {
+			if tag, ok := freezesCosignTags(t); ok {
+				return HarborScope{}, fmt.Errorf("spec.immutability.tags: %q also matches cosign's tag %q, and a Harbor immutable rule cannot exclude tags: signing would fail; use a narrower pattern such as v*", t, tag)
+			}
+			if len(spec.Tags.Exclude) > 0 || (len(spec.Tags.Include) > 0 && !slices.Contains(spec.Tags.Include, t)) {
+				return HarborScope{}, fmt.Errorf("spec.immutability.tags: %q is not among spec.tags.include (or spec.tags has exclude patterns), and a Harbor immutable rule cannot intersect tag patterns: it would freeze tags the policy does not select", t)
+			}
+		}
+		for _, project := range scope.Projects {
+			if n := len(scope.Repositories[project]) * len(im.Tags); n > HarborMaxImmutableRules {
+				return HarborScope{}, fmt.Errorf("spec.immutability: project %q would need %d immutable tag rules (%d repository patterns x %d tag patterns); Harbor allows %d",
+					project, n, len(scope.Repositories[project]), len(im.Tags), HarborMaxImmutableRules)
+			}
+		}
+	}
+	return scope, nil
+}
+
+// cosignTags are examples of the tags cosign and the OCI referrers fallback push next to an image.
+var cosignTags = func() []string {
+	d := "sha256-" + strings.Repeat("0123456789abcdef", 4)
+	return []string{d + ".sig", d + ".att", d + ".sbom", d}
+}()
+
+func freezesCosignTags(pattern string) (string, bool) {
+	for _, t := range cosignTags {
+		if MatchAny([]string{pattern}, t) {
+			return t, true
+		}
+	}
+	return "", false
+}
+
+// HarborCVEAllowlist is the project CVE allowlist for a policy's vulnerability exceptions at now:
+// the IDs of the exceptions not expired (sorted, unique), and the earliest expiry among them (zero
+// when none expires), so that no ID stays allowed after its own exception ends.
+func HarborCVEAllowlist(spec *v1alpha1.RepositoryPolicySpec, now time.Time) (ids []string, expires time.Time) {
+	if spec.Scanning == nil || spec.Scanning.Vulnerabilities == nil {
+		return nil, time.Time{}
+	}
+	for _, e := range spec.Scanning.Vulnerabilities.Exceptions {
+		if e.Expires != nil && !e.Expires.After(now) {
+			continue
+		}
+		ids = append(ids, e.ID)
+		if e.Expires != nil && (expires.IsZero() || e.Expires.Time.Before(expires)) {
+			expires = e.Expires.Time
+		}
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids), expires
+}
+
+// HarborClaimant is a policy as seen when deciding which one owns a Harbor project.
+type HarborClaimant struct {
+	Name     string
+	Created  time.Time
+	Projects []string
+}
+
+// FirstClaim returns, for a policy claiming projects, the project and the name of an earlier
+// claimant of it among others (same Registry, mode Enforce, writing to Harbor): the earliest created
+// policy owns a project (ties broken by name), so the outcome does not depend on which policy was
+// reconciled first. ok is false when the policy owns all its projects.
+func FirstClaim(self HarborClaimant, others []HarborClaimant) (project, owner string, ok bool) {
+	earlier := func(o HarborClaimant) bool {
+		if !o.Created.Equal(self.Created) {
+			return o.Created.Before(self.Created)
+		}
+		return o.Name < self.Name
+	}
+	slices.SortFunc(others, func(a, b HarborClaimant) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	for _, o := range others {
+		if o.Name == self.Name || !earlier(o) {
+			continue
+		}
+		for _, p := range self.Projects {
+			if slices.Contains(o.Projects, p) {
+				return p, o.Name, true
+			}
+		}
+	}
+	return "", "", false
+}

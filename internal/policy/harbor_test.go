@@ -1,0 +1,134 @@
+package policy
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+)
+
+func TestResolveHarborScope(t *testing.T) {
+	robots := &v1alpha1.AccessSpec{Robots: []v1alpha1.Robot{{Name: "ci", Permissions: []string{"repository:pull"}, SecretName: "ci"}}}
+	members := &v1alpha1.AccessSpec{Members: []v1alpha1.Member{{User: "alice", Role: v1alpha1.RoleDeveloper}}}
+	cases := []struct {
+		name     string
+		spec     v1alpha1.RepositoryPolicySpec
+		projects []string
+		repos    map[string][]string
+		err      string // a fragment of the error; "" for none
+	}{
+		{name: "immutability on part of two projects",
+			spec:     v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-b/api-*", "team-a/**", "team-b/tools/*"}, Immutability: &v1alpha1.ImmutabilitySpec{Tags: []string{"v*"}}},
+			projects: []string{"team-a", "team-b"}, repos: map[string][]string{"team-a": {"**"}, "team-b": {"api-*", "tools/*"}}},
+		{name: "members on a whole project", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/**", "team-a/api"}, Access: members},
+			projects: []string{"team-a"}, repos: map[string][]string{"team-a": {"**", "api"}}},
+		{name: "a wildcard project", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"**"}, Access: members}, err: "does not name a Harbor project"},
+		{name: "a glob in the project", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-*/**"}, Access: members}, err: `"team-*/**" does not name`},
+		{name: "no slash", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a"}, Access: members}, err: "does not name"},
+		{name: "members on part of a project", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/api"}, Access: members}, err: "whole Harbor projects"},
+		{name: "settings on part of a project", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/**", "team-b/api"},
+			RegistrySettings: &v1alpha1.RegistrySettings{ScanOnPush: ptr(true)}}, err: `project "team-b": use team-b/**`},
+		{name: "robots in two projects", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/**", "team-b/**"}, Access: robots}, err: "exactly one project"},
+		{name: "robots in one project", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/**"}, Access: robots},
+			projects: []string{"team-a"}, repos: map[string][]string{"team-a": {"**"}}},
+		{name: "a tag pattern that freezes signatures", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/**"},
+			Immutability: &v1alpha1.ImmutabilitySpec{Tags: []string{"v*", "*"}}}, err: `"*" also matches cosign's tag`},
+		{name: "a tag pattern that freezes the referrers fallback tag", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/**"},
+			Immutability: &v1alpha1.ImmutabilitySpec{Tags: []string{"sha256-*"}}}, err: "also matches cosign's tag"},
+		{name: "immutability narrowed by spec.tags it includes", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/**"},
+			Tags: v1alpha1.PatternSelector{Include: []string{"v*", "release-*"}}, Immutability: &v1alpha1.ImmutabilitySpec{Tags: []string{"v*"}}},
+			projects: []string{"team-a"}, repos: map[string][]string{"team-a": {"**"}}},
+		{name: "immutability wider than spec.tags", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/**"},
+			Tags: v1alpha1.PatternSelector{Include: []string{"v1.*"}}, Immutability: &v1alpha1.ImmutabilitySpec{Tags: []string{"v*"}}}, err: "cannot intersect"},
+		{name: "spec.tags excludes", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/**"},
+			Tags: v1alpha1.PatternSelector{Exclude: []string{"*-rc*"}}, Immutability: &v1alpha1.ImmutabilitySpec{Tags: []string{"v*"}}}, err: "cannot intersect"},
+		{name: "too many rules", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/a", "team-a/b", "team-a/c", "team-a/d"},
+			Immutability: &v1alpha1.ImmutabilitySpec{Tags: []string{"v*", "r*", "x*", "t*"}}}, err: "would need 16 immutable tag rules"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := ResolveHarborScope(&c.spec)
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("error %v, want one with %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got.Projects, c.projects) || len(got.Repositories) != len(c.repos) {
+				t.Fatalf("scope %+v, want projects %v and %v", got, c.projects, c.repos)
+			}
+			for p, want := range c.repos {
+				if !slices.Equal(got.Repositories[p], want) {
+					t.Errorf("project %s: %v, want %v", p, got.Repositories[p], want)
+				}
+			}
+		})
+	}
+}
+
+func TestWritesToHarbor(t *testing.T) {
+	for _, c := range []struct {
+		spec v1alpha1.RepositoryPolicySpec
+		want bool
+	}{
+		{v1alpha1.RepositoryPolicySpec{}, false},
+		{v1alpha1.RepositoryPolicySpec{Access: &v1alpha1.AccessSpec{}}, false},
+		{v1alpha1.RepositoryPolicySpec{Retention: &v1alpha1.RetentionSpec{}}, false},
+		{v1alpha1.RepositoryPolicySpec{Access: &v1alpha1.AccessSpec{Members: []v1alpha1.Member{{User: "a"}}}}, true},
+		{v1alpha1.RepositoryPolicySpec{Immutability: &v1alpha1.ImmutabilitySpec{}}, true},
+		{v1alpha1.RepositoryPolicySpec{RegistrySettings: &v1alpha1.RegistrySettings{}}, true},
+	} {
+		if got := WritesToHarbor(&c.spec); got != c.want {
+			t.Errorf("WritesToHarbor(%+v) = %v", c.spec, got)
+		}
+	}
+}
+
+func TestHarborCVEAllowlist(t *testing.T) {
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d int) *metav1.Time { return &metav1.Time{Time: now.AddDate(0, 0, d)} }
+	spec := &v1alpha1.RepositoryPolicySpec{Scanning: &v1alpha1.ScanningSpec{Vulnerabilities: &v1alpha1.VulnerabilityThresholds{
+		Exceptions: []v1alpha1.VulnerabilityException{
+			{ID: "CVE-3", Expires: at(30)}, {ID: "CVE-1"}, {ID: "CVE-2", Expires: at(-1)}, {ID: "CVE-4", Expires: at(10)}}}}}
+	ids, expires := HarborCVEAllowlist(spec, now)
+	if !slices.Equal(ids, []string{"CVE-1", "CVE-3", "CVE-4"}) || !expires.Equal(now.AddDate(0, 0, 10)) {
+		t.Fatalf("allowlist %v until %v; want the unexpired IDs until the earliest expiry", ids, expires)
+	}
+	// Once CVE-4 expires, the list drops it and runs to CVE-3's expiry.
+	ids, expires = HarborCVEAllowlist(spec, now.AddDate(0, 0, 10))
+	if !slices.Equal(ids, []string{"CVE-1", "CVE-3"}) || !expires.Equal(now.AddDate(0, 0, 30)) {
+		t.Fatalf("after CVE-4 expired: %v until %v", ids, expires)
+	}
+	if ids, expires = HarborCVEAllowlist(&v1alpha1.RepositoryPolicySpec{}, now); ids != nil || !expires.IsZero() {
+		t.Fatalf("no exceptions: %v %v", ids, expires)
+	}
+}
+
+func TestFirstClaim(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a := HarborClaimant{Name: "a", Created: t0.Add(time.Hour), Projects: []string{"team-a", "team-b"}}
+	b := HarborClaimant{Name: "b", Created: t0, Projects: []string{"team-b"}}
+	c := HarborClaimant{Name: "c", Created: t0.Add(time.Hour), Projects: []string{"team-a"}}
+	if p, owner, ok := FirstClaim(a, []HarborClaimant{a, c, b}); !ok || p != "team-b" || owner != "b" {
+		t.Fatalf("a: %s %s %v; want team-b owned by the older b", p, owner, ok)
+	}
+	if _, _, ok := FirstClaim(b, []HarborClaimant{a, b, c}); ok {
+		t.Fatal("b is the oldest and owns team-b")
+	}
+	// a and c were created in the same second: the name decides.
+	if p, owner, ok := FirstClaim(c, []HarborClaimant{a, b}); !ok || p != "team-a" || owner != "a" {
+		t.Fatalf("c: %s %s %v", p, owner, ok)
+	}
+	if _, _, ok := FirstClaim(HarborClaimant{Name: "d", Created: t0, Projects: []string{"team-c"}}, []HarborClaimant{a, b, c}); ok {
+		t.Fatal("team-c has no other claimant")
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
