@@ -123,7 +123,9 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 		if prev != nil && prev.Failed && prev.Message == msg {
 			return func() {}
 		}
-		return func() { r.Recorder.Eventf(pol, nil, corev1.EventTypeWarning, "EnforcementFailed", "Enforce", "%s", msg) }
+		return func() {
+			r.Recorder.Eventf(pol, nil, corev1.EventTypeWarning, "EnforcementFailed", "Enforce", "%s", msg)
+		}
 	}
 	record := func(err error) (*v1alpha1.EnforcementStatus, time.Time, func(), error) {
 		st.OwnedMembers, st.OwnedImmutableRules = ledger.members, ledger.rules
@@ -181,7 +183,9 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 	var events []func()
 	if made > 0 {
 		note := fmt.Sprintf("made %d changes in Harbor: %s", made, changeList(changes, true))
-		events = append(events, func() { r.Recorder.Eventf(pol, nil, corev1.EventTypeNormal, "EnforcementApplied", "Enforce", "%s", truncate(note, maxMessage)) })
+		events = append(events, func() {
+			r.Recorder.Eventf(pol, nil, corev1.EventTypeNormal, "EnforcementApplied", "Enforce", "%s", truncate(note, maxMessage))
+		})
 	}
 	switch {
 	case applyErr != nil:
@@ -220,7 +224,6 @@ func changeList(changes []v1alpha1.EnforcementChange, done bool) string {
 	}
 	return strings.Join(parts, ", ")
 }
-
 
 // readProjects reads every project in scope, and those the last pass claimed (so that what
 // Portcullis created there is removed when the policy lets them go). A project that is gone is
