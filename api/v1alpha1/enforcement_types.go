@@ -7,7 +7,13 @@ type EnforcementStatus struct {
 	// ObservedGeneration is the policy generation the pass compared against.
 	ObservedGeneration int64 `json:"observedGeneration"`
 
-	// Projects are the Harbor projects the policy claims (from spec.repositories).
+	// Registry is the Harbor (scheme://host of the Registry's spec.url) the record below is about; a
+	// policy moved to another Harbor starts a new record there.
+	// +optional
+	Registry string `json:"registry,omitempty"`
+
+	// Projects are the Harbor projects the policy claims (from spec.repositories), and, until a pass
+	// succeeds, those it claimed before (what it created there is still to be removed).
 	// +kubebuilder:validation:MaxItems=64
 	// +listType=atomic
 	// +optional
@@ -45,6 +51,13 @@ type EnforcementStatus struct {
 	// +optional
 	OwnedImmutableRules []OwnedImmutableRule `json:"ownedImmutableRules,omitempty"`
 
+	// OwnedRetentionPolicies are the project retention policies Portcullis created (or adopted
+	// empty) for this policy; only these are ever changed.
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	// +optional
+	OwnedRetentionPolicies []OwnedRetentionPolicy `json:"ownedRetentionPolicies,omitempty"`
+
 	// Message says what the pass did, or what stopped it (an error from Harbor, a robot of the same
 	// name that Portcullis did not create, ...).
 	// +kubebuilder:validation:MaxLength=1024
@@ -60,14 +73,15 @@ type EnforcementStatus struct {
 type EnforcementChange struct {
 	// Project is the Harbor project.
 	Project string `json:"project"`
-	// Kind is what changes: Member, Robot, RobotSecret, ImmutableRule, Setting or CVEAllowlist.
+	// Kind is what changes: Member, Robot, RobotSecret, ImmutableRule, Setting, CVEAllowlist,
+	// RetentionPolicy or RetentionRun (a dry run Harbor is asked to make).
 	Kind string `json:"kind"`
 	// Name names it: a user (`user:alice`) or group (`group:devs`), a robot, a tag and repository
 	// pattern (`v* in **`), a setting (`auto_scan`).
 	// +kubebuilder:validation:MaxLength=512
 	Name string `json:"name"`
-	// Action is Create, Update, Delete or Rotate.
-	// +kubebuilder:validation:Enum=Create;Update;Delete;Rotate
+	// Action is Create, Update, Delete, Rotate (a robot secret) or Run (a retention dry run).
+	// +kubebuilder:validation:Enum=Create;Update;Delete;Rotate;Run
 	Action string `json:"action"`
 	// Detail is the difference, e.g. `role Guest -> Developer` or `"false" -> "true"`; never a secret.
 	// +kubebuilder:validation:MaxLength=512
@@ -95,6 +109,13 @@ type OwnedImmutableRule struct {
 	// Tags and Repositories are the rule's doublestar patterns.
 	Tags         string `json:"tags"`
 	Repositories string `json:"repositories"`
+}
+
+// OwnedRetentionPolicy is a project retention policy Portcullis manages.
+type OwnedRetentionPolicy struct {
+	Project string `json:"project"`
+	// ID is Harbor's retention policy ID (the project metadata retention_id).
+	ID int64 `json:"id"`
 }
 
 // Robot secret Secrets carry these (kubernetes.io/dockerconfigjson Secrets written for

@@ -151,8 +151,10 @@ type Member struct {
 	// +optional
 	Group string `json:"group,omitempty"`
 
-	// GroupType is how the registry knows the group: `OIDC` (a group claim, the default), `LDAP` (a
-	// group DN) or `HTTP` (an HTTP auth proxy group); Harbor group types 3, 1 and 2. Only with group.
+	// GroupType is how the registry knows the group: `OIDC` (a group claim, the default) or `HTTP`
+	// (an HTTP auth proxy group); Harbor group types 3 and 2. LDAP groups (type 1) are added by DN
+	// but listed by common name, so they cannot be compared yet and are not accepted. Only with
+	// group.
 	// +optional
 	GroupType GroupType `json:"groupType,omitempty"`
 
@@ -162,13 +164,12 @@ type Member struct {
 }
 
 // GroupType is the kind of a registry user group (Harbor's group_type).
-// +kubebuilder:validation:Enum=OIDC;LDAP;HTTP
+// +kubebuilder:validation:Enum=OIDC;HTTP
 type GroupType string
 
 // The group types (Harbor group_type in brackets).
 const (
 	GroupOIDC GroupType = "OIDC" // 3
-	GroupLDAP GroupType = "LDAP" // 1
 	GroupHTTP GroupType = "HTTP" // 2
 )
 
@@ -222,14 +223,15 @@ type RetentionSpec struct {
 	// +required
 	Rules []RetentionRule `json:"rules"`
 
-	// ProtectInUse keeps digests that a running Pod in the cluster uses; default true.
+	// ProtectInUse keeps digests that a running Pod in the cluster uses; default true. Harbor runs
+	// its retention itself and cannot see Pods: on a Harbor Registry it must be set to false.
 	// +kubebuilder:default=true
 	// +optional
 	ProtectInUse *bool `json:"protectInUse,omitempty"`
 
-	// MaxDeletionsPerPass caps how many digests one pass may delete; default 10.
+	// MaxDeletionsPerPass caps how many digests one pass may delete; when absent, 10. Harbor deletes
+	// all that a run selects: on a Harbor Registry it must be absent.
 	// +kubebuilder:validation:Minimum=0
-	// +kubebuilder:default=10
 	// +optional
 	MaxDeletionsPerPass *int32 `json:"maxDeletionsPerPass,omitempty"`
 }
@@ -242,13 +244,15 @@ type RetentionRule struct {
 	// +optional
 	Tags PatternSelector `json:"tags,omitempty"`
 
-	// KeepLatest keeps the N newest matching digests (by build time: the image config's "created").
-	// At least 1: a rule that keeps nothing would only look like protection.
+	// KeepLatest keeps the N newest matching digests (by build time: the image config's "created";
+	// on Harbor by push time, its template latestPushedK). At least 1: a rule that keeps nothing
+	// would only look like protection.
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	KeepLatest *int32 `json:"keepLatest,omitempty"`
 
-	// KeepWithinDays keeps matching digests built within this many days (image config "created").
+	// KeepWithinDays keeps matching digests built within this many days (image config "created";
+	// on Harbor pushed within, its template nDaysSinceLastPush).
 	// +kubebuilder:validation:Minimum=0
 	// +optional
 	KeepWithinDays *int32 `json:"keepWithinDays,omitempty"`

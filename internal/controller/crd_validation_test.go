@@ -239,7 +239,7 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("Registry defaults: %+v", reg.Spec)
 	}
 	r := pol.Spec.Retention
-	if pol.Spec.Mode != v1alpha1.ModeAudit || !*r.DryRun || !*r.ProtectInUse || *r.MaxDeletionsPerPass != 10 ||
+	if pol.Spec.Mode != v1alpha1.ModeAudit || !*r.DryRun || !*r.ProtectInUse || r.MaxDeletionsPerPass != nil ||
 		pol.Spec.Verification.IndexPolicy != v1alpha1.IndexPolicyEither || pol.Spec.Scanning.RescanInterval.Duration != 24*time.Hour ||
 		pol.Spec.Scanning.Vulnerabilities.UnknownSeverityAs != v1alpha1.SeverityUnknown || *pol.Spec.Scanning.Secrets.Maximum != 0 ||
 		pol.Spec.Scanning.Misconfigurations.MaxSeverity != v1alpha1.SeverityLow {

@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
@@ -17,8 +21,9 @@ func harborOwned(pol *v1alpha1.RepositoryPolicy, reg *v1alpha1.Registry) bool {
 
 // harborClaim checks what a policy with something to write to a Harbor Registry claims there: the
 // Registry must have credentials, Harbor must be able to express the policy, and no earlier Enforce
-// policy of the same Registry may claim one of its projects. Both the RepositoryPolicy controller
-// (which sets Stalled) and the Harbor controller (which then writes nothing) run it, so they agree.
+// policy of the same Harbor (through any Registry, in any namespace) may own one of its projects.
+// Both the RepositoryPolicy controller (which sets Stalled) and the Harbor controller (which then
+// writes nothing) run it, so they agree.
 func harborClaim(ctx context.Context, c client.Reader, pol *v1alpha1.RepositoryPolicy, reg *v1alpha1.Registry) (policy.HarborScope, outcome, bool, error) {
 	if reg.Spec.SecretRef == nil {
 		return policy.HarborScope{}, stalled(v1alpha1.InvalidSpecReason,
@@ -31,27 +36,58 @@ func harborClaim(ctx context.Context, c client.Reader, pol *v1alpha1.RepositoryP
 	if pol.Spec.Mode != v1alpha1.ModeEnforce {
 		return scope, outcome{}, true, nil // Audit writes nothing, so it claims nothing
 	}
+	// Claimants are the Enforce policies, in any namespace, whose Registry is the same Harbor.
+	regs := &v1alpha1.RegistryList{}
+	if err := c.List(ctx, regs); err != nil {
+		return policy.HarborScope{}, failed(v1alpha1.ReadFailedReason, fmt.Errorf("listing Registries: %w", err)), false, err
+	}
+	same := map[types.NamespacedName]bool{}
+	for i := range regs.Items {
+		if r := &regs.Items[i]; r.Spec.Provider == v1alpha1.ProviderHarbor && registryKey(r) == registryKey(reg) {
+			same[client.ObjectKeyFromObject(r)] = true
+		}
+	}
 	list := &v1alpha1.RepositoryPolicyList{}
-	if err := c.List(ctx, list, client.InNamespace(pol.Namespace), client.MatchingFields{indexRegistryRef: reg.Name}); err != nil {
-		return policy.HarborScope{}, failed(v1alpha1.ReadFailedReason, fmt.Errorf("listing the policies of Registry %q: %w", reg.Name, err)), false, err
+	if err := c.List(ctx, list); err != nil {
+		return policy.HarborScope{}, failed(v1alpha1.ReadFailedReason, fmt.Errorf("listing RepositoryPolicies: %w", err)), false, err
 	}
 	var others []policy.HarborClaimant
 	for i := range list.Items {
 		o := &list.Items[i]
-		if o.Name == pol.Name || o.Spec.Mode != v1alpha1.ModeEnforce || !policy.WritesToHarbor(&o.Spec) || o.DeletionTimestamp != nil {
+		if (o.Namespace == pol.Namespace && o.Name == pol.Name) || o.Spec.Mode != v1alpha1.ModeEnforce || !policy.WritesToHarbor(&o.Spec) ||
+			o.DeletionTimestamp != nil || !same[types.NamespacedName{Namespace: o.Namespace, Name: o.Spec.RegistryRef.Name}] {
 			continue
 		}
 		s, err := policy.ResolveHarborScope(&o.Spec)
-		if err != nil {
+		if err != nil || s.Projects == nil {
 			continue // stalled itself: claims nothing
 		}
-		others = append(others, policy.HarborClaimant{Name: o.Name, Created: o.CreationTimestamp.Time, Projects: s.Projects})
+		others = append(others, policy.HarborClaimant{Name: o.Namespace + "/" + o.Name, Created: o.CreationTimestamp.Time, Projects: s.Projects})
 	}
-	self := policy.HarborClaimant{Name: pol.Name, Created: pol.CreationTimestamp.Time, Projects: scope.Projects}
+	self := policy.HarborClaimant{Name: pol.Namespace + "/" + pol.Name, Created: pol.CreationTimestamp.Time, Projects: scope.Projects}
 	if project, owner, conflict := policy.FirstClaim(self, others); conflict {
 		return policy.HarborScope{}, stalled(v1alpha1.ProjectConflictReason,
-			"Harbor project %q is already owned by RepositoryPolicy %q (created earlier, also mode Enforce); this policy writes nothing to the registry until one of them lets the project go",
+			"Harbor project %q is already owned by RepositoryPolicy %s (created earlier, also mode Enforce, same Harbor); this policy writes nothing to the registry until one of them lets the project go",
 			project, owner), false, nil
 	}
 	return scope, outcome{}, true, nil
+}
+
+// harborClaimants maps any policy change to every policy that writes to a Harbor: a change in one
+// may start or end another's project conflict, across namespaces.
+func harborClaimants(c client.Reader) handler.MapFunc {
+	return func(ctx context.Context, _ client.Object) []reconcile.Request {
+		list := &v1alpha1.RepositoryPolicyList{}
+		if err := c.List(ctx, list); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "listing RepositoryPolicies")
+			return nil
+		}
+		var reqs []reconcile.Request
+		for i := range list.Items {
+			if policy.WritesToHarbor(&list.Items[i].Spec) {
+				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+			}
+		}
+		return reqs
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
@@ -57,38 +59,72 @@ type cachedHarbor struct {
 }
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=create;patch;delete
+// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=repositorypolicies,verbs=patch
 
-// Reconcile runs one enforcement pass for a RepositoryPolicy.
+// harborFinalizer keeps an Enforce policy that wrote to Harbor until what it created there (robots,
+// members, immutable tag rules, retention rules) is removed.
+const harborFinalizer = "registry.portcullis.dev/harbor-cleanup"
+
+// Reconcile runs one enforcement pass for a RepositoryPolicy. The policy is read uncached: its
+// status holds the record of what Portcullis created, which must never be taken from a stale copy,
+// and every status write is guarded by its resourceVersion.
 func (r *HarborReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	pol := &v1alpha1.RepositoryPolicy{}
-	if err := r.Get(ctx, req.NamespacedName, pol); err != nil {
+	if err := r.APIReader.Get(ctx, req.NamespacedName, pol); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	base := pol.DeepCopy()
-	reg := &v1alpha1.Registry{}
-	if err := r.Get(ctx, client.ObjectKey{Namespace: pol.Namespace, Name: pol.Spec.RegistryRef.Name}, reg); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err) // the policy's own controller reports it
-	}
-	if reg.Spec.Provider != v1alpha1.ProviderHarbor || reg.Spec.Suspend || pol.DeletionTimestamp != nil {
+	deleting := pol.DeletionTimestamp != nil
+	if deleting && !controllerutil.ContainsFinalizer(pol, harborFinalizer) {
 		return ctrl.Result{}, nil
 	}
-	// A policy that no longer writes to Harbor still cleans up what it created there.
-	scope := policy.HarborScope{Repositories: map[string][]string{}}
-	if policy.WritesToHarbor(&pol.Spec) {
+	reg := &v1alpha1.Registry{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: pol.Namespace, Name: pol.Spec.RegistryRef.Name}, reg)
+	switch {
+	case client.IgnoreNotFound(err) != nil:
+		return ctrl.Result{}, err
+	case err != nil || reg.Spec.Provider != v1alpha1.ProviderHarbor || (deleting && (reg.Spec.Suspend || pol.Spec.Mode != v1alpha1.ModeEnforce)):
+		// No Harbor to reach (the Registry is gone, not Harbor, suspended) or mode Audit, which
+		// writes nothing: a deletion goes ahead and leaves Harbor as it is.
+		return ctrl.Result{}, r.dropFinalizer(ctx, pol)
+	case reg.Spec.Suspend:
+		return ctrl.Result{}, nil
+	}
+	scope := policy.HarborScope{Repositories: map[string][]string{}} // deleting, or nothing to write: clean up only
+	switch {
+	case deleting:
+	case policy.WritesToHarbor(&pol.Spec):
 		var ok bool
-		var err error
 		if scope, _, ok, err = harborClaim(ctx, r.Client, pol, reg); !ok || err != nil {
 			return ctrl.Result{}, err // Stalled by the policy's own controller, which says why
 		}
-	} else if !r.ownsAnything(ctx, pol) {
+	case !r.ownsAnything(ctx, pol):
+		base := pol.DeepCopy()
 		pol.Status.Enforcement = nil
-		return ctrl.Result{}, r.patch(ctx, pol, base)
+		if err := r.patch(ctx, pol, base); err != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{}, r.dropFinalizer(ctx, pol)
+	}
+	if pol.Spec.Mode == v1alpha1.ModeEnforce && !deleting && !controllerutil.ContainsFinalizer(pol, harborFinalizer) {
+		base := pol.DeepCopy()
+		controllerutil.AddFinalizer(pol, harborFinalizer)
+		if err := r.Patch(ctx, pol, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	base := pol.DeepCopy()
+	write := func(st *v1alpha1.EnforcementStatus) error {
+		pol.Status.Enforcement = st
+		if err := r.patch(ctx, pol, base); err != nil {
+			return err
+		}
+		base = pol.DeepCopy()
+		return nil
 	}
 	now := r.now()
-	st, next, announce, err := r.pass(ctx, pol, reg, scope, now)
+	st, next, announce, err := r.pass(ctx, pol, reg, scope, now, write)
 	if st != nil {
-		pol.Status.Enforcement = st
-		if perr := r.patch(ctx, pol, base); perr != nil {
+		if perr := write(st); perr != nil {
 			return ctrl.Result{}, perr
 		}
 		if announce != nil {
@@ -98,6 +134,12 @@ func (r *HarborReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	if deleting {
+		if st == nil || !st.InSync {
+			return ctrl.Result{RequeueAfter: time.Minute}, nil // what it created is not all gone yet
+		}
+		return ctrl.Result{}, r.dropFinalizer(ctx, pol)
+	}
 	after := registryInterval(reg)
 	if !next.IsZero() && next.Sub(now) < after {
 		after = max(next.Sub(now), time.Second)
@@ -105,18 +147,43 @@ func (r *HarborReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	return ctrl.Result{RequeueAfter: after}, nil
 }
 
-// pass reads the projects, plans, and applies the plan in mode Enforce. It returns the status to
-// record, when the next robot rotation is due, the events to send once the status is written, and an
-// error to retry with backoff.
+func (r *HarborReconciler) dropFinalizer(ctx context.Context, pol *v1alpha1.RepositoryPolicy) error {
+	if !controllerutil.ContainsFinalizer(pol, harborFinalizer) {
+		return nil
+	}
+	base := pol.DeepCopy()
+	controllerutil.RemoveFinalizer(pol, harborFinalizer)
+	return client.IgnoreNotFound(r.Patch(ctx, pol, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})))
+}
+
+// registryKey identifies a Harbor for the record of what Portcullis created there: a policy moved
+// to another Harbor (registryRef or spec.url changed) starts a new record, so that it never
+// removes objects of the same name or ID there.
+func registryKey(reg *v1alpha1.Registry) string {
+	u, err := url.Parse(reg.Spec.URL)
+	if err != nil {
+		return reg.Spec.URL
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Host)
+}
+
+// pass reads the projects, plans, shows the plan in status (write), and in mode Enforce applies
+// it step by step; a failed step does not stop the independent steps after it. It returns the
+// status to record, when the next rotation or allowlist expiry is due, the events to send once the
+// status is written, and an error to retry with backoff.
 func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPolicy, reg *v1alpha1.Registry, scope policy.HarborScope,
-	now time.Time) (*v1alpha1.EnforcementStatus, time.Time, func(), error) {
+	now time.Time, write func(*v1alpha1.EnforcementStatus) error) (*v1alpha1.EnforcementStatus, time.Time, func(), error) {
 	dryRun := pol.Spec.Mode != v1alpha1.ModeEnforce
-	st := &v1alpha1.EnforcementStatus{ObservedGeneration: pol.Generation, Projects: scope.Projects, DryRun: dryRun}
+	st := &v1alpha1.EnforcementStatus{ObservedGeneration: pol.Generation, Registry: registryKey(reg), Projects: scope.Projects, DryRun: dryRun}
 	ledger := &harborLedger{}
 	prev := pol.Status.Enforcement
+	if prev != nil && prev.Registry != st.Registry {
+		prev = nil // another Harbor: what was created in the old one is not looked for here
+	}
 	if prev != nil {
 		ledger.members = append(ledger.members, prev.OwnedMembers...)
 		ledger.rules = append(ledger.rules, prev.OwnedImmutableRules...)
+		ledger.rets = append(ledger.rets, prev.OwnedRetentionPolicies...)
 	}
 	// warnOnce sends a Warning when the failure is new, not on every retry.
 	warnOnce := func(msg string) func() {
@@ -127,12 +194,20 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 			r.Recorder.Eventf(pol, nil, corev1.EventTypeWarning, "EnforcementFailed", "Enforce", "%s", msg)
 		}
 	}
+	// keepProjects keeps the projects of the last pass on record until a pass succeeds, so that
+	// what was created in a project the policy let go is still looked for and removed.
+	keepProjects := func() {
+		if prev != nil {
+			st.Projects = sortedUnion(st.Projects, prev.Projects)
+		}
+	}
 	record := func(err error) (*v1alpha1.EnforcementStatus, time.Time, func(), error) {
-		st.OwnedMembers, st.OwnedImmutableRules = ledger.members, ledger.rules
+		st.OwnedMembers, st.OwnedImmutableRules, st.OwnedRetentionPolicies = ledger.members, ledger.rules, ledger.rets
 		st.Failed, st.InSync, st.Message = true, false, truncate(err.Error(), maxMessage)
 		if prev != nil { // keep the last known difference on display
 			st.Changes, st.PendingChanges = prev.Changes, prev.PendingChanges
 		}
+		keepProjects()
 		return st, time.Time{}, warnOnce(st.Message), err
 	}
 	hc, err := r.harborClient(ctx, reg)
@@ -145,25 +220,47 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 	if err != nil {
 		return record(err)
 	}
-	state, err := readProjects(ctx, hc, scope, pol.Status.Enforcement, ledger)
+	state, err := readProjects(ctx, hc, scope, prev)
 	if err != nil {
 		return record(err)
 	}
 	pl := &harborPlanner{pol: pol, scope: scope, state: state, secrets: secrets, taken: taken, now: now, w: w, ledger: ledger}
 	pl.plan()
 	var changes []v1alpha1.EnforcementChange
-	var applyErr error
-	made := 0
 	for _, step := range pl.steps {
-		if !dryRun && applyErr == nil {
-			if applyErr = step.apply(ctx); applyErr == nil {
-				for i := range step.changes {
-					step.changes[i].Done = true
-				}
-				made += len(step.changes)
+		changes = append(changes, step.changes...)
+	}
+	if !dryRun && len(pl.steps) > 0 {
+		// Shown in status first: the plan, and the memberships about to be added as owned.
+		shown := st.DeepCopy()
+		for _, step := range pl.steps {
+			if step.claim != nil {
+				step.claim()
 			}
 		}
-		changes = append(changes, step.changes...)
+		shown.Changes, shown.PendingChanges = changes[:min(len(changes), maxEnforcementChanges)], int32(len(changes))
+		shown.OwnedMembers, shown.OwnedImmutableRules, shown.OwnedRetentionPolicies = ledger.members, ledger.rules, ledger.rets
+		shown.Message = fmt.Sprintf("making %d changes", len(changes))
+		keepProjectsOf(shown, prev)
+		if err := write(shown); err != nil {
+			return nil, time.Time{}, nil, fmt.Errorf("showing the plan in status before writing to Harbor: %w", err)
+		}
+	}
+	var errs []error
+	made, i := 0, 0
+	for _, step := range pl.steps {
+		n := len(step.changes)
+		if !dryRun {
+			if err := step.apply(ctx); err != nil {
+				errs = append(errs, err)
+			} else {
+				for j := i; j < i+n; j++ {
+					changes[j].Done = true
+				}
+				made += n
+			}
+		}
+		i += n
 	}
 	for _, c := range changes {
 		if !c.Done {
@@ -174,12 +271,17 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 		enforcementChanges.WithLabelValues(reg.Namespace+"/"+reg.Name, pol.Name).Add(float64(made))
 	}
 	st.Changes = changes[:min(len(changes), maxEnforcementChanges)]
-	if len(changes) == 0 && prev != nil && prev.ObservedGeneration == pol.Generation && !prev.DryRun && prev.PendingChanges == 0 {
+	quietAfterWrite := len(changes) == 0 && len(pl.blocked) == 0 && prev != nil && prev.ObservedGeneration == pol.Generation &&
+		!prev.DryRun && !prev.Failed && prev.PendingChanges == 0
+	if quietAfterWrite {
 		st.Changes = prev.Changes // keep showing the last changes made (a pass that finds none follows each write)
 	}
-	st.OwnedMembers, st.OwnedImmutableRules = ledger.members, ledger.rules
-	st.Failed = applyErr != nil || len(pl.blocked) > 0
+	st.OwnedMembers, st.OwnedImmutableRules, st.OwnedRetentionPolicies = ledger.members, ledger.rules, ledger.rets
+	st.Failed = len(errs) > 0 || len(pl.blocked) > 0
 	st.InSync = !st.Failed && st.PendingChanges == 0
+	if st.Failed {
+		keepProjects()
+	}
 	var events []func()
 	if made > 0 {
 		note := fmt.Sprintf("made %d changes in Harbor: %s", made, changeList(changes, true))
@@ -187,9 +289,11 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 			r.Recorder.Eventf(pol, nil, corev1.EventTypeNormal, "EnforcementApplied", "Enforce", "%s", truncate(note, maxMessage))
 		})
 	}
+	var applyErr error
 	switch {
-	case applyErr != nil:
-		st.Message = truncate(fmt.Sprintf("made %d of %d changes, then: %v", made, len(changes), applyErr), maxMessage)
+	case len(errs) > 0:
+		applyErr = errors.Join(errs...)
+		st.Message = truncate(fmt.Sprintf("made %d of %d changes; %d steps failed, the first: %v", made, len(changes), len(errs), errs[0]), maxMessage)
 	case len(pl.blocked) > 0:
 		st.Message = truncate(strings.Join(pl.blocked, "; "), maxMessage)
 	case dryRun && len(changes) > 0:
@@ -198,6 +302,8 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 		st.Message = "mode Audit: Harbor already holds what the policy owns"
 	case made > 0:
 		st.Message = fmt.Sprintf("made %d changes", made)
+	case quietAfterWrite:
+		st.Message = prev.Message
 	default:
 		st.Message = "Harbor holds what the policy owns"
 	}
@@ -212,7 +318,26 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 			e()
 		}
 	}
-	return st, pl.nextRotation, announce, applyErr
+	return st, earliest(pl.nextRotation, pl.nextExpiry), announce, applyErr
+}
+
+func keepProjectsOf(st, prev *v1alpha1.EnforcementStatus) {
+	if prev != nil {
+		st.Projects = sortedUnion(st.Projects, prev.Projects)
+	}
+}
+
+func sortedUnion(a, b []string) []string {
+	out := append(slices.Clone(a), b...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 func changeList(changes []v1alpha1.EnforcementChange, done bool) string {
@@ -227,8 +352,8 @@ func changeList(changes []v1alpha1.EnforcementChange, done bool) string {
 
 // readProjects reads every project in scope, and those the last pass claimed (so that what
 // Portcullis created there is removed when the policy lets them go). A project that is gone is
-// marked missing, and what Portcullis recorded there is forgotten.
-func readProjects(ctx context.Context, hc *harbor.Client, scope policy.HarborScope, prev *v1alpha1.EnforcementStatus, ledger *harborLedger) (map[string]*harborProject, error) {
+// marked missing.
+func readProjects(ctx context.Context, hc *harbor.Client, scope policy.HarborScope, prev *v1alpha1.EnforcementStatus) (map[string]*harborProject, error) {
 	names := append([]string(nil), scope.Projects...)
 	if prev != nil {
 		names = append(names, prev.Projects...)
@@ -236,6 +361,9 @@ func readProjects(ctx context.Context, hc *harbor.Client, scope policy.HarborSco
 			names = append(names, m.Project)
 		}
 		for _, m := range prev.OwnedImmutableRules {
+			names = append(names, m.Project)
+		}
+		for _, m := range prev.OwnedRetentionPolicies {
 			names = append(names, m.Project)
 		}
 	}
@@ -246,9 +374,9 @@ func readProjects(ctx context.Context, hc *harbor.Client, scope policy.HarborSco
 		}
 		p, err := hc.Project(ctx, name)
 		if errors.Is(err, harbor.ErrNotFound) {
+			// Kept on record: a 404 may come from a proxy or a wrong URL as well as a deleted
+			// project, and a record of something gone is harmless.
 			out[name] = &harborProject{missing: true}
-			ledger.members = dropProject(ledger.members, name, func(o v1alpha1.OwnedMember) string { return o.Project })
-			ledger.rules = dropProject(ledger.rules, name, func(o v1alpha1.OwnedImmutableRule) string { return o.Project })
 			continue
 		}
 		if err != nil {
@@ -264,18 +392,23 @@ func readProjects(ctx context.Context, hc *harbor.Client, scope policy.HarborSco
 		if st.rules, err = hc.ImmutableRules(ctx, name); err != nil {
 			return nil, err
 		}
+		if id, perr := strconv.ParseInt(p.Metadata["retention_id"], 10, 64); perr == nil && id > 0 {
+			ret, err := hc.Retention(ctx, id)
+			switch {
+			case err == nil:
+				st.retention = &ret
+			case !errors.Is(err, harbor.ErrNotFound):
+				return nil, err
+			}
+		}
 		out[name] = st
 	}
 	return out, nil
 }
 
-func dropProject[T any](items []T, project string, of func(T) string) []T {
-	return slices.DeleteFunc(slices.Clone(items), func(t T) bool { return of(t) == project })
-}
-
 // ownsAnything reports whether the policy has anything in Harbor or a robot Secret to clean up.
 func (r *HarborReconciler) ownsAnything(ctx context.Context, pol *v1alpha1.RepositoryPolicy) bool {
-	if e := pol.Status.Enforcement; e != nil && (len(e.OwnedMembers) > 0 || len(e.OwnedImmutableRules) > 0 || len(e.Projects) > 0) {
+	if e := pol.Status.Enforcement; e != nil && (len(e.OwnedMembers) > 0 || len(e.OwnedImmutableRules) > 0 || len(e.OwnedRetentionPolicies) > 0 || len(e.Projects) > 0) {
 		return true
 	}
 	secrets, _, err := r.robotSecrets(ctx, pol)
@@ -343,12 +476,14 @@ func (r *HarborReconciler) harborClient(ctx context.Context, reg *v1alpha1.Regis
 	return hc, nil
 }
 
+// patch writes status.enforcement and lastEnforcedTime, guarded by the resourceVersion read (a
+// conflict is retried with a fresh read), and nothing when they did not change.
 func (r *HarborReconciler) patch(ctx context.Context, pol, base *v1alpha1.RepositoryPolicy) error {
 	if equality.Semantic.DeepEqual(pol.Status.Enforcement, base.Status.Enforcement) &&
 		equality.Semantic.DeepEqual(pol.Status.LastEnforcedTime, base.Status.LastEnforcedTime) {
 		return nil
 	}
-	return client.IgnoreNotFound(r.Status().Patch(ctx, pol, client.MergeFrom(base)))
+	return client.IgnoreNotFound(r.Status().Patch(ctx, pol, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})))
 }
 
 // SetupWithManager registers the controller: policies on spec change, the other policies of their
@@ -362,14 +497,9 @@ func (r *HarborReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.now = time.Now
 	}
 	newList := func() client.ObjectList { return &v1alpha1.RepositoryPolicyList{} }
-	siblings := func(ctx context.Context, o client.Object) []ctrl.Request {
-		reg := &v1alpha1.Registry{}
-		reg.Name, reg.Namespace = o.(*v1alpha1.RepositoryPolicy).Spec.RegistryRef.Name, o.GetNamespace()
-		return enqueueReferrers(r.Client, newList, indexRegistryRef)(ctx, reg)
-	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.RepositoryPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&v1alpha1.RepositoryPolicy{}, handler.EnqueueRequestsFromMapFunc(siblings), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.RepositoryPolicy{}, handler.EnqueueRequestsFromMapFunc(harborClaimants(r.Client)), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&v1alpha1.Registry{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexRegistryRef)),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &v1alpha1.RepositoryPolicy{}, handler.OnlyControllerOwner()),

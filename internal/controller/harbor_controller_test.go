@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/harbor"
 	"github.com/portcullis-dev/portcullis/internal/harbor/harbortest"
 	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
 )
@@ -264,7 +266,7 @@ func TestHarborEnforcement(t *testing.T) {
 		t.Errorf("CVE allowlist %v", al)
 	}
 	rb := f.robot("robot$team-a+ci")
-	if rb == nil || len(rb.Access) != 2 || !strings.HasPrefix(rb.Description, "portcullis:"+f.ns+"/team-a ") {
+	if rb == nil || len(rb.Access) != 2 || !strings.HasPrefix(rb.Description, "portcullis:"+string(pol.UID)+" ") {
 		t.Fatalf("robot %+v", rb)
 	}
 	user, pass, id := robotCreds(t, f.ns, "ci-creds")
@@ -305,7 +307,7 @@ func TestHarborEnforcement(t *testing.T) {
 		}
 		time.Sleep(pollInterval)
 	}
-	if rb2.ID == rb.ID || !slices.Contains(changeNames(pol.Status.Enforcement), "Create Robot ci") {
+	if rb2.ID == rb.ID {
 		t.Fatalf("the robot was not created again: ID %d (was %d)", rb2.ID, rb.ID)
 	}
 	waitFor(t, pol, "the repair shown", func(p *v1alpha1.RepositoryPolicy) bool {
@@ -381,6 +383,75 @@ func TestHarborEnforcement(t *testing.T) {
 	if st := pol.Status.Enforcement; len(st.OwnedMembers) != 1 || st.OwnedMembers[0].Name != "bob" || len(st.OwnedImmutableRules) != 0 {
 		t.Errorf("owned after removal: %+v %+v", st.OwnedMembers, st.OwnedImmutableRules)
 	}
+
+	// Deleted: the finalizer removes what Portcullis created (bob), keeps the rest, then lets go.
+	if !slices.Contains(pol.Finalizers, harborFinalizer) {
+		t.Fatalf("finalizers %v: an Enforce policy that writes to Harbor needs %s", pol.Finalizers, harborFinalizer)
+	}
+	if err := k8sClient.Delete(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(eventuallyTimeout)
+	for k8sClient.Get(ctx, client.ObjectKeyFromObject(pol), &v1alpha1.RepositoryPolicy{}) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the deleted policy is still there")
+		}
+		time.Sleep(pollInterval)
+	}
+	if got := f.members(); len(got) != 1 || got["u:carol"] != 2 {
+		t.Errorf("members after the policy was deleted: %v, want only carol (made by hand)", got)
+	}
+	if f.robot("robot$team-a+legacy") == nil || !slices.Equal(f.rules(), []string{"release-*"}) {
+		t.Errorf("what was made by hand must stay: legacy robot %v, rules %v", f.robot("robot$team-a+legacy"), f.rules())
+	}
+}
+
+// TestHarborMovedRegistry: a policy whose Registry moves to another Harbor starts a new record
+// there, so a membership it created in the first Harbor is never taken for its own in the second.
+func TestHarborMovedRegistry(t *testing.T) {
+	ctx := context.Background()
+	f := newHarborFixture(t)
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "moving", Namespace: f.ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "harbor"}, Repositories: []string{"team-a/**"}, Mode: v1alpha1.ModeEnforce,
+		Access: &v1alpha1.AccessSpec{Members: []v1alpha1.Member{{User: "alice", Role: v1alpha1.RoleGuest}}},
+	}}
+	if err := k8sClient.Create(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, pol, "alice added", func(p *v1alpha1.RepositoryPolicy) bool { return enforced(p) && p.Status.Enforcement.InSync })
+	if st := pol.Status.Enforcement; len(st.OwnedMembers) != 1 || st.Registry != strings.ToLower(f.h.URL) {
+		t.Fatalf("record %+v", st)
+	}
+	// The second Harbor has alice already, added by hand.
+	h2 := harbortest.Start(t)
+	h2.AddProject("team-a", nil)
+	h2.Mu.Lock()
+	h2.Users["alice"], h2.Users["bob"] = true, true
+	h2.Projects["team-a"].Members = []harbortest.Member{{ID: 77, Kind: "u", Name: "alice", RoleID: 3}}
+	h2.Username, h2.Password = f.h.Username, f.h.Password
+	f.h.Mu.Lock()
+	h2.V2 = f.h.V2
+	f.h.Mu.Unlock()
+	h2.Mu.Unlock()
+	patchObject(t, f.reg, func(r *v1alpha1.Registry) { r.Spec.URL = h2.URL })
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) {
+		p.Spec.Access.Members = []v1alpha1.Member{{User: "bob", Role: v1alpha1.RoleGuest}}
+	})
+	waitFor(t, pol, "in sync with the second Harbor", func(p *v1alpha1.RepositoryPolicy) bool {
+		return enforced(p) && p.Status.Enforcement.InSync && p.Status.Enforcement.Registry == strings.ToLower(h2.URL)
+	})
+	h2.Mu.Lock()
+	members := h2.Projects["team-a"].Members
+	h2.Mu.Unlock()
+	if len(members) != 2 || members[0].Name != "alice" {
+		t.Fatalf("second Harbor's members %+v: alice (made by hand there) must stay, bob be added", members)
+	}
+	if st := pol.Status.Enforcement; len(st.OwnedMembers) != 1 || st.OwnedMembers[0].Name != "bob" {
+		t.Fatalf("record in the second Harbor %+v", st.OwnedMembers)
+	}
+	if got := f.members(); got["u:alice"] != 3 {
+		t.Errorf("the first Harbor is no longer written to: %v", got)
+	}
 }
 
 // TestHarborClaims: a second Enforce policy naming an owned project is Stalled and writes nothing
@@ -430,7 +501,7 @@ func TestHarborClaims(t *testing.T) {
 	waitFor(t, second, "a project conflict", func(p *v1alpha1.RepositoryPolicy) bool {
 		return hasCondition(p, v1alpha1.StalledCondition, metav1.ConditionTrue, v1alpha1.ProjectConflictReason)
 	})
-	if c := findCondition(second, v1alpha1.StalledCondition); !strings.Contains(c.Message, `"team-a" is already owned by RepositoryPolicy "first"`) {
+	if c := findCondition(second, v1alpha1.StalledCondition); !strings.Contains(c.Message, `"team-a" is already owned by RepositoryPolicy `+f.ns+"/first") {
 		t.Errorf("conflict message %q", c.Message)
 	}
 	time.Sleep(time.Second)
@@ -462,10 +533,12 @@ func TestHarborClaims(t *testing.T) {
 	f.h.Mu.Lock()
 	delete(f.h.Faults, "POST /api/v2.0/projects/team-a/members")
 	f.h.Mu.Unlock()
+	// Backoff may have grown; a spec change brings the next pass now.
+	patchObject(t, second, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Access.Members[0].Role = v1alpha1.RoleMaintainer })
 	waitFor(t, second, "recovered", func(p *v1alpha1.RepositoryPolicy) bool {
 		return enforced(p) && p.Status.Enforcement.InSync && hasCondition(p, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.SucceededReason)
 	})
-	if got := f.members(); got["u:carol"] != 3 {
+	if got := f.members(); got["u:carol"] != 3 || got["u:bob"] != 4 {
 		t.Fatalf("members after recovery %v", got)
 	}
 
@@ -478,6 +551,135 @@ func TestHarborClaims(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, partial, "NotExpressible", func(p *v1alpha1.RepositoryPolicy) bool {
+		return hasCondition(p, v1alpha1.StalledCondition, metav1.ConditionTrue, v1alpha1.NotExpressibleReason)
+	})
+}
+
+func (f *harborFixture) retention(project string) (map[string]any, int) {
+	f.h.Mu.Lock()
+	defer f.h.Mu.Unlock()
+	id, _ := strconv.ParseInt(f.h.Projects[project].Metadata["retention_id"], 10, 64)
+	runs := 0
+	for _, r := range f.h.RetentionRuns {
+		if r.PolicyID == id && r.DryRun {
+			runs++
+		}
+	}
+	return f.h.Retentions[id], runs
+}
+
+// retentionSummary reads a stored Harbor retention policy: its cron and each rule as
+// "template=param tags(decoration) repos untagged".
+func retentionSummary(pol map[string]any) (string, []string) {
+	raw, _ := json.Marshal(pol)
+	var p struct {
+		Trigger struct {
+			Settings struct{ Cron string }
+		}
+		Rules []struct {
+			Template       string
+			Params         map[string]float64
+			TagSelectors   []struct{ Decoration, Pattern, Extras string } `json:"tag_selectors"`
+			ScopeSelectors map[string][]struct{ Pattern string }          `json:"scope_selectors"`
+		}
+	}
+	_ = json.Unmarshal(raw, &p)
+	var rules []string
+	for _, r := range p.Rules {
+		rules = append(rules, fmt.Sprintf("%s=%v %s(%s) %s %s", r.Template, r.Params[r.Template], r.TagSelectors[0].Pattern,
+			r.TagSelectors[0].Decoration, r.ScopeSelectors["repository"][0].Pattern, r.TagSelectors[0].Extras))
+	}
+	return p.Trigger.Settings.Cron, rules
+}
+
+// TestHarborRetention: spec.retention becomes the project's Harbor retention policy: created
+// unscheduled with a dry run while dryRun is true, scheduled daily once it is false, emptied when
+// the spec drops it; a policy with rules made by hand is left alone; a spec Harbor cannot run
+// (protectInUse left on) is Stalled.
+func TestHarborRetention(t *testing.T) {
+	ctx := context.Background()
+	f := newHarborFixture(t)
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "keep", Namespace: f.ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "harbor"}, Repositories: []string{"team-a/**"}, Mode: v1alpha1.ModeEnforce,
+		Access: &v1alpha1.AccessSpec{Robots: []v1alpha1.Robot{{Name: "ci", Permissions: []string{"repository:pull"}, SecretName: "keep-ci"}}},
+		Retention: &v1alpha1.RetentionSpec{ProtectInUse: ptr(false), Rules: []v1alpha1.RetentionRule{
+			{Tags: v1alpha1.PatternSelector{Include: []string{"v*", "release-*"}}, KeepLatest: ptr(int32(10)), KeepWithinDays: ptr(int32(30))},
+			{Tags: v1alpha1.PatternSelector{Exclude: []string{"v*"}}, KeepLatest: ptr(int32(1)), Untagged: true}}},
+	}}
+	if err := k8sClient.Create(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, pol, "Harbor in sync", func(p *v1alpha1.RepositoryPolicy) bool { return enforced(p) && p.Status.Enforcement.InSync })
+	stored, runs := f.retention("team-a")
+	cron, rules := retentionSummary(stored)
+	wantRules := []string{`latestPushedK=10 {v*,release-*}(matches) ** {"untagged":false}`, `nDaysSinceLastPush=30 {v*,release-*}(matches) ** {"untagged":false}`,
+		`latestPushedK=1 v*(excludes) ** {"untagged":true}`}
+	if cron != "" || !slices.Equal(rules, wantRules) || runs != 1 {
+		t.Fatalf("dry-run retention: cron %q, %d dry runs, rules\n%q\nwant\n%q", cron, runs, rules, wantRules)
+	}
+	if owned := pol.Status.Enforcement.OwnedRetentionPolicies; len(owned) != 1 || owned[0].Project != "team-a" {
+		t.Fatalf("owned retention policies %+v", owned)
+	}
+	waitFor(t, pol, "the Harbor note in status.retention", func(p *v1alpha1.RepositoryPolicy) bool {
+		return p.Status.Retention != nil && strings.HasPrefix(p.Status.Retention.Message, "Harbor runs retention itself")
+	})
+
+	// Nothing changed: no write (the stored rules read back equal).
+	writes := f.writes()
+	f.kick(t, "keep-ci")
+	if n := f.writes() - writes; n != 0 {
+		t.Fatalf("a pass with nothing to change made %d writes", n)
+	}
+
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Retention.DryRun = ptr(false) })
+	waitFor(t, pol, "scheduled", func(p *v1alpha1.RepositoryPolicy) bool { return enforced(p) && p.Status.Enforcement.InSync })
+	stored, runs = f.retention("team-a")
+	if cron, rules := retentionSummary(stored); cron != "0 0 0 * * *" || len(rules) != 3 || runs != 1 {
+		t.Fatalf("after dryRun false: cron %q, rules %q, %d dry runs", cron, rules, runs)
+	}
+
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Retention = nil })
+	waitFor(t, pol, "emptied", func(p *v1alpha1.RepositoryPolicy) bool { return enforced(p) && p.Status.Enforcement.InSync })
+	stored, _ = f.retention("team-a")
+	if cron, rules := retentionSummary(stored); stored == nil || cron != "" || len(rules) != 0 {
+		t.Fatalf("after spec.retention was removed: %v (cron %q, rules %q); want the policy kept, empty and unscheduled", stored, cron, rules)
+	}
+
+	// team-b's retention policy was made by hand: left alone.
+	pid := f.h.AddProject("team-b", nil)
+	c, err := harbor.New(harbor.Config{URL: f.h.URL, Username: f.h.Username, Password: f.h.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handID, err := c.CreateRetention(ctx, harbor.RetentionPolicy{ProjectID: pid, Rules: []harbor.RetentionRule{
+		{Template: harbor.TemplateAlways, TagPattern: "**", TagDecoration: "matches", RepoPattern: "**"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "team-b", Namespace: f.ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "harbor"}, Repositories: []string{"team-b/**"}, Mode: v1alpha1.ModeEnforce,
+		Retention: &v1alpha1.RetentionSpec{ProtectInUse: ptr(false), Rules: []v1alpha1.RetentionRule{{KeepLatest: ptr(int32(3))}}},
+	}}
+	if err := k8sClient.Create(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, other, "blocked", func(p *v1alpha1.RepositoryPolicy) bool { return enforced(p) && p.Status.Enforcement.Failed })
+	if msg := other.Status.Enforcement.Message; !strings.Contains(msg, fmt.Sprintf("retention policy (ID %d) with 1 rules made outside Portcullis", handID)) {
+		t.Errorf("message %q", msg)
+	}
+	if got, err := c.Retention(ctx, handID); err != nil || len(got.Rules) != 1 || got.Rules[0].Template != harbor.TemplateAlways {
+		t.Fatalf("the retention policy made by hand was changed: %+v %v", got, err)
+	}
+
+	// Harbor cannot see Pods: protectInUse left at its default is refused, not weakened.
+	inUse := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "in-use", Namespace: f.ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "harbor"}, Repositories: []string{"team-c/**"}, Mode: v1alpha1.ModeEnforce,
+		Retention: &v1alpha1.RetentionSpec{Rules: []v1alpha1.RetentionRule{{KeepLatest: ptr(int32(3))}}},
+	}}
+	if err := k8sClient.Create(ctx, inUse); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, inUse, "NotExpressible", func(p *v1alpha1.RepositoryPolicy) bool {
 		return hasCondition(p, v1alpha1.StalledCondition, metav1.ConditionTrue, v1alpha1.NotExpressibleReason)
 	})
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -35,7 +36,7 @@ var harborRoles = map[v1alpha1.RegistryRole]int64{
 }
 
 // harborGroupTypes maps the API's group types to Harbor's group_type.
-var harborGroupTypes = map[v1alpha1.GroupType]int64{v1alpha1.GroupLDAP: 1, v1alpha1.GroupHTTP: 2, v1alpha1.GroupOIDC: 3}
+var harborGroupTypes = map[v1alpha1.GroupType]int64{v1alpha1.GroupHTTP: 2, v1alpha1.GroupOIDC: 3}
 
 func roleName(id int64) string {
 	for name, v := range harborRoles {
@@ -54,6 +55,8 @@ type harborProject struct {
 	members []harbor.Member
 	robots  []harbor.Robot
 	rules   []harbor.ImmutableRule
+	// retention is the project's retention policy (metadata retention_id), nil when it has none.
+	retention *harbor.RetentionPolicy
 }
 
 // harborStep is one write to Harbor (and, for robots, to a Secret): the changes it makes and the
@@ -61,6 +64,9 @@ type harborProject struct {
 type harborStep struct {
 	changes []v1alpha1.EnforcementChange
 	apply   func(ctx context.Context) error
+	// claim, when set, records in the ledger what apply is about to create, before it does (the
+	// status shows it first); apply takes it back if it turns out not to be ours.
+	claim func()
 }
 
 // harborLedger is what Portcullis owns, as recorded in status.enforcement; steps update it as they
@@ -68,6 +74,7 @@ type harborStep struct {
 type harborLedger struct {
 	members []v1alpha1.OwnedMember
 	rules   []v1alpha1.OwnedImmutableRule
+	rets    []v1alpha1.OwnedRetentionPolicy
 }
 
 // harborWriter makes the writes a plan's steps apply.
@@ -84,6 +91,9 @@ type harborWriter interface {
 	UpdateRobot(ctx context.Context, r harbor.Robot) error
 	RefreshRobotSecret(ctx context.Context, id int64) (string, error)
 	DeleteRobot(ctx context.Context, id int64) error
+	CreateRetention(ctx context.Context, p harbor.RetentionPolicy) (int64, error)
+	UpdateRetention(ctx context.Context, p harbor.RetentionPolicy) error
+	TriggerRetention(ctx context.Context, id int64, dryRun bool) error
 	// writeRobotSecret stores a robot's credentials in the Secret spec names.
 	writeRobotSecret(ctx context.Context, spec v1alpha1.Robot, sec harbor.RobotSecret) error
 	// deleteRobotSecret deletes the Secret of a robot the policy no longer has.
@@ -107,16 +117,17 @@ type harborPlanner struct {
 	steps []harborStep
 	// blocked are problems that keep a part of the policy from being written.
 	blocked []string
-	// nextRotation is the earliest time a robot secret is due for rotation (zero: none).
-	nextRotation time.Time
+	// nextRotation is the earliest time a robot secret is due for rotation, nextExpiry when the CVE
+	// allowlist must change because an exception expires (zero: none).
+	nextRotation, nextExpiry time.Time
 }
 
 func (p *harborPlanner) add(apply func(ctx context.Context) error, changes ...v1alpha1.EnforcementChange) {
 	p.steps = append(p.steps, harborStep{changes: changes, apply: apply})
 }
 
-// plan fills p.steps: settings and CVE allowlist, members, immutable tag rules, then robots, project
-// by project in name order.
+// plan fills p.steps: settings and CVE allowlist, members, immutable tag rules, retention, then
+// robots, project by project in name order.
 func (p *harborPlanner) plan() {
 	var projects []string
 	for name := range p.state {
@@ -137,6 +148,7 @@ func (p *harborPlanner) plan() {
 		}
 		p.planMembers(name, st, inScope)
 		p.planRules(name, st, inScope)
+		p.planRetention(name, st, inScope)
 		p.planRobots(name, st, inScope)
 	}
 	p.planStraySecrets()
@@ -178,6 +190,7 @@ func (p *harborPlanner) planSettings(project string, st *harborProject) {
 		return
 	}
 	ids, expires := policy.HarborCVEAllowlist(&p.pol.Spec, p.now)
+	p.nextExpiry = expires
 	have := st.project.CVEAllowlist
 	haveIDs := slices.Clone(have.IDs)
 	slices.Sort(haveIDs)
@@ -253,14 +266,22 @@ func (p *harborPlanner) planMembers(project string, st *harborProject, inScope b
 		cur, ok := have[k]
 		switch {
 		case !ok:
-			p.add(func(ctx context.Context) error {
-				if err := p.w.AddMember(ctx, project, m); err != nil {
+			wasOwned := owned[k]
+			p.steps = append(p.steps, harborStep{
+				claim: func() { p.own(project, m) },
+				apply: func(ctx context.Context) error {
+					err := p.w.AddMember(ctx, project, m)
+					if errors.Is(err, harbor.ErrConflict) && !wasOwned {
+						// Harbor has the member under a name this listing did not match: not ours.
+						p.disown(project, string(m.Kind), m.Name)
+						return fmt.Errorf("%s is already a member of project %s, listed under another name; it is not recorded as created by Portcullis: %w",
+							memberName(m.Kind, m.Name), project, err)
+					}
 					return err
-				}
-				p.own(project, m)
-				return nil
-			}, v1alpha1.EnforcementChange{Project: project, Kind: changeMember, Name: memberName(m.Kind, m.Name), Action: actionCreate,
-				Detail: "role " + roleName(m.RoleID)})
+				},
+				changes: []v1alpha1.EnforcementChange{{Project: project, Kind: changeMember, Name: memberName(m.Kind, m.Name), Action: actionCreate,
+					Detail: "role " + roleName(m.RoleID)}},
+			})
 		case cur.RoleID != m.RoleID:
 			id := cur.ID
 			p.add(func(ctx context.Context) error { return p.w.SetMemberRole(ctx, project, id, m.RoleID) },
@@ -328,9 +349,11 @@ func (p *harborPlanner) planRules(project string, st *harborProject, inScope boo
 	for _, r := range st.rules {
 		have[r.ID] = r
 	}
+	// A rule with the same patterns holds the pair, even disabled by hand: Harbor refuses a second
+	// rule for the same tag pattern, and re-enabling is the administrator's call.
 	held := func(w pair) bool {
 		for _, r := range st.rules {
-			if !r.Disabled && r.TagPattern == w.tags && r.RepoPattern == w.repos {
+			if r.TagPattern == w.tags && r.RepoPattern == w.repos {
 				return true
 			}
 		}
@@ -365,8 +388,8 @@ func (p *harborPlanner) planRules(project string, st *harborProject, inScope boo
 		if o.Project != project || slices.Contains(want, pair{o.Tags, o.Repositories}) {
 			continue
 		}
-		if _, ok := have[o.ID]; !ok {
-			p.dropRule(o)
+		if r, ok := have[o.ID]; !ok || r.TagPattern != o.Tags || r.RepoPattern != o.Repositories {
+			p.dropRule(o) // gone, or the ID now holds another rule: not ours to delete
 			continue
 		}
 		p.add(func(ctx context.Context) error {

@@ -20,14 +20,15 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/harbor"
 )
 
-// robotMarker starts the description of every robot Portcullis creates for a policy; a robot whose
-// description does not start with it is never changed or deleted.
+// robotMarker starts the description of every robot Portcullis creates for a policy: the policy's
+// UID, so that a policy of the same name in another cluster (or recreated) never takes it for its
+// own. A robot whose description does not start with it is never changed or deleted.
 func robotMarker(pol *v1alpha1.RepositoryPolicy) string {
-	return "portcullis:" + pol.Namespace + "/" + pol.Name
+	return "portcullis:" + string(pol.UID)
 }
 
 func robotDescription(pol *v1alpha1.RepositoryPolicy) string {
-	return robotMarker(pol) + " (managed by Portcullis from this RepositoryPolicy; changes made here are undone)"
+	return robotMarker(pol) + " (RepositoryPolicy " + pol.Namespace + "/" + pol.Name + "; managed by Portcullis, changes made here are undone)"
 }
 
 func ownsRobot(pol *v1alpha1.RepositoryPolicy, r harbor.Robot) bool {
@@ -88,7 +89,7 @@ func (p *harborPlanner) planRobots(project string, st *harborProject, inScope bo
 		}
 		secret := p.secrets[spec.SecretName]
 		switch {
-		case p.taken[spec.SecretName] || (secret != nil && secret.Labels[v1alpha1.RobotLabel] != spec.Name):
+		case p.taken[spec.SecretName]:
 			p.blocked = append(p.blocked, fmt.Sprintf("robot %q: Secret %q exists and is not this policy's Secret for it; choose another secretName or delete the Secret",
 				spec.Name, spec.SecretName))
 			continue
@@ -98,7 +99,7 @@ func (p *harborPlanner) planRobots(project string, st *harborProject, inScope bo
 			continue
 		case found == nil:
 			detail := "permissions " + accessText(access)
-			if secret != nil {
+			if secret != nil && secret.Labels[v1alpha1.RobotLabel] == spec.Name {
 				detail += "; it is missing in Harbor (deleted by hand?), so it is created again with a new secret"
 			}
 			r := harbor.Robot{Name: spec.Name, Description: desc, Project: project, Access: access}
@@ -147,7 +148,7 @@ func (p *harborPlanner) rotationDue(spec v1alpha1.Robot, secret *corev1.Secret, 
 	switch {
 	case secret == nil:
 		return fmt.Sprintf("Secret %q is missing: a new secret is issued (Harbor shows a secret only once)", spec.SecretName)
-	case secret.Annotations[v1alpha1.RobotIDAnnotation] != strconv.FormatInt(id, 10):
+	case secret.Labels[v1alpha1.RobotLabel] != spec.Name || secret.Annotations[v1alpha1.RobotIDAnnotation] != strconv.FormatInt(id, 10):
 		return fmt.Sprintf("Secret %q holds the credentials of another robot (ID %s, not %d)", spec.SecretName, secret.Annotations[v1alpha1.RobotIDAnnotation], id)
 	case spec.RotateEvery == nil || spec.RotateEvery.Duration <= 0:
 		return ""
@@ -216,8 +217,8 @@ func (w *harborWrites) writeRobotSecret(ctx context.Context, spec v1alpha1.Robot
 		s = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: w.pol.Namespace, Name: spec.SecretName}, Type: corev1.SecretTypeDockerConfigJson}
 	case err != nil:
 		return fmt.Errorf("reading Secret %q: %w", spec.SecretName, err)
-	case !metav1.IsControlledBy(s, w.pol) || s.Labels[v1alpha1.RobotLabel] != spec.Name:
-		return fmt.Errorf("Secret %q exists and is not this policy's Secret for robot %q: not overwritten", spec.SecretName, spec.Name) //nolint:staticcheck // names a kind
+	case !metav1.IsControlledBy(s, w.pol):
+		return fmt.Errorf("Secret %q exists and is not this policy's: robot %q's credentials are not written there", spec.SecretName, spec.Name) //nolint:staticcheck // names a kind
 	}
 	base := s.DeepCopy()
 	if s.Labels == nil {

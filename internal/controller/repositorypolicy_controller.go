@@ -188,15 +188,10 @@ func (r *RepositoryPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		reg.Name, reg.Namespace = ia.Spec.RegistryRef.Name, ia.Namespace
 		return enqueueReferrers(r.Client, newList, indexRegistryRef)(ctx, reg)
 	}
-	// Another policy of the same Registry changing may start or end a Harbor project conflict.
-	siblings := func(ctx context.Context, o client.Object) []ctrl.Request {
-		reg := &v1alpha1.Registry{}
-		reg.Name, reg.Namespace = o.(*v1alpha1.RepositoryPolicy).Spec.RegistryRef.Name, o.GetNamespace()
-		return enqueueReferrers(r.Client, newList, indexRegistryRef)(ctx, reg)
-	}
+	// Another policy changing may start or end a Harbor project conflict (harborClaimants).
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.RepositoryPolicy{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, enforcementOutcomeChanged()))).
-		Watches(&v1alpha1.RepositoryPolicy{}, handler.EnqueueRequestsFromMapFunc(siblings), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.RepositoryPolicy{}, handler.EnqueueRequestsFromMapFunc(harborClaimants(r.Client)), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&v1alpha1.Registry{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexRegistryRef)),
 			builder.WithPredicates(createOrDelete())).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexSecretRefs))).

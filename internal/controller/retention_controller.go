@@ -32,7 +32,7 @@ const (
 )
 
 // RetentionReconciler applies a RepositoryPolicy's spec.retention to a plain OCI registry (provider
-// Generic): once per Registry interval, and whenever the policy changes, it lists each governed
+// Generic; on Harbor the HarborReconciler pushes the rules to Harbor's own retention): once per Registry interval, and whenever the policy changes, it lists each governed
 // repository's tags, digests and creation times, plans with policy.PlanRetention, writes the plan to
 // status.retention, and, only in mode Enforce with dryRun false, deletes up to maxDeletionsPerPass
 // digests by digest. Every pass plans afresh from the registry, so a pass that stopped midway
@@ -174,7 +174,7 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 	st := &v1alpha1.RetentionStatus{PlanTime: metav1.NewTime(now), ObservedGeneration: pol.Generation,
 		DryRun: spec.DryRun == nil || *spec.DryRun || pol.Spec.Mode != v1alpha1.ModeEnforce}
 	if reg.Spec.Provider == v1alpha1.ProviderHarbor {
-		st.Message = "Harbor runs retention itself; pushing the rules to Harbor's retention API is not implemented yet, so nothing is planned"
+		st.Message = "Harbor runs retention itself: the rules are pushed to the project's retention policy (status.enforcement shows them), and Portcullis deletes nothing here"
 		return st, nil, nil
 	}
 	rc, o, ok, err := r.access.client(ctx, reg)

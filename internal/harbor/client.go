@@ -1,6 +1,7 @@
 // Package harbor speaks the parts of Harbor's v2.0 REST API (api/v2.0/swagger.yaml) that Portcullis
 // reads and writes back to: projects and their metadata (the security switches), project members,
-// project robot accounts, immutable tag rules, and artifacts with their tags. It is
+// project robot accounts, immutable tag rules, retention policies and their runs, and artifacts with
+// their tags. It is
 // built on the generated client github.com/goharbor/go-client, with basic authentication and no
 // cookie jar (Harbor checks CSRF tokens only for requests that carry its session cookie).
 //
@@ -25,6 +26,7 @@ import (
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/immutable"
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/member"
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/project"
+	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/retention"
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/robot"
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/models"
 )
@@ -55,6 +57,7 @@ type Client struct {
 	robots    *robot.Client
 	immutable *immutable.Client
 	artifacts *artifact.Client
+	retention *retention.Client
 }
 
 // New builds a Client. It fails when the URL does not parse or the CA bundle holds no certificate.
@@ -83,7 +86,7 @@ func New(cfg Config) (*Client, error) {
 	auth := rtclient.BasicAuth(cfg.Username, cfg.Password)
 	return &Client{projects: project.New(rt, strfmt.Default, auth), members: member.New(rt, strfmt.Default, auth),
 		robots: robot.New(rt, strfmt.Default, auth), immutable: immutable.New(rt, strfmt.Default, auth),
-		artifacts: artifact.New(rt, strfmt.Default, auth)}, nil
+		artifacts: artifact.New(rt, strfmt.Default, auth), retention: retention.New(rt, strfmt.Default, auth)}, nil
 }
 
 // Project is a Harbor project with its metadata, all string values as Harbor stores them ("true",

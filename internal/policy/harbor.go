@@ -26,7 +26,8 @@ type HarborScope struct {
 // robots, immutable tag rules, or security switches. Only such a policy claims projects.
 func WritesToHarbor(spec *v1alpha1.RepositoryPolicySpec) bool {
 	a := spec.Access
-	return (a != nil && (len(a.Members) > 0 || len(a.Robots) > 0)) || spec.Immutability != nil || spec.RegistrySettings != nil
+	return (a != nil && (len(a.Members) > 0 || len(a.Robots) > 0)) || spec.Immutability != nil || spec.RegistrySettings != nil ||
+		spec.Retention != nil
 }
 
 // ResolveHarborScope maps spec.repositories onto Harbor projects and checks that Harbor can express
@@ -39,7 +40,11 @@ func WritesToHarbor(spec *v1alpha1.RepositoryPolicySpec) bool {
 //   - an immutable tag rule has one tag pattern and one repository pattern and cannot exclude tags, so
 //     a tag pattern that would also freeze cosign's signature tags (sha256-<hex>.sig, .att, .sbom, and
 //     the referrers fallback tag sha256-<hex>) is refused, spec.tags may only narrow immutability to
-//     patterns it includes itself, and a project holds at most 15 rules.
+//     patterns it includes itself, and a project holds at most 15 rules;
+//   - Harbor runs retention itself: it cannot see Pods (protectInUse must be false), does not cap
+//     deletions (maxDeletionsPerPass must be absent), cannot intersect a rule's tags with spec.tags
+//     (spec.tags must be empty), takes one tag selector per rule (include or exclude, not both), and
+//     holds at most 15 rules per project (a rule with keepLatest and keepWithinDays takes two).
 func ResolveHarborScope(spec *v1alpha1.RepositoryPolicySpec) (HarborScope, error) {
 	scope := HarborScope{Repositories: map[string][]string{}}
 	for _, p := range spec.Repositories {
@@ -82,8 +87,45 @@ func ResolveHarborScope(spec *v1alpha1.RepositoryPolicySpec) (HarborScope, error
 			}
 		}
 	}
+	if err := harborRetention(spec); err != nil {
+		return HarborScope{}, err
+	}
 	return scope, nil
 }
+
+func harborRetention(spec *v1alpha1.RepositoryPolicySpec) error {
+	ret := spec.Retention
+	if ret == nil {
+		return nil
+	}
+	switch {
+	case ret.ProtectInUse == nil || *ret.ProtectInUse:
+		return fmt.Errorf("spec.retention.protectInUse: Harbor runs retention itself and cannot see which images Pods use; set protectInUse: false to hand retention to Harbor")
+	case ret.MaxDeletionsPerPass != nil:
+		return fmt.Errorf("spec.retention.maxDeletionsPerPass: Harbor deletes everything a run selects and has no cap; remove the field to hand retention to Harbor")
+	case len(spec.Tags.Include) > 0 || len(spec.Tags.Exclude) > 0:
+		return fmt.Errorf("spec.retention with spec.tags: a Harbor retention rule cannot intersect its tags with spec.tags, so tags outside spec.tags would be deleted; put the tag patterns in the retention rules")
+	}
+	n := 0
+	for i, r := range ret.Rules {
+		if len(r.Tags.Include) > 0 && len(r.Tags.Exclude) > 0 {
+			return fmt.Errorf("spec.retention.rules[%d].tags: a Harbor rule has one tag selector, include or exclude, not both", i)
+		}
+		if r.KeepLatest != nil {
+			n++
+		}
+		if r.KeepWithinDays != nil {
+			n++
+		}
+	}
+	if n > HarborMaxRetentionRules {
+		return fmt.Errorf("spec.retention: the rules need %d Harbor rules (keepLatest and keepWithinDays take one each); Harbor allows %d per project", n, HarborMaxRetentionRules)
+	}
+	return nil
+}
+
+// HarborMaxRetentionRules is Harbor's limit of retention rules per project.
+const HarborMaxRetentionRules = 15
 
 // cosignTags are examples of the tags cosign and the OCI referrers fallback push next to an image.
 var cosignTags = func() []string {
@@ -127,30 +169,39 @@ type HarborClaimant struct {
 	Projects []string
 }
 
-// FirstClaim returns, for a policy claiming projects, the project and the name of an earlier
-// claimant of it among others (same Registry, mode Enforce, writing to Harbor): the earliest created
-// policy owns a project (ties broken by name), so the outcome does not depend on which policy was
-// reconciled first. ok is false when the policy owns all its projects.
+// FirstClaim says whether self owns its projects among others (the claimants of the same Harbor:
+// policies in mode Enforce with something to write). Claimants are taken in order of creation,
+// ties broken by name: one owns its projects when none of them is owned by an earlier owner; one
+// that loses a project owns nothing. So the outcome does not depend on which policy was reconciled
+// first, and a policy that lost to another never blocks a third. ok is true when self loses, with
+// the project and the owner it lost to.
 func FirstClaim(self HarborClaimant, others []HarborClaimant) (project, owner string, ok bool) {
-	earlier := func(o HarborClaimant) bool {
-		if !o.Created.Equal(self.Created) {
-			return o.Created.Before(self.Created)
-		}
-		return o.Name < self.Name
-	}
-	slices.SortFunc(others, func(a, b HarborClaimant) int {
+	all := slices.DeleteFunc(slices.Clone(others), func(o HarborClaimant) bool { return o.Name == self.Name })
+	all = append(all, self)
+	slices.SortStableFunc(all, func(a, b HarborClaimant) int {
 		if c := a.Created.Compare(b.Created); c != 0 {
 			return c
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
-	for _, o := range others {
-		if o.Name == self.Name || !earlier(o) {
-			continue
+	owners := map[string]string{}
+	for _, c := range all {
+		lost := false
+		for _, p := range c.Projects {
+			if o, taken := owners[p]; taken {
+				if c.Name == self.Name {
+					return p, o, true
+				}
+				lost = true
+				break
+			}
 		}
-		for _, p := range self.Projects {
-			if slices.Contains(o.Projects, p) {
-				return p, o.Name, true
+		if c.Name == self.Name {
+			return "", "", false
+		}
+		if !lost {
+			for _, p := range c.Projects {
+				owners[p] = c.Name
 			}
 		}
 	}

@@ -46,6 +46,28 @@ func TestResolveHarborScope(t *testing.T) {
 			Tags: v1alpha1.PatternSelector{Include: []string{"v1.*"}}, Immutability: &v1alpha1.ImmutabilitySpec{Tags: []string{"v*"}}}, err: "cannot intersect"},
 		{name: "spec.tags excludes", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/**"},
 			Tags: v1alpha1.PatternSelector{Exclude: []string{"*-rc*"}}, Immutability: &v1alpha1.ImmutabilitySpec{Tags: []string{"v*"}}}, err: "cannot intersect"},
+		{name: "retention handed to Harbor", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/api-*"}, Retention: handedToHarbor()},
+			projects: []string{"team-a"}, repos: map[string][]string{"team-a": {"api-*"}}},
+		{name: "retention protecting in-use images", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/**"},
+			Retention: func() *v1alpha1.RetentionSpec { r := handedToHarbor(); r.ProtectInUse = nil; return r }()}, err: "cannot see which images Pods use"},
+		{name: "retention with a deletion cap", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/**"},
+			Retention: func() *v1alpha1.RetentionSpec { r := handedToHarbor(); r.MaxDeletionsPerPass = ptr(int32(5)); return r }()}, err: "has no cap"},
+		{name: "retention with spec.tags", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/**"}, Tags: v1alpha1.PatternSelector{Include: []string{"v*"}},
+			Retention: handedToHarbor()}, err: "cannot intersect its tags with spec.tags"},
+		{name: "a retention rule with include and exclude", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/**"},
+			Retention: func() *v1alpha1.RetentionSpec {
+				r := handedToHarbor()
+				r.Rules[0].Tags = v1alpha1.PatternSelector{Include: []string{"v*"}, Exclude: []string{"v0*"}}
+				return r
+			}()}, err: "include or exclude, not both"},
+		{name: "too many retention rules", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/**"},
+			Retention: func() *v1alpha1.RetentionSpec {
+				r := handedToHarbor()
+				for range 7 {
+					r.Rules = append(r.Rules, v1alpha1.RetentionRule{KeepLatest: ptr(int32(1)), KeepWithinDays: ptr(int32(1))})
+				}
+				return r
+			}()}, err: "the rules need 16 Harbor rules"},
 		{name: "too many rules", spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"team-a/a", "team-a/b", "team-a/c", "team-a/d"},
 			Immutability: &v1alpha1.ImmutabilitySpec{Tags: []string{"v*", "r*", "x*", "t*"}}}, err: "would need 16 immutable tag rules"},
 	}
@@ -80,7 +102,7 @@ func TestWritesToHarbor(t *testing.T) {
 	}{
 		{v1alpha1.RepositoryPolicySpec{}, false},
 		{v1alpha1.RepositoryPolicySpec{Access: &v1alpha1.AccessSpec{}}, false},
-		{v1alpha1.RepositoryPolicySpec{Retention: &v1alpha1.RetentionSpec{}}, false},
+		{v1alpha1.RepositoryPolicySpec{Retention: &v1alpha1.RetentionSpec{}}, true},
 		{v1alpha1.RepositoryPolicySpec{Access: &v1alpha1.AccessSpec{Members: []v1alpha1.Member{{User: "a"}}}}, true},
 		{v1alpha1.RepositoryPolicySpec{Immutability: &v1alpha1.ImmutabilitySpec{}}, true},
 		{v1alpha1.RepositoryPolicySpec{RegistrySettings: &v1alpha1.RegistrySettings{}}, true},
@@ -122,13 +144,24 @@ func TestFirstClaim(t *testing.T) {
 	if _, _, ok := FirstClaim(b, []HarborClaimant{a, b, c}); ok {
 		t.Fatal("b is the oldest and owns team-b")
 	}
-	// a and c were created in the same second: the name decides.
-	if p, owner, ok := FirstClaim(c, []HarborClaimant{a, b}); !ok || p != "team-a" || owner != "a" {
-		t.Fatalf("c: %s %s %v", p, owner, ok)
+	// a lost team-b to b, so it owns nothing, and c (as old as a) gets team-a.
+	if p, owner, ok := FirstClaim(c, []HarborClaimant{a, b}); ok {
+		t.Fatalf("c lost %s to %s; a lost to b and owns nothing", p, owner)
 	}
-	if _, _, ok := FirstClaim(HarborClaimant{Name: "d", Created: t0, Projects: []string{"team-c"}}, []HarborClaimant{a, b, c}); ok {
+	// Created in the same second, the name decides.
+	d := HarborClaimant{Name: "d", Created: t0.Add(time.Hour), Projects: []string{"team-a"}}
+	if p, owner, ok := FirstClaim(d, []HarborClaimant{a, b, c}); !ok || p != "team-a" || owner != "c" {
+		t.Fatalf("d: %s %s %v; want team-a owned by c", p, owner, ok)
+	}
+	if _, _, ok := FirstClaim(HarborClaimant{Name: "e", Created: t0, Projects: []string{"team-c"}}, []HarborClaimant{a, b, c}); ok {
 		t.Fatal("team-c has no other claimant")
 	}
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// handedToHarbor is a retention spec Harbor can run: protectInUse off, no deletion cap.
+func handedToHarbor() *v1alpha1.RetentionSpec {
+	return &v1alpha1.RetentionSpec{ProtectInUse: ptr(false), Rules: []v1alpha1.RetentionRule{
+		{Tags: v1alpha1.PatternSelector{Include: []string{"v*"}}, KeepLatest: ptr(int32(10)), KeepWithinDays: ptr(int32(30))}}}
+}

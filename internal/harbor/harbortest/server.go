@@ -32,8 +32,7 @@ import (
 
 // allowed lists the known places where Harbor's server deviates from its own swagger, so the fake
 // reproduces Harbor rather than the document: an operation, the response status (0: any), a fragment
-// of the validator's message, and why. Known for endpoints not served yet: retention rule "params" is
-// sent as {"latestPushedK": 10}.
+// of the validator's message, and why.
 var allowed = []struct {
 	operation string
 	status    int
@@ -44,6 +43,13 @@ var allowed = []struct {
 		"Harbor answers 404 NOT_FOUND for a missing project (server/v2.0/handler/project.go); the swagger lists only 200, 401 and 500"},
 	{"CreateRobot", http.StatusConflict, "status is not supported",
 		"Harbor answers 409 CONFLICT when a robot of that name exists; the swagger lists no 409 for CreateRobot"},
+	// Retention rule params: the swagger declares additionalProperties of type object, but Harbor's
+	// UI and server use the number itself, {"latestPushedK": 10} (src/pkg/retention/policy/rule).
+	{"createRetention", 0, "/params/", "retention rule params are sent as numbers, e.g. {\"latestPushedK\": 10}"},
+	{"updateRetention", 0, "/params/", "retention rule params are sent as numbers, e.g. {\"latestPushedK\": 10}"},
+	{"getRetention", http.StatusOK, "/params/", "retention rule params come back as numbers, e.g. {\"latestPushedK\": 10}"},
+	{"getRetention", http.StatusNotFound, "status is not supported",
+		"Harbor answers 404 for a retention policy that does not exist; the swagger lists no 404"},
 }
 
 // Server is a fake Harbor. Its state is public for tests to set up and inspect; lock Mu around it.
@@ -66,6 +72,10 @@ type Server struct {
 	Requests map[string]int
 	// Robots by ID.
 	Robots map[int64]*Robot
+	// Retentions are the retention policies by ID, as posted (RetentionPolicy JSON, "id" set);
+	// RetentionRuns the runs triggered.
+	Retentions    map[int64]map[string]any
+	RetentionRuns []RetentionRun
 	// V2, when set, serves the OCI distribution API under /v2/ (Harbor fronts a Distribution), so a
 	// Registry of provider Harbor can list this server; it is not checked against the swagger. Set
 	// it under Mu.
@@ -104,6 +114,12 @@ type Robot struct {
 	Secret      string
 }
 
+// RetentionRun is a triggered retention execution.
+type RetentionRun struct {
+	PolicyID int64
+	DryRun   bool
+}
+
 // Member is a membership in the fake.
 type Member struct {
 	ID     int64
@@ -116,7 +132,7 @@ type Member struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	s := &Server{t: t, Projects: map[string]*Project{}, Users: map[string]bool{}, Groups: map[string]bool{},
-		Username: "admin", Password: "Harbor12345", Faults: map[string]int{}, Requests: map[string]int{}, Robots: map[int64]*Robot{}, nextID: 1}
+		Username: "admin", Password: "Harbor12345", Faults: map[string]int{}, Requests: map[string]int{}, Robots: map[int64]*Robot{}, Retentions: map[int64]map[string]any{}, nextID: 1}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	doc := loadSwagger(t)
