@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -49,13 +48,6 @@ type HarborReconciler struct {
 	Recorder  events.EventRecorder
 	access    *registryAccess
 	now       func() time.Time
-
-	clients sync.Map // types.NamespacedName of the Registry -> cachedHarbor
-}
-
-type cachedHarbor struct {
-	key string
-	c   *harbor.Client
 }
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=create;patch;delete
@@ -210,7 +202,7 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 		keepProjects()
 		return st, time.Time{}, warnOnce(st.Message), err
 	}
-	hc, err := r.harborClient(ctx, reg)
+	hc, err := r.access.harbor(ctx, reg)
 	if err != nil {
 		return record(err)
 	}
@@ -445,35 +437,6 @@ func (r *HarborReconciler) robotSecrets(ctx context.Context, pol *v1alpha1.Repos
 		}
 	}
 	return mine, taken, nil
-}
-
-// harborClient returns the Harbor client for reg, built from its URL, credentials and CA.
-func (r *HarborReconciler) harborClient(ctx context.Context, reg *v1alpha1.Registry) (*harbor.Client, error) {
-	cfg, o, ok, err := r.access.clientConfig(ctx, reg)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, errors.New(o.message)
-	}
-	key := client.ObjectKeyFromObject(reg)
-	if c, ok := r.clients.Load(key); ok && c.(cachedHarbor).key == cfg.key {
-		return c.(cachedHarbor).c, nil
-	}
-	var user, pass string
-	if cfg.Auth != nil {
-		ac, err := cfg.Auth.Authorization()
-		if err != nil {
-			return nil, fmt.Errorf("reading the Registry's credentials: %w", err)
-		}
-		user, pass = ac.Username, ac.Password
-	}
-	hc, err := harbor.New(harbor.Config{URL: reg.Spec.URL, Username: user, Password: pass, CAPEM: cfg.CAPEM, Timeout: registryTimeout(reg)})
-	if err != nil {
-		return nil, err
-	}
-	r.clients.Store(key, cachedHarbor{key: cfg.key, c: hc})
-	return hc, nil
 }
 
 // patch writes status.enforcement and lastEnforcedTime, guarded by the resourceVersion read (a

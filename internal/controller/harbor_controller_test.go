@@ -27,9 +27,10 @@ import (
 // harborFixture is a fake Harbor (held to its swagger) in front of a real Distribution, with
 // project team-a, and a Registry of provider Harbor for it in a new namespace.
 type harborFixture struct {
-	ns  string
-	h   *harbortest.Server
-	reg *v1alpha1.Registry
+	ns   string
+	h    *harbortest.Server
+	dist *registrytest.Distribution
+	reg  *v1alpha1.Registry
 }
 
 func newHarborFixture(t *testing.T) *harborFixture {
@@ -51,7 +52,7 @@ func newHarborFixture(t *testing.T) *harborFixture {
 	if err := k8sClient.Create(context.Background(), reg); err != nil {
 		t.Fatal(err)
 	}
-	return &harborFixture{ns: ns, h: h, reg: reg}
+	return &harborFixture{ns: ns, h: h, dist: dist, reg: reg}
 }
 
 // writes counts the requests that change Harbor.
@@ -682,4 +683,55 @@ func TestHarborRetention(t *testing.T) {
 	waitFor(t, inUse, "NotExpressible", func(p *v1alpha1.RepositoryPolicy) bool {
 		return hasCondition(p, v1alpha1.StalledCondition, metav1.ConditionTrue, v1alpha1.NotExpressibleReason)
 	})
+}
+
+// TestHarborDiscovery: a Harbor Registry's tags and digests come from Harbor's artifact API (the
+// fake lists a tag, v9, that the distribution API behind it does not have), and a failing artifact
+// API keeps the repository's ImageAttestations as they are.
+func TestHarborDiscovery(t *testing.T) {
+	ctx := context.Background()
+	f := newHarborFixture(t)
+	digest := f.dist.Push(t, "team-a/tools/cli", "v1", registrytest.RandomImage(t))
+	f.h.Mu.Lock()
+	f.h.Projects["team-a"].Repositories["tools/cli"] = []harbortest.Artifact{{Digest: digest, Tags: []string{"v1", "v9"}, PushTime: time.Now()}}
+	f.h.Mu.Unlock()
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "audit", Namespace: f.ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "harbor"}, Repositories: []string{"team-a/**"}}}
+	if err := k8sClient.Create(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	var ia v1alpha1.ImageAttestation
+	deadline := time.Now().Add(eventuallyTimeout)
+	for {
+		list := &v1alpha1.ImageAttestationList{}
+		if err := k8sClient.List(ctx, list, client.InNamespace(f.ns)); err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Items) == 1 && slices.Equal(list.Items[0].Spec.Tags, []string{"v1", "v9"}) {
+			ia = list.Items[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ImageAttestations %+v: want one for %s with tags v1 and v9 from the artifact API", list.Items, digest)
+		}
+		time.Sleep(pollInterval)
+	}
+	if ia.Spec.Digest != digest || ia.Spec.Repository != "team-a/tools/cli" {
+		t.Fatalf("ImageAttestation %s %s", ia.Spec.Repository, ia.Spec.Digest)
+	}
+	if n := f.reads("/api/v2.0/projects/team-a/repositories/tools%2Fcli/artifacts"); n == 0 {
+		t.Fatal("the artifact API was not used")
+	}
+	// The artifact API fails: the Registry reports it, the ImageAttestation stays.
+	f.h.Mu.Lock()
+	f.h.Faults["GET /api/v2.0/projects/team-a/repositories"] = http.StatusServiceUnavailable
+	f.h.Mu.Unlock()
+	patchObject(t, f.reg, func(r *v1alpha1.Registry) { r.Spec.Interval = &metav1.Duration{Duration: 31 * time.Second} })
+	waitFor(t, f.reg, "the failure reported", func(r *v1alpha1.Registry) bool {
+		c := findCondition(r, v1alpha1.ReadyCondition)
+		return c != nil && c.Status == metav1.ConditionFalse && strings.Contains(c.Message, "unavailable")
+	})
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(&ia), &v1alpha1.ImageAttestation{}); err != nil {
+		t.Fatalf("the ImageAttestation must stay while the artifact API fails: %v", err)
+	}
 }

@@ -3,9 +3,14 @@ package controller
 import (
 	"context"
 	"fmt"
+	"net/http/httputil"
+	"net/url"
 	"testing"
+	"time"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/harbor"
+	"github.com/portcullis-dev/portcullis/internal/harbor/harbortest"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/registry"
 	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
@@ -77,4 +82,68 @@ func total(m map[string]int) int {
 		n += v
 	}
 	return n
+}
+
+// BenchmarkHarborListing lists 10 repositories x 50 tags of a Harbor Registry in steady state, side
+// by side: "oci" resolves each tag with a HEAD through the distribution API, "harbor" reads each
+// repository's tags with their digests from Harbor's artifact API (harborLister, what a Registry of
+// provider Harbor uses). The Harbor API here is harbortest, which validates every request and
+// response against Harbor's swagger, so its time per request is much higher than a real Harbor's;
+// requests/op (distribution API and Harbor API together) is the figure that carries over.
+//
+//	make test PKGS=./internal/controller TESTFLAGS='-run NONE -bench HarborListing -benchtime 5x'
+func BenchmarkHarborListing(b *testing.B) {
+	const repos, tags = 10, 50
+	dist := registrytest.StartDistribution(b, registrytest.Options{})
+	px := newProxyTB(b, dist.URL)
+	h := harbortest.Start(b)
+	h.AddProject("bench", nil)
+	u, _ := url.Parse(px.URL)
+	h.Mu.Lock()
+	h.V2 = httputil.NewSingleHostReverseProxy(u)
+	for r := range repos {
+		name := fmt.Sprintf("repo-%02d", r)
+		var arts []harbortest.Artifact
+		for i := range tags {
+			d := dist.Push(b, "bench/"+name, fmt.Sprintf("v%d", i), registrytest.RandomImage(b))
+			arts = append(arts, harbortest.Artifact{Digest: d, Tags: []string{fmt.Sprintf("v%d", i)}, PushTime: time.Now()})
+		}
+		h.Projects["bench"].Repositories[name] = arts
+	}
+	h.Mu.Unlock()
+	c, err := registry.New(registry.Config{URL: h.URL, Insecure: true, MetricsName: "bench/harbor", RequestsPerSecond: 10000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	hc, err := harbor.New(harbor.Config{URL: h.URL, Username: h.Username, Password: h.Password})
+	if err != nil {
+		b.Fatal(err)
+	}
+	spec := &v1alpha1.RegistrySpec{URL: h.URL, Insecure: true}
+	sel := policy.NewSelection([]v1alpha1.RepositoryPolicy{{Spec: v1alpha1.RepositoryPolicySpec{Repositories: []string{"**"}}}})
+	ctx := context.Background()
+	harborRequests := func() int {
+		h.Mu.Lock()
+		defer h.Mu.Unlock()
+		return total(h.Requests)
+	}
+	for _, bc := range []struct {
+		name   string
+		lister func() registryLister
+	}{{"oci", func() registryLister { return c }}, {"harbor", func() registryLister { return newHarborLister(c, hc) }}} {
+		b.Run(bc.name, func(b *testing.B) {
+			if inv, err := listInventory(ctx, bc.lister(), spec, sel, nil); err != nil || len(inv.images) != repos*tags {
+				b.Fatalf("listing: %v, %v", inv, err)
+			}
+			before := total(px.snapshot()) + harborRequests()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := listInventory(ctx, bc.lister(), spec, sel, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(total(px.snapshot())+harborRequests()-before)/float64(b.N), "requests/op")
+		})
+	}
 }

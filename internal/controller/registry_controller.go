@@ -191,7 +191,15 @@ func (r *RegistryReconciler) pass(ctx context.Context, obj *v1alpha1.Registry) (
 
 	passCtx, cancel := context.WithTimeout(ctx, registryTimeout(obj))
 	defer cancel()
-	inv, err := listInventory(passCtx, lister, &obj.Spec, policy.NewSelection(policies.Items), known)
+	var reg registryLister = lister
+	if obj.Spec.Provider == v1alpha1.ProviderHarbor && obj.Spec.SecretRef != nil {
+		hc, err := r.access.harbor(ctx, obj)
+		if err != nil {
+			return stalled(v1alpha1.InvalidSpecReason, "%v", err), none, nil
+		}
+		reg = newHarborLister(lister, hc)
+	}
+	inv, err := listInventory(passCtx, reg, &obj.Spec, policy.NewSelection(policies.Items), known)
 	if err == nil {
 		registryPasses.WithLabelValues(obj.Namespace + "/" + obj.Name).SetToCurrentTime()
 	}

@@ -35,6 +35,7 @@ type registryAccess struct {
 	apiReader client.Reader
 	options   Options
 	clients   clientCache
+	harbors   sync.Map // types.NamespacedName of a Harbor Registry -> cachedHarbor
 }
 
 // client returns the registry client for obj. A spec or Secret that cannot work stalls; an API error

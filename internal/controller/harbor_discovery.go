@@ -1,0 +1,123 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/harbor"
+	"github.com/portcullis-dev/portcullis/internal/registry"
+)
+
+type cachedHarbor struct {
+	key string
+	c   *harbor.Client
+}
+
+// harbor returns the Harbor API client for a Registry of provider Harbor, built from its URL,
+// credentials and CA, and kept across passes and controllers until they change.
+func (r *registryAccess) harbor(ctx context.Context, reg *v1alpha1.Registry) (*harbor.Client, error) {
+	cfg, o, ok, err := r.clientConfig(ctx, reg)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, errors.New(o.message)
+	}
+	key := client.ObjectKeyFromObject(reg)
+	if c, ok := r.harbors.Load(key); ok && c.(cachedHarbor).key == cfg.key {
+		return c.(cachedHarbor).c, nil
+	}
+	var user, pass string
+	if cfg.Auth != nil {
+		ac, err := cfg.Auth.Authorization()
+		if err != nil {
+			return nil, fmt.Errorf("reading the Registry's credentials: %w", err)
+		}
+		user, pass = ac.Username, ac.Password
+	}
+	hc, err := harbor.New(harbor.Config{URL: reg.Spec.URL, Username: user, Password: pass, CAPEM: cfg.CAPEM, Timeout: registryTimeout(reg)})
+	if err != nil {
+		return nil, err
+	}
+	r.harbors.Store(key, cachedHarbor{key: cfg.key, c: hc})
+	return hc, nil
+}
+
+// harborLister lists a Registry of provider Harbor: the catalog and the platforms of an index
+// through the distribution API, and each repository's tags with their digests through Harbor's
+// artifact API (GET /projects/{project}/repositories/{repository}/artifacts?with_tag=true, paged),
+// so a listing costs one request per page of artifacts instead of a HEAD per tag.
+type harborLister struct {
+	*registry.Client
+	hc *harbor.Client
+
+	mu   sync.Mutex
+	tags map[string]map[string]registry.Manifest // repository -> tag -> manifest
+}
+
+func newHarborLister(c *registry.Client, hc *harbor.Client) *harborLister {
+	return &harborLister{Client: c, hc: hc, tags: map[string]map[string]registry.Manifest{}}
+}
+
+// Tags lists repo's artifacts and returns their tags, remembering each tag's digest for Resolve.
+// A repository name without a project (not possible in Harbor) is listed through the distribution
+// API.
+func (l *harborLister) Tags(ctx context.Context, repo string) ([]string, error) {
+	project, name, ok := strings.Cut(repo, "/")
+	if !ok {
+		return l.Client.Tags(ctx, repo)
+	}
+	arts, err := l.hc.Artifacts(ctx, project, name)
+	if err != nil {
+		return nil, asRegistryError(err)
+	}
+	byTag := map[string]registry.Manifest{}
+	var tags []string
+	for _, a := range arts {
+		for _, t := range a.Tags {
+			if _, dup := byTag[t]; !dup {
+				tags = append(tags, t)
+			}
+			byTag[t] = registry.Manifest{Digest: a.Digest, MediaType: a.MediaType}
+		}
+	}
+	slices.Sort(tags)
+	l.mu.Lock()
+	l.tags[repo] = byTag
+	l.mu.Unlock()
+	return tags, nil
+}
+
+// Resolve answers from the artifact listing; a tag it does not hold is resolved through the
+// distribution API.
+func (l *harborLister) Resolve(ctx context.Context, repo, tag string) (registry.Manifest, error) {
+	l.mu.Lock()
+	m, ok := l.tags[repo][tag]
+	l.mu.Unlock()
+	if ok && m.Digest != "" && m.MediaType != "" {
+		return m, nil
+	}
+	return l.Client.Resolve(ctx, repo, tag)
+}
+
+// asRegistryError gives a Harbor API error the registry package's kind, which the Registry's
+// conditions are made from.
+func asRegistryError(err error) error {
+	for _, k := range []struct{ h, r error }{
+		{harbor.ErrNotFound, registry.ErrNotFound}, {harbor.ErrUnauthorized, registry.ErrUnauthorized},
+		{harbor.ErrForbidden, registry.ErrUnauthorized}, {harbor.ErrRateLimited, registry.ErrRateLimited},
+		{harbor.ErrUnavailable, registry.ErrUnavailable}, {harbor.ErrUnsupported, registry.ErrUnsupported},
+	} {
+		if errors.Is(err, k.h) {
+			return fmt.Errorf("%w: %w", k.r, err)
+		}
+	}
+	return fmt.Errorf("%w: %w", registry.ErrInvalidResponse, err)
+}
