@@ -51,7 +51,7 @@ type HarborReconciler struct {
 }
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=create;patch;delete
-// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=repositorypolicies,verbs=patch
+// +kubebuilder:rbac:groups=registry.portcullis.dev,resources=repositorypolicies,verbs=get;patch
 
 // harborFinalizer keeps an Enforce policy that wrote to Harbor until what it created there (robots,
 // members, immutable tag rules, retention rules) is removed.
@@ -62,6 +62,17 @@ const harborFinalizer = "registry.portcullis.dev/harbor-cleanup"
 // and every status write is guarded by its resourceVersion.
 func (r *HarborReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	pol := &v1alpha1.RepositoryPolicy{}
+	// From the cache first: a policy of another kind of registry costs no API request.
+	if err := r.Get(ctx, req.NamespacedName, pol); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !controllerutil.ContainsFinalizer(pol, harborFinalizer) {
+		reg := &v1alpha1.Registry{}
+		if err := r.Get(ctx, client.ObjectKey{Namespace: pol.Namespace, Name: pol.Spec.RegistryRef.Name}, reg); err != nil ||
+			reg.Spec.Provider != v1alpha1.ProviderHarbor {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+	}
 	if err := r.APIReader.Get(ctx, req.NamespacedName, pol); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}

@@ -632,6 +632,17 @@ func TestHarborRetention(t *testing.T) {
 		t.Fatalf("a pass with nothing to change made %d writes", n)
 	}
 
+	// The robot is renamed, its secretName kept: the new robot's credentials replace the old one's.
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Access.Robots[0].Name = "deployer" })
+	waitFor(t, pol, "the robot renamed", func(p *v1alpha1.RepositoryPolicy) bool { return enforced(p) && p.Status.Enforcement.InSync })
+	renamed := f.robot("robot$team-a+deployer")
+	if renamed == nil || f.robot("robot$team-a+ci") != nil {
+		t.Fatalf("after the rename: deployer %+v, ci still there: %v", renamed, f.robot("robot$team-a+ci") != nil)
+	}
+	if user, pass, _ := robotCreds(t, f.ns, "keep-ci"); user != renamed.Name || pass != renamed.Secret {
+		t.Fatalf("Secret keep-ci holds %s, want the renamed robot's credentials", user)
+	}
+
 	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Retention.DryRun = ptr(false) })
 	waitFor(t, pol, "scheduled", func(p *v1alpha1.RepositoryPolicy) bool { return enforced(p) && p.Status.Enforcement.InSync })
 	stored, runs = f.retention("team-a")

@@ -55,7 +55,9 @@ const (
 //  4. The manager binary runs with the Deployment's own arguments, impersonating the ServiceAccount
 //     config/default creates, against a real registry, with the trivy-operator report export on:
 //     images are judged, an image leaving the policy is deleted, metrics are scraped over https with
-//     TokenReview/SubjectAccessReview, and SIGTERM releases the leader Lease.
+//     TokenReview/SubjectAccessReview, a policy writes to a (fake, swagger-checked) Harbor (a robot
+//     Secret created, rotated and deleted; the cleanup finalizer added), and SIGTERM releases the
+//     leader Lease.
 //  5. The API server's audit log must show no request of the manager refused, and every permission
 //     config/default grants used at least once (those a short run cannot reach are listed with why).
 func TestInstall(t *testing.T) {
