@@ -7,8 +7,8 @@ type EnforcementStatus struct {
 	// ObservedGeneration is the policy generation the pass compared against.
 	ObservedGeneration int64 `json:"observedGeneration"`
 
-	// Registry is the Harbor (scheme://host of the Registry's spec.url) the record below is about; a
-	// policy moved to another Harbor starts a new record there.
+	// Registry is the Harbor (host[:port] of the Registry's spec.url, default ports left out) the
+	// record below is about; a policy moved to another Harbor starts a new record there.
 	// +optional
 	Registry string `json:"registry,omitempty"`
 

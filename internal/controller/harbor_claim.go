@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -43,7 +44,8 @@ func harborClaim(ctx context.Context, c client.Reader, pol *v1alpha1.RepositoryP
 	}
 	same := map[types.NamespacedName]bool{}
 	for i := range regs.Items {
-		if r := &regs.Items[i]; r.Spec.Provider == v1alpha1.ProviderHarbor && registryKey(r) == registryKey(reg) {
+		// A Registry without credentials stalls its policies, which then claim nothing.
+		if r := &regs.Items[i]; r.Spec.Provider == v1alpha1.ProviderHarbor && r.Spec.SecretRef != nil && registryKey(r) == registryKey(reg) {
 			same[client.ObjectKeyFromObject(r)] = true
 		}
 	}
@@ -55,7 +57,8 @@ func harborClaim(ctx context.Context, c client.Reader, pol *v1alpha1.RepositoryP
 	for i := range list.Items {
 		o := &list.Items[i]
 		if (o.Namespace == pol.Namespace && o.Name == pol.Name) || o.Spec.Mode != v1alpha1.ModeEnforce || !policy.WritesToHarbor(&o.Spec) ||
-			o.DeletionTimestamp != nil || !same[types.NamespacedName{Namespace: o.Namespace, Name: o.Spec.RegistryRef.Name}] {
+			(o.DeletionTimestamp != nil && !controllerutil.ContainsFinalizer(o, harborFinalizer)) || // still cleaning up: still the owner
+			!same[types.NamespacedName{Namespace: o.Namespace, Name: o.Spec.RegistryRef.Name}] {
 			continue
 		}
 		s, err := policy.ResolveHarborScope(&o.Spec)

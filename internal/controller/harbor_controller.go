@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -87,7 +88,11 @@ func (r *HarborReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		return ctrl.Result{}, err
 	case err != nil || reg.Spec.Provider != v1alpha1.ProviderHarbor || (deleting && (reg.Spec.Suspend || pol.Spec.Mode != v1alpha1.ModeEnforce)):
 		// No Harbor to reach (the Registry is gone, not Harbor, suspended) or mode Audit, which
-		// writes nothing: a deletion goes ahead and leaves Harbor as it is.
+		// writes nothing: a deletion goes ahead and leaves Harbor as it is, which is said loudly.
+		if deleting && r.ownsAnything(ctx, pol) {
+			r.Recorder.Eventf(pol, nil, corev1.EventTypeWarning, "HarborCleanupSkipped", "Delete",
+				"deleted without removing what it created in Harbor (robots, members, rules; see status.enforcement): the Registry is gone, suspended or not Harbor, or the policy is in mode Audit")
+		}
 		return ctrl.Result{}, r.dropFinalizer(ctx, pol)
 	case reg.Spec.Suspend:
 		return ctrl.Result{}, nil
@@ -116,13 +121,28 @@ func (r *HarborReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 	}
 	base := pol.DeepCopy()
+	// write records status.enforcement. This controller is its only writer, so on a conflict (the
+	// RepositoryPolicy or retention controller wrote other status fields meanwhile) it reads the
+	// policy again and writes the same record on top: the record of what was just created in
+	// Harbor must not be lost to a race.
 	write := func(st *v1alpha1.EnforcementStatus) error {
-		pol.Status.Enforcement = st
-		if err := r.patch(ctx, pol, base); err != nil {
-			return err
+		enforced := pol.Status.LastEnforcedTime
+		for attempt := 0; ; attempt++ {
+			pol.Status.Enforcement, pol.Status.LastEnforcedTime = st, enforced
+			err := r.patch(ctx, pol, base)
+			if err == nil {
+				base = pol.DeepCopy()
+				return nil
+			}
+			if !apierrors.IsConflict(err) || attempt == 4 {
+				return err
+			}
+			fresh := &v1alpha1.RepositoryPolicy{}
+			if err := r.APIReader.Get(ctx, req.NamespacedName, fresh); err != nil {
+				return err
+			}
+			*pol, base = *fresh, fresh.DeepCopy()
 		}
-		base = pol.DeepCopy()
-		return nil
 	}
 	now := r.now()
 	st, next, announce, err := r.pass(ctx, pol, reg, scope, now, write)
@@ -167,7 +187,11 @@ func registryKey(reg *v1alpha1.Registry) string {
 	if err != nil {
 		return reg.Spec.URL
 	}
-	return strings.ToLower(u.Scheme + "://" + u.Host)
+	host := strings.ToLower(u.Hostname())
+	if p := u.Port(); p != "" && !(u.Scheme == "https" && p == "443") && !(u.Scheme == "http" && p == "80") {
+		host += ":" + p
+	}
+	return host // the scheme is left out: moving from http to https is the same Harbor
 }
 
 // pass reads the projects, plans, shows the plan in status (write), and in mode Enforce applies
@@ -180,7 +204,7 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 	st := &v1alpha1.EnforcementStatus{ObservedGeneration: pol.Generation, Registry: registryKey(reg), Projects: scope.Projects, DryRun: dryRun}
 	ledger := &harborLedger{}
 	prev := pol.Status.Enforcement
-	if prev != nil && prev.Registry != st.Registry {
+	if prev != nil && prev.Registry != "" && prev.Registry != st.Registry {
 		prev = nil // another Harbor: what was created in the old one is not looked for here
 	}
 	if prev != nil {
@@ -400,7 +424,9 @@ func readProjects(ctx context.Context, hc *harbor.Client, scope policy.HarborSco
 			switch {
 			case err == nil:
 				st.retention = &ret
-			case !errors.Is(err, harbor.ErrNotFound):
+			case errors.Is(err, harbor.ErrNotFound):
+				st.danglingRetention = id
+			default:
 				return nil, err
 			}
 		}

@@ -420,7 +420,7 @@ func TestHarborMovedRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, pol, "alice added", func(p *v1alpha1.RepositoryPolicy) bool { return enforced(p) && p.Status.Enforcement.InSync })
-	if st := pol.Status.Enforcement; len(st.OwnedMembers) != 1 || st.Registry != strings.ToLower(f.h.URL) {
+	if st := pol.Status.Enforcement; len(st.OwnedMembers) != 1 || st.Registry != strings.TrimPrefix(f.h.URL, "http://") {
 		t.Fatalf("record %+v", st)
 	}
 	// The second Harbor has alice already, added by hand.
@@ -439,7 +439,7 @@ func TestHarborMovedRegistry(t *testing.T) {
 		p.Spec.Access.Members = []v1alpha1.Member{{User: "bob", Role: v1alpha1.RoleGuest}}
 	})
 	waitFor(t, pol, "in sync with the second Harbor", func(p *v1alpha1.RepositoryPolicy) bool {
-		return enforced(p) && p.Status.Enforcement.InSync && p.Status.Enforcement.Registry == strings.ToLower(h2.URL)
+		return enforced(p) && p.Status.Enforcement.InSync && p.Status.Enforcement.Registry == strings.TrimPrefix(h2.URL, "http://")
 	})
 	h2.Mu.Lock()
 	members := h2.Projects["team-a"].Members
@@ -745,4 +745,23 @@ func TestHarborDiscovery(t *testing.T) {
 	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(&ia), &v1alpha1.ImageAttestation{}); err != nil {
 		t.Fatalf("the ImageAttestation must stay while the artifact API fails: %v", err)
 	}
+	// The account may not list artifacts (403, a pull-only robot): tags come from the distribution
+	// API again, which has v1 only.
+	f.h.Mu.Lock()
+	f.h.Faults["GET /api/v2.0/projects/team-a/repositories"] = http.StatusForbidden
+	f.h.Mu.Unlock()
+	deadline = time.Now().Add(eventuallyTimeout)
+	for {
+		got := &v1alpha1.ImageAttestation{}
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(&ia), got); err == nil && slices.Equal(got.Spec.Tags, []string{"v1"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with the artifact API refused, tags must come from the distribution API: %v", got.Spec.Tags)
+		}
+		time.Sleep(pollInterval)
+	}
+	waitFor(t, f.reg, "Ready again", func(r *v1alpha1.Registry) bool {
+		return hasCondition(r, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.SucceededReason)
+	})
 }

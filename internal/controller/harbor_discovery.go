@@ -15,23 +15,28 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/registry"
 )
 
+// errHarborConfig: the Registry's spec or Secrets cannot give a Harbor client (not transient).
+var errHarborConfig = errors.New("the Registry cannot be used")
+
 type cachedHarbor struct {
 	key string
 	c   *harbor.Client
 }
 
 // harbor returns the Harbor API client for a Registry of provider Harbor, built from its URL,
-// credentials and CA, and kept across passes and controllers until they change.
+// credentials, CA and timeout, and kept across passes and controllers until they change. A spec or
+// Secret that cannot work gives errHarborConfig.
 func (r *registryAccess) harbor(ctx context.Context, reg *v1alpha1.Registry) (*harbor.Client, error) {
 	cfg, o, ok, err := r.clientConfig(ctx, reg)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
-		return nil, errors.New(o.message)
+		return nil, fmt.Errorf("%w: %s", errHarborConfig, o.message)
 	}
 	key := client.ObjectKeyFromObject(reg)
-	if c, ok := r.harbors.Load(key); ok && c.(cachedHarbor).key == cfg.key {
+	ckey := cfg.key + "/" + registryTimeout(reg).String() // a new timeout makes a new client
+	if c, ok := r.harbors.Load(key); ok && c.(cachedHarbor).key == ckey {
 		return c.(cachedHarbor).c, nil
 	}
 	var user, pass string
@@ -46,7 +51,7 @@ func (r *registryAccess) harbor(ctx context.Context, reg *v1alpha1.Registry) (*h
 	if err != nil {
 		return nil, err
 	}
-	r.harbors.Store(key, cachedHarbor{key: cfg.key, c: hc})
+	r.harbors.Store(key, cachedHarbor{key: ckey, c: hc})
 	return hc, nil
 }
 
@@ -60,6 +65,10 @@ type harborLister struct {
 
 	mu   sync.Mutex
 	tags map[string]map[string]registry.Manifest // repository -> tag -> manifest
+	// fallback is set once the artifact API refused the account (401, 403) or is not there (404
+	// for a repository the catalog lists): the rest of the pass lists tags through the
+	// distribution API, as for any registry, so pull-only credentials keep working.
+	fallback bool
 }
 
 func newHarborLister(c *registry.Client, hc *harbor.Client) *harborLister {
@@ -71,10 +80,19 @@ func newHarborLister(c *registry.Client, hc *harbor.Client) *harborLister {
 // API.
 func (l *harborLister) Tags(ctx context.Context, repo string) ([]string, error) {
 	project, name, ok := strings.Cut(repo, "/")
-	if !ok {
+	l.mu.Lock()
+	fallback := l.fallback
+	l.mu.Unlock()
+	if !ok || fallback {
 		return l.Client.Tags(ctx, repo)
 	}
 	arts, err := l.hc.Artifacts(ctx, project, name)
+	if errors.Is(err, harbor.ErrUnauthorized) || errors.Is(err, harbor.ErrForbidden) || errors.Is(err, harbor.ErrNotFound) {
+		l.mu.Lock()
+		l.fallback = true
+		l.mu.Unlock()
+		return l.Client.Tags(ctx, repo)
+	}
 	if err != nil {
 		return nil, asRegistryError(err)
 	}

@@ -55,8 +55,10 @@ type harborProject struct {
 	members []harbor.Member
 	robots  []harbor.Robot
 	rules   []harbor.ImmutableRule
-	// retention is the project's retention policy (metadata retention_id), nil when it has none.
-	retention *harbor.RetentionPolicy
+	// retention is the project's retention policy (metadata retention_id), nil when it has none;
+	// danglingRetention is a retention_id whose policy Harbor does not find.
+	retention         *harbor.RetentionPolicy
+	danglingRetention int64
 }
 
 // harborStep is one write to Harbor (and, for robots, to a Secret): the changes it makes and the

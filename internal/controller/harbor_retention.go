@@ -109,12 +109,26 @@ func (p *harborPlanner) planRetention(project string, st *harborProject, inScope
 	}
 	switch {
 	case want == nil:
-		if ownedIdx >= 0 && (len(cur.Rules) > 0 || cur.Cron != "") {
+		if ownedIdx >= 0 {
+			rec := p.ledger.rets[ownedIdx]
+			if len(cur.Rules) == 0 && cur.Cron == "" {
+				p.dropRetention(rec) // already empty: nothing of ours left
+				return
+			}
 			empty := harbor.RetentionPolicy{ID: cur.ID, ProjectID: st.project.ID, Rules: []harbor.RetentionRule{}}
-			p.add(func(ctx context.Context) error { return p.w.UpdateRetention(ctx, empty) },
-				v1alpha1.EnforcementChange{Project: project, Kind: changeRetentionPolicy, Name: fmt.Sprintf("retention policy %d", cur.ID),
-					Action: actionDelete, Detail: "no longer in spec.retention: its rules and schedule are removed"})
+			p.add(func(ctx context.Context) error {
+				if err := p.w.UpdateRetention(ctx, empty); err != nil {
+					return err
+				}
+				p.dropRetention(rec) // emptied: no longer ours, so whoever fills it next owns it
+				return nil
+			}, v1alpha1.EnforcementChange{Project: project, Kind: changeRetentionPolicy, Name: fmt.Sprintf("retention policy %d", cur.ID),
+				Action: actionDelete, Detail: "no longer in spec.retention: its rules and schedule are removed"})
 		}
+		return
+	case cur == nil && st.danglingRetention > 0:
+		p.blocked = append(p.blocked, fmt.Sprintf("project %q names retention policy %d (metadata retention_id), which Harbor does not find; Harbor refuses a second one, so retention is not written until the project's retention is set up again in Harbor",
+			project, st.danglingRetention))
 		return
 	case cur == nil:
 		pol := harbor.RetentionPolicy{ProjectID: st.project.ID, Rules: want, Cron: cron}
@@ -135,6 +149,11 @@ func (p *harborPlanner) planRetention(project string, st *harborProject, inScope
 			}
 			return nil
 		}, changes...)
+		return
+	case ownedIdx < 0 && len(cur.Rules) > 0 && slices.Equal(cur.Rules, want) && cur.Cron == cron:
+		// Exactly what this policy would write (its record was lost to a failed status write, or
+		// it was set up by hand the same way): taken over without a write.
+		p.ledger.rets = append(p.ledger.rets, v1alpha1.OwnedRetentionPolicy{Project: project, ID: cur.ID})
 		return
 	case ownedIdx < 0 && len(cur.Rules) > 0:
 		p.blocked = append(p.blocked, fmt.Sprintf("project %q has a retention policy (ID %d) with %d rules made outside Portcullis: it is left alone; remove its rules in Harbor to let this policy manage retention",
@@ -164,4 +183,8 @@ func (p *harborPlanner) planRetention(project string, st *harborProject, inScope
 		}
 		return nil
 	}, changes...)
+}
+
+func (p *harborPlanner) dropRetention(rec v1alpha1.OwnedRetentionPolicy) {
+	p.ledger.rets = slices.DeleteFunc(p.ledger.rets, func(o v1alpha1.OwnedRetentionPolicy) bool { return o == rec })
 }

@@ -194,8 +194,11 @@ func (r *RegistryReconciler) pass(ctx context.Context, obj *v1alpha1.Registry) (
 	var reg registryLister = lister
 	if obj.Spec.Provider == v1alpha1.ProviderHarbor && obj.Spec.SecretRef != nil {
 		hc, err := r.access.harbor(ctx, obj)
-		if err != nil {
+		switch {
+		case errors.Is(err, errHarborConfig):
 			return stalled(v1alpha1.InvalidSpecReason, "%v", err), none, nil
+		case err != nil:
+			return failed(v1alpha1.ReadFailedReason, err), none, err
 		}
 		reg = newHarborLister(lister, hc)
 	}

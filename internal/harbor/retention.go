@@ -83,12 +83,9 @@ func fromModel(m *models.RetentionPolicy) (RetentionPolicy, error) {
 			p.Cron, _ = s["cron"].(string)
 		}
 	}
-	rules := slices.Clone(m.Rules)
+	rules := slices.DeleteFunc(slices.Clone(m.Rules), func(r *models.RetentionRule) bool { return r == nil })
 	slices.SortStableFunc(rules, func(a, b *models.RetentionRule) int { return int(a.Priority - b.Priority) })
 	for _, r := range rules {
-		if r == nil {
-			continue
-		}
 		rule := RetentionRule{Template: r.Template, Disabled: r.Disabled}
 		if v, ok := r.Params[r.Template]; ok {
 			n, err := paramInt(v)
