@@ -151,10 +151,10 @@ type Member struct {
 	// +optional
 	Group string `json:"group,omitempty"`
 
-	// GroupType is how the registry knows the group: `OIDC` (a group claim, the default) or `HTTP`
-	// (an HTTP auth proxy group); Harbor group types 3 and 2. LDAP groups (type 1) are added by DN
-	// but listed by common name, so they cannot be compared yet and are not accepted. Only with
-	// group.
+	// GroupType is how the registry knows the group: `OIDC` (a group claim, the default), `LDAP`
+	// (group is the group's DN; Harbor onboards it and lists it by name, which Portcullis looks up
+	// through GET /usergroups, a system-level right) or `HTTP` (an HTTP auth proxy group); Harbor
+	// group types 3, 1 and 2. Only with group.
 	// +optional
 	GroupType GroupType `json:"groupType,omitempty"`
 
@@ -164,12 +164,13 @@ type Member struct {
 }
 
 // GroupType is the kind of a registry user group (Harbor's group_type).
-// +kubebuilder:validation:Enum=OIDC;HTTP
+// +kubebuilder:validation:Enum=OIDC;LDAP;HTTP
 type GroupType string
 
 // The group types (Harbor group_type in brackets).
 const (
 	GroupOIDC GroupType = "OIDC" // 3
+	GroupLDAP GroupType = "LDAP" // 1
 	GroupHTTP GroupType = "HTTP" // 2
 )
 

@@ -251,7 +251,22 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 	if err != nil {
 		return record(err)
 	}
-	pl := &harborPlanner{pol: pol, scope: scope, state: state, secrets: secrets, taken: taken, now: now, w: w, ledger: ledger}
+	ldapNames := map[string]string{}
+	if a := pol.Spec.Access; a != nil && len(scope.Projects) > 0 {
+		for _, m := range a.Members {
+			if m.Group == "" || m.GroupType != v1alpha1.GroupLDAP {
+				continue
+			}
+			name, ok, err := hc.LDAPGroupName(ctx, m.Group)
+			if err != nil {
+				return record(err)
+			}
+			if ok {
+				ldapNames[m.Group] = name
+			}
+		}
+	}
+	pl := &harborPlanner{pol: pol, scope: scope, state: state, secrets: secrets, taken: taken, ldapNames: ldapNames, now: now, w: w, ledger: ledger}
 	pl.plan()
 	var changes []v1alpha1.EnforcementChange
 	for _, step := range pl.steps {

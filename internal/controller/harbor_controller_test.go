@@ -765,3 +765,38 @@ func TestHarborDiscovery(t *testing.T) {
 		return hasCondition(r, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.SucceededReason)
 	})
 }
+
+// TestHarborLDAPGroup: an LDAP group is added by DN and listed by Harbor under its name; the next
+// passes find it (role change, no second add) and remove it when it leaves the spec.
+func TestHarborLDAPGroup(t *testing.T) {
+	ctx := context.Background()
+	f := newHarborFixture(t)
+	const dn = "cn=ops,ou=groups,dc=example,dc=com"
+	f.h.Mu.Lock()
+	f.h.LDAPGroups[dn] = "ops"
+	f.h.Mu.Unlock()
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "ldap", Namespace: f.ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "harbor"}, Repositories: []string{"team-a/**"}, Mode: v1alpha1.ModeEnforce,
+		Access: &v1alpha1.AccessSpec{Members: []v1alpha1.Member{{Group: dn, GroupType: v1alpha1.GroupLDAP, Role: v1alpha1.RoleDeveloper}}},
+	}}
+	if err := k8sClient.Create(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, pol, "the group added", func(p *v1alpha1.RepositoryPolicy) bool { return enforced(p) && p.Status.Enforcement.InSync })
+	if got := f.members(); len(got) != 1 || got["g:ops"] != 2 {
+		t.Fatalf("members %v", got)
+	}
+	if owned := pol.Status.Enforcement.OwnedMembers; len(owned) != 1 || owned[0] != (v1alpha1.OwnedMember{Project: "team-a", Kind: "g", Name: "ops"}) {
+		t.Fatalf("owned %+v", owned)
+	}
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Access.Members[0].Role = v1alpha1.RoleGuest })
+	waitFor(t, pol, "the role changed", func(p *v1alpha1.RepositoryPolicy) bool { return enforced(p) && p.Status.Enforcement.InSync })
+	if got := f.members(); len(got) != 1 || got["g:ops"] != 3 {
+		t.Fatalf("members after the role change %v: the group must be found by DN, not added again", got)
+	}
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Access.Members = []v1alpha1.Member{{User: "alice", Role: v1alpha1.RoleGuest}} })
+	waitFor(t, pol, "the group removed", func(p *v1alpha1.RepositoryPolicy) bool { return enforced(p) && p.Status.Enforcement.InSync })
+	if got := f.members(); len(got) != 1 || got["u:alice"] != 3 {
+		t.Fatalf("members after the group left the spec %v", got)
+	}
+}

@@ -36,7 +36,8 @@ var harborRoles = map[v1alpha1.RegistryRole]int64{
 }
 
 // harborGroupTypes maps the API's group types to Harbor's group_type.
-var harborGroupTypes = map[v1alpha1.GroupType]int64{v1alpha1.GroupHTTP: 2, v1alpha1.GroupOIDC: 3}
+var harborGroupTypes = map[v1alpha1.GroupType]int64{v1alpha1.GroupLDAP: harbor.GroupTypeLDAP, v1alpha1.GroupHTTP: harbor.GroupTypeHTTP,
+	v1alpha1.GroupOIDC: harbor.GroupTypeOIDC}
 
 func roleName(id int64) string {
 	for name, v := range harborRoles {
@@ -93,6 +94,7 @@ type harborWriter interface {
 	UpdateRobot(ctx context.Context, r harbor.Robot) error
 	RefreshRobotSecret(ctx context.Context, id int64) (string, error)
 	DeleteRobot(ctx context.Context, id int64) error
+	LDAPGroupName(ctx context.Context, dn string) (string, bool, error)
 	CreateRetention(ctx context.Context, p harbor.RetentionPolicy) (int64, error)
 	UpdateRetention(ctx context.Context, p harbor.RetentionPolicy) error
 	TriggerRetention(ctx context.Context, id int64, dryRun bool) error
@@ -112,6 +114,9 @@ type harborPlanner struct {
 	// policy), and taken the Secrets of the robots' secretNames owned by someone else.
 	secrets map[string]*corev1.Secret
 	taken   map[string]bool
+	// ldapNames maps the DN of each LDAP group in spec.access.members that Harbor has onboarded to
+	// the name Harbor lists it under.
+	ldapNames map[string]string
 	now     time.Time
 	w       harborWriter
 	ledger  *harborLedger
@@ -226,6 +231,9 @@ func sortedKeysOf(m map[string]string) []string {
 }
 
 func memberName(kind harbor.MemberKind, name string) string {
+	if dn, ok := strings.CutPrefix(name, "dn:"); ok && kind == harbor.GroupMember {
+		return "group:" + dn
+	}
 	if kind == harbor.GroupMember {
 		return "group:" + name
 	}
@@ -249,6 +257,14 @@ func (p *harborPlanner) planMembers(project string, st *harborProject, inScope b
 					gt = v1alpha1.GroupOIDC
 				}
 				hm = harbor.Member{Kind: harbor.GroupMember, Name: m.Group, RoleID: harborRoles[m.Role], GroupType: harborGroupTypes[gt]}
+				if gt == v1alpha1.GroupLDAP {
+					// Added by DN, listed by the name Harbor onboarded it under (unknown until the
+					// first membership: then it cannot be in the listing either).
+					hm.GroupDN, hm.Name = m.Group, "dn:"+m.Group
+					if name, ok := p.ldapNames[m.Group]; ok {
+						hm.Name = name
+					}
+				}
 			}
 			want[key{hm.Kind, hm.Name}] = hm
 		}
@@ -269,8 +285,13 @@ func (p *harborPlanner) planMembers(project string, st *harborProject, inScope b
 		switch {
 		case !ok:
 			wasOwned := owned[k]
+			unresolved := m.GroupDN != "" && strings.HasPrefix(m.Name, "dn:")
+			claim := func() { p.own(project, m) }
+			if unresolved {
+				claim = nil // its name is known only once Harbor has onboarded it
+			}
 			p.steps = append(p.steps, harborStep{
-				claim: func() { p.own(project, m) },
+				claim: claim,
 				apply: func(ctx context.Context) error {
 					err := p.w.AddMember(ctx, project, m)
 					if errors.Is(err, harbor.ErrConflict) && !wasOwned {
@@ -279,7 +300,15 @@ func (p *harborPlanner) planMembers(project string, st *harborProject, inScope b
 						return fmt.Errorf("%s is already a member of project %s, listed under another name; it is not recorded as created by Portcullis: %w",
 							memberName(m.Kind, m.Name), project, err)
 					}
-					return err
+					if err != nil || !unresolved {
+						return err
+					}
+					name, ok, err := p.w.LDAPGroupName(ctx, m.GroupDN)
+					if err != nil || !ok {
+						return fmt.Errorf("LDAP group %q was added to project %s but Harbor does not list it by DN (%v): it is not recorded as created by Portcullis", m.GroupDN, project, err)
+					}
+					p.own(project, harbor.Member{Kind: harbor.GroupMember, Name: name})
+					return nil
 				},
 				changes: []v1alpha1.EnforcementChange{{Project: project, Kind: changeMember, Name: memberName(m.Kind, m.Name), Action: actionCreate,
 					Detail: "role " + roleName(m.RoleID)}},

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"strings"
 	"time"
 
 	rtclient "github.com/go-openapi/runtime/client"
@@ -28,6 +29,7 @@ import (
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/project"
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/retention"
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/robot"
+	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/usergroup"
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/models"
 )
 
@@ -58,6 +60,7 @@ type Client struct {
 	immutable *immutable.Client
 	artifacts *artifact.Client
 	retention *retention.Client
+	groups    *usergroup.Client
 }
 
 // New builds a Client. It fails when the URL does not parse or the CA bundle holds no certificate.
@@ -86,7 +89,8 @@ func New(cfg Config) (*Client, error) {
 	auth := rtclient.BasicAuth(cfg.Username, cfg.Password)
 	return &Client{projects: project.New(rt, strfmt.Default, auth), members: member.New(rt, strfmt.Default, auth),
 		robots: robot.New(rt, strfmt.Default, auth), immutable: immutable.New(rt, strfmt.Default, auth),
-		artifacts: artifact.New(rt, strfmt.Default, auth), retention: retention.New(rt, strfmt.Default, auth)}, nil
+		artifacts: artifact.New(rt, strfmt.Default, auth), retention: retention.New(rt, strfmt.Default, auth),
+		groups: usergroup.New(rt, strfmt.Default, auth)}, nil
 }
 
 // Project is a Harbor project with its metadata, all string values as Harbor stores them ("true",
@@ -199,8 +203,35 @@ type Member struct {
 	Name string
 	// RoleID is Harbor's role: 1 projectAdmin, 2 developer, 3 guest, 4 maintainer, 5 limitedGuest.
 	RoleID int64
-	// GroupType is, for a group to add, Harbor's group type: 1 LDAP, 2 HTTP, 3 OIDC.
+	// GroupType is, for a group to add, Harbor's group type: 1 LDAP, 2 HTTP, 3 OIDC. An LDAP group
+	// is added by its DN, GroupDN (Harbor onboards it and lists it under its common name).
 	GroupType int64
+	GroupDN   string
+}
+
+// GroupType values (Harbor's group_type).
+const (
+	GroupTypeLDAP int64 = 1
+	GroupTypeHTTP int64 = 2
+	GroupTypeOIDC int64 = 3
+)
+
+// LDAPGroupName returns the name under which Harbor lists the LDAP group with this DN (GET
+// /usergroups?ldap_group_dn=...), and false when Harbor has not onboarded it yet (it does on the
+// first membership). Listing user groups needs Harbor's system-level "user-group: list" right.
+func (c *Client) LDAPGroupName(ctx context.Context, dn string) (string, bool, error) {
+	op := fmt.Sprintf("looking up the LDAP group %q", dn)
+	size := int64(PageSize)
+	res, err := c.groups.ListUserGroups(ctx, usergroup.NewListUserGroupsParams().WithLdapGroupDn(&dn).WithPageSize(&size))
+	if err != nil {
+		return "", false, classify(op, err)
+	}
+	for _, g := range res.GetPayload() {
+		if g != nil && g.GroupType == GroupTypeLDAP && strings.EqualFold(g.LdapGroupDn, dn) {
+			return g.GroupName, true, nil
+		}
+	}
+	return "", false, nil
 }
 
 // Members lists a project's members, page by page.
@@ -235,6 +266,9 @@ func (c *Client) AddMember(ctx context.Context, projectName string, m Member) er
 		req.MemberUser = &models.UserEntity{Username: m.Name}
 	case GroupMember:
 		req.MemberGroup = &models.UserGroup{GroupName: m.Name, GroupType: m.GroupType}
+		if m.GroupType == GroupTypeLDAP {
+			req.MemberGroup = &models.UserGroup{GroupType: GroupTypeLDAP, LdapGroupDn: m.GroupDN}
+		}
 	default:
 		return fmt.Errorf("%s: member kind %q is neither u nor g", op, m.Kind)
 	}

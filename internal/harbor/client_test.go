@@ -95,6 +95,18 @@ func TestMembers(t *testing.T) {
 	if err := c.AddMember(ctx, "team-a", Member{Kind: UserMember, Name: "alice", RoleID: 2}); !errors.Is(err, ErrConflict) {
 		t.Fatalf("adding alice twice = %v, want ErrConflict", err)
 	}
+	// An LDAP group is added by DN; Harbor onboards it and it can then be looked up by DN.
+	const dn = "cn=ops,ou=groups,dc=example,dc=com"
+	h.LDAPGroups[dn] = "ops"
+	if _, found, err := c.LDAPGroupName(ctx, dn); err != nil || found {
+		t.Fatalf("an LDAP group not onboarded yet: found %v, %v", found, err)
+	}
+	if err := c.AddMember(ctx, "team-a", Member{Kind: GroupMember, GroupType: GroupTypeLDAP, GroupDN: dn, RoleID: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if name, found, err := c.LDAPGroupName(ctx, dn); err != nil || !found || name != "ops" {
+		t.Fatalf("LDAP group %q: %q %v %v", dn, name, found, err)
+	}
 	for i := range 120 {
 		if err := c.AddMember(ctx, "team-a", Member{Kind: UserMember, Name: "u" + string(rune('a'+i%26)) + string(rune('a'+i/26)), RoleID: 3}); err != nil {
 			t.Fatal(err)
@@ -104,8 +116,8 @@ func TestMembers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) != 122 {
-		t.Fatalf("%d members, want 122 across two pages", len(ms))
+	if len(ms) != 123 {
+		t.Fatalf("%d members, want 123 across two pages", len(ms))
 	}
 	var alice Member
 	for _, m := range ms {

@@ -94,7 +94,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, op string, param
 				Username string `json:"username"`
 			} `json:"member_user"`
 			MemberGroup *struct {
-				GroupName string `json:"group_name"`
+				GroupName   string `json:"group_name"`
+				GroupType   int    `json:"group_type"`
+				LdapGroupDn string `json:"ldap_group_dn"`
 			} `json:"member_group"`
 		}
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
@@ -105,7 +107,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, op string, param
 		switch {
 		case req.MemberUser != nil && s.Users[req.MemberUser.Username]:
 			m.Kind, m.Name = "u", req.MemberUser.Username
-		case req.MemberGroup != nil && s.Groups[req.MemberGroup.GroupName]:
+		case req.MemberGroup != nil && req.MemberGroup.GroupType == 1 && s.LDAPGroups[req.MemberGroup.LdapGroupDn] != "":
+			// Harbor searches LDAP for the DN and onboards the group under its common name.
+			m.Kind, m.Name = "g", s.LDAPGroups[req.MemberGroup.LdapGroupDn]
+			s.onboarded[req.MemberGroup.LdapGroupDn] = m.Name
+		case req.MemberGroup != nil && req.MemberGroup.GroupType != 1 && s.Groups[req.MemberGroup.GroupName]:
 			m.Kind, m.Name = "g", req.MemberGroup.GroupName
 		default:
 			writeError(w, http.StatusBadRequest, "BAD_REQUEST", "user or group does not exist")
@@ -293,6 +299,16 @@ func (s *Server) handleMore(w http.ResponseWriter, r *http.Request, op string, p
 				"tags": tags, "project_id": proj.ID})
 		}
 		w.Header().Set("X-Total-Count", strconv.Itoa(len(arts)))
+		writeJSON(w, http.StatusOK, out)
+	case "listUserGroups":
+		out := []map[string]any{}
+		dn := r.URL.Query().Get("ldap_group_dn")
+		for d, name := range s.onboarded {
+			if dn == "" || strings.EqualFold(d, dn) {
+				out = append(out, map[string]any{"id": len(out) + 1, "group_name": name, "group_type": 1, "ldap_group_dn": d})
+			}
+		}
+		w.Header().Set("X-Total-Count", strconv.Itoa(len(out)))
 		writeJSON(w, http.StatusOK, out)
 	default:
 		s.handleRetention(w, r, op, params)

@@ -61,8 +61,10 @@ type Server struct {
 	Mu sync.Mutex
 	// Projects by name.
 	Projects map[string]*Project
-	// Users and Groups that exist (a member must be one of them).
+	// Users and Groups that exist (a member must be one of them). LDAPGroups maps the DN of an LDAP
+	// group to its common name; Harbor onboards one (adds it to Groups) on its first membership.
 	Users, Groups map[string]bool
+	LDAPGroups    map[string]string
 	// Username and Password are the credentials accepted (basic authentication).
 	Username, Password string
 	// Faults maps "METHOD /api/v2.0/path" prefixes to a status to answer instead (with Harbor's error
@@ -72,6 +74,8 @@ type Server struct {
 	Requests map[string]int
 	// Robots by ID.
 	Robots map[int64]*Robot
+	// onboarded are the LDAP groups Harbor knows (DN -> name).
+	onboarded map[string]string
 	// Retentions are the retention policies by ID, as posted (RetentionPolicy JSON, "id" set);
 	// RetentionRuns the runs triggered.
 	Retentions    map[int64]map[string]any
@@ -131,8 +135,8 @@ type Member struct {
 // Start starts a fake Harbor with one admin account; it stops when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{t: t, Projects: map[string]*Project{}, Users: map[string]bool{}, Groups: map[string]bool{},
-		Username: "admin", Password: "Harbor12345", Faults: map[string]int{}, Requests: map[string]int{}, Robots: map[int64]*Robot{}, Retentions: map[int64]map[string]any{}, nextID: 1}
+	s := &Server{t: t, Projects: map[string]*Project{}, Users: map[string]bool{}, Groups: map[string]bool{}, LDAPGroups: map[string]string{},
+		Username: "admin", Password: "Harbor12345", Faults: map[string]int{}, Requests: map[string]int{}, Robots: map[int64]*Robot{}, onboarded: map[string]string{}, Retentions: map[int64]map[string]any{}, nextID: 1}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	doc := loadSwagger(t)
