@@ -794,7 +794,9 @@ func TestHarborLDAPGroup(t *testing.T) {
 	if got := f.members(); len(got) != 1 || got["g:ops"] != 3 {
 		t.Fatalf("members after the role change %v: the group must be found by DN, not added again", got)
 	}
-	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Access.Members = []v1alpha1.Member{{User: "alice", Role: v1alpha1.RoleGuest}} })
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) {
+		p.Spec.Access.Members = []v1alpha1.Member{{User: "alice", Role: v1alpha1.RoleGuest}}
+	})
 	waitFor(t, pol, "the group removed", func(p *v1alpha1.RepositoryPolicy) bool { return enforced(p) && p.Status.Enforcement.InSync })
 	if got := f.members(); len(got) != 1 || got["u:alice"] != 3 {
 		t.Fatalf("members after the group left the spec %v", got)

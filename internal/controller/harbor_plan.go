@@ -117,9 +117,9 @@ type harborPlanner struct {
 	// ldapNames maps the DN of each LDAP group in spec.access.members that Harbor has onboarded to
 	// the name Harbor lists it under.
 	ldapNames map[string]string
-	now     time.Time
-	w       harborWriter
-	ledger  *harborLedger
+	now       time.Time
+	w         harborWriter
+	ledger    *harborLedger
 
 	steps []harborStep
 	// blocked are problems that keep a part of the policy from being written.
