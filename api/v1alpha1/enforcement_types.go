@@ -58,6 +58,13 @@ type EnforcementStatus struct {
 	// +optional
 	OwnedRetentionPolicies []OwnedRetentionPolicy `json:"ownedRetentionPolicies,omitempty"`
 
+	// RetentionRuns is the latest run of each retention policy in OwnedRetentionPolicies, as Harbor
+	// reports it: with spec.retention.dryRun, the dry run Portcullis asked for after the last change.
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	// +optional
+	RetentionRuns []HarborRetentionRun `json:"retentionRuns,omitempty"`
+
 	// Message says what the pass did, or what stopped it (an error from Harbor, a robot of the same
 	// name that Portcullis did not create, ...).
 	// +kubebuilder:validation:MaxLength=1024
@@ -109,6 +116,22 @@ type OwnedImmutableRule struct {
 	// Tags and Repositories are the rule's doublestar patterns.
 	Tags         string `json:"tags"`
 	Repositories string `json:"repositories"`
+}
+
+// HarborRetentionRun is the latest execution of a project retention policy.
+type HarborRetentionRun struct {
+	Project string `json:"project"`
+	// PolicyID is the retention policy, RunID Harbor's execution ID.
+	PolicyID int64 `json:"policyID"`
+	RunID    int64 `json:"runID"`
+	// DryRun is true for a run that deleted nothing.
+	DryRun bool `json:"dryRun"`
+	// Status is Harbor's: Pending, Running, Succeed, Error, Stopped.
+	Status string `json:"status"`
+	// Artifacts is how many artifacts the run looked at, Retained how many it kept; the rest were
+	// deleted (or, in a dry run, would have been).
+	Artifacts int64 `json:"artifacts"`
+	Retained  int64 `json:"retained"`
 }
 
 // OwnedRetentionPolicy is a project retention policy Portcullis manages.

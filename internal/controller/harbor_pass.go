@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/harbor"
@@ -143,6 +144,7 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 		st.Changes = prev.Changes // keep showing the last changes made (a pass that finds none follows each write)
 	}
 	st.OwnedMembers, st.OwnedImmutableRules, st.OwnedRetentionPolicies = ledger.members, ledger.rules, ledger.rets
+	runsDue := r.retentionRuns(ctx, hc, st, prev)
 	st.Failed = len(errs) > 0 || len(pl.blocked) > 0
 	st.InSync = !st.Failed && st.PendingChanges == 0
 	if st.Failed {
@@ -184,7 +186,40 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 			e()
 		}
 	}
-	return st, earliest(pl.nextRotation, pl.nextExpiry), announce, applyErr
+	return st, earliest(earliest(pl.nextRotation, pl.nextExpiry), runsDue), announce, applyErr
+}
+
+// retentionRunPoll is how soon a pass looks again at a retention run that has not finished.
+const retentionRunPoll = 30 * time.Second
+
+// retentionRuns records the latest run of each owned retention policy in st, and returns when to
+// look again (zero when every run has finished). A run that cannot be read keeps what the last pass
+// recorded for it: it is only a report.
+func (r *HarborReconciler) retentionRuns(ctx context.Context, hc *harbor.Client, st, prev *v1alpha1.EnforcementStatus) time.Time {
+	var due time.Time
+	for _, o := range st.OwnedRetentionPolicies {
+		run, ok, err := hc.LatestRetentionRun(ctx, o.ID)
+		if err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "reading the latest retention run", "project", o.Project, "retentionPolicy", o.ID)
+			if prev != nil {
+				for _, p := range prev.RetentionRuns {
+					if p.Project == o.Project && p.PolicyID == o.ID {
+						st.RetentionRuns = append(st.RetentionRuns, p)
+					}
+				}
+			}
+			continue
+		}
+		if !ok {
+			continue
+		}
+		st.RetentionRuns = append(st.RetentionRuns, v1alpha1.HarborRetentionRun{Project: o.Project, PolicyID: o.ID, RunID: run.ID, DryRun: run.DryRun,
+			Status: run.Status, Artifacts: run.Total, Retained: run.Retained})
+		if slices.Contains([]string{"Pending", "Running", "Scheduled"}, run.Status) {
+			due = r.now().Add(retentionRunPoll)
+		}
+	}
+	return due
 }
 
 func keepProjectsOf(st, prev *v1alpha1.EnforcementStatus) {

@@ -8,11 +8,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/harbor"
+	"github.com/portcullis-dev/portcullis/internal/harbor/harbortest"
 )
 
 func (f *harborFixture) retention(project string) (map[string]any, int) {
@@ -59,6 +61,16 @@ func retentionSummary(pol map[string]any) (string, []string) {
 func TestHarborRetention(t *testing.T) {
 	ctx := context.Background()
 	f := newHarborFixture(t)
+	// team-a/app: v1..v12 pushed 120..10 days ago, and "nightly" 200 days ago.
+	var arts []harbortest.Artifact
+	for i := 1; i <= 12; i++ {
+		arts = append(arts, harbortest.Artifact{Digest: fmt.Sprintf("sha256:%064d", i), Tags: []string{fmt.Sprintf("v%d", i)},
+			PushTime: time.Now().Add(-time.Duration(13-i) * 240 * time.Hour)})
+	}
+	arts = append(arts, harbortest.Artifact{Digest: fmt.Sprintf("sha256:%064d", 99), Tags: []string{"nightly"}, PushTime: time.Now().Add(-200 * 24 * time.Hour)})
+	f.h.Mu.Lock()
+	f.h.Projects["team-a"].Repositories["app"] = arts
+	f.h.Mu.Unlock()
 	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "keep", Namespace: f.ns}, Spec: v1alpha1.RepositoryPolicySpec{
 		RegistryRef: v1alpha1.LocalObjectReference{Name: "harbor"}, Repositories: []string{"team-a/**"}, Mode: v1alpha1.ModeEnforce,
 		Access: &v1alpha1.AccessSpec{Robots: []v1alpha1.Robot{{Name: "ci", Permissions: []string{"repository:pull"}, SecretName: "keep-ci"}}},
@@ -79,6 +91,13 @@ func TestHarborRetention(t *testing.T) {
 	}
 	if owned := pol.Status.Enforcement.OwnedRetentionPolicies; len(owned) != 1 || owned[0].Project != "team-a" {
 		t.Fatalf("owned retention policies %+v", owned)
+	}
+	// Harbor's dry run: the 10 latest v* and the latest non-v* are kept, 2 of 13 would go.
+	waitFor(t, pol, "the dry run reported", func(p *v1alpha1.RepositoryPolicy) bool {
+		return enforced(p) && len(p.Status.Enforcement.RetentionRuns) == 1
+	})
+	if run := pol.Status.Enforcement.RetentionRuns[0]; !run.DryRun || run.Status != "Succeed" || run.Artifacts != 13 || run.Retained != 11 || run.Project != "team-a" {
+		t.Fatalf("retention run %+v, want a dry run keeping 11 of 13", run)
 	}
 	waitFor(t, pol, "the Harbor note in status.retention", func(p *v1alpha1.RepositoryPolicy) bool {
 		return p.Status.Retention != nil && strings.HasPrefix(p.Status.Retention.Message, "Harbor runs retention itself")

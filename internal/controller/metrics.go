@@ -61,7 +61,7 @@ var (
 // rules, settings).
 var enforcementChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "portcullis_enforcement_changes_total",
-	Help: "Changes written to Harbor to make it hold what a policy owns (members, robots, robot secrets, immutable tag rules, settings), per Registry (namespace/name) and RepositoryPolicy.",
+	Help: "Changes written to Harbor to make it hold what a policy owns (members, robots, robot secrets, immutable tag rules, retention policies and dry runs, settings, CVE allowlist), per Registry (namespace/name) and RepositoryPolicy.",
 }, []string{"registry", "policy"})
 
 // verdictEvents counts verdict transitions (an image turning compliant or non-compliant).

@@ -179,3 +179,51 @@ func (c *Client) TriggerRetention(ctx context.Context, id int64, dryRun bool) er
 		WithBody(retention.TriggerRetentionExecutionBody{DryRun: dryRun}))
 	return classify(fmt.Sprintf("starting a run of retention policy %d (dry run: %v)", id, dryRun), err)
 }
+
+// RetentionRun is one execution of a retention policy, with what its tasks (one per repository)
+// counted: Total artifacts looked at, Retained kept; a dry run deletes nothing but counts the same.
+type RetentionRun struct {
+	ID       int64
+	DryRun   bool
+	Status   string // Harbor's job status: Pending, Running, Succeed, Error, Stopped, ...
+	Total    int64
+	Retained int64
+}
+
+// LatestRetentionRun returns the most recent execution of a retention policy (the highest ID on
+// the first page Harbor lists) with its task counts, and false when it never ran.
+func (c *Client) LatestRetentionRun(ctx context.Context, id int64) (RetentionRun, bool, error) {
+	op := fmt.Sprintf("reading the runs of retention policy %d", id)
+	page, size := int64(1), int64(10)
+	res, err := c.retention.ListRetentionExecutions(ctx, retention.NewListRetentionExecutionsParams().WithID(id).WithPage(&page).WithPageSize(&size))
+	if err != nil {
+		return RetentionRun{}, false, classify(op, err)
+	}
+	var latest *models.RetentionExecution
+	for _, e := range res.GetPayload() {
+		if e != nil && (latest == nil || e.ID > latest.ID) {
+			latest = e
+		}
+	}
+	if latest == nil {
+		return RetentionRun{}, false, nil
+	}
+	run := RetentionRun{ID: latest.ID, DryRun: latest.DryRun, Status: latest.Status}
+	size = PageSize
+	for page := int64(1); page <= maxPages; page++ {
+		tasks, err := c.retention.ListRetentionTasks(ctx, retention.NewListRetentionTasksParams().WithID(id).WithEid(latest.ID).WithPage(&page).WithPageSize(&size))
+		if err != nil {
+			return RetentionRun{}, false, classify(op, err)
+		}
+		for _, t := range tasks.GetPayload() {
+			if t != nil {
+				run.Total += t.Total
+				run.Retained += t.Retained
+			}
+		}
+		if int64(len(tasks.GetPayload())) < size {
+			return run, true, nil
+		}
+	}
+	return RetentionRun{}, false, fmt.Errorf("%s: %w: more than %d pages of tasks", op, ErrInvalidResponse, maxPages)
+}

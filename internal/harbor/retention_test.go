@@ -5,7 +5,9 @@ import (
 	"errors"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/portcullis-dev/portcullis/internal/harbor/harbortest"
 )
@@ -17,7 +19,14 @@ func TestRetention(t *testing.T) {
 	ctx := context.Background()
 	h := harbortest.Start(t)
 	pid := h.AddProject("team-a", nil)
+	h.Projects["team-a"].Repositories["api"] = []harbortest.Artifact{
+		{Digest: "sha256:" + strings.Repeat("1", 64), Tags: []string{"v1"}, PushTime: time.Now().Add(-72 * time.Hour)},
+		{Digest: "sha256:" + strings.Repeat("2", 64), Tags: []string{"v2"}, PushTime: time.Now().Add(-48 * time.Hour)},
+		{Digest: "sha256:" + strings.Repeat("3", 64), Tags: []string{"v3"}, PushTime: time.Now().Add(-24 * time.Hour)}}
 	c := newTestClient(t, h)
+	if _, ok, err := c.LatestRetentionRun(ctx, 1); err != nil || ok {
+		t.Fatalf("runs of a policy that never ran: %v %v", ok, err)
+	}
 	want := RetentionPolicy{ProjectID: pid, Rules: []RetentionRule{
 		{Template: TemplateLatestPushedK, Param: 10, TagPattern: "{v*,release-*}", TagDecoration: "matches", RepoPattern: "**"},
 		{Template: TemplateNDaysSinceLastPush, Param: 30, TagPattern: "**", TagDecoration: "matches", Untagged: true, RepoPattern: "api-*"},
@@ -42,7 +51,7 @@ func TestRetention(t *testing.T) {
 	if _, err := c.CreateRetention(ctx, want); !errors.Is(err, ErrInvalidResponse) {
 		t.Fatalf("a second policy for the project = %v, want Harbor's 400 (ErrInvalidResponse)", err)
 	}
-	want.Rules, want.Cron = want.Rules[:1], "0 0 0 * * *"
+	want.Rules, want.Cron = []RetentionRule{{Template: TemplateLatestPushedK, Param: 2, TagPattern: "**", TagDecoration: "matches", RepoPattern: "**"}}, "0 0 0 * * *"
 	if err := c.UpdateRetention(ctx, want); err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +66,10 @@ func TestRetention(t *testing.T) {
 	h.Mu.Unlock()
 	if len(runs) != 1 || !runs[0].DryRun || runs[0].PolicyID != id {
 		t.Fatalf("runs %+v", runs)
+	}
+	run, ok, err := c.LatestRetentionRun(ctx, id)
+	if err != nil || !ok || !run.DryRun || run.Status != "Succeed" || run.Total != 3 || run.Retained != 2 {
+		t.Fatalf("latest run %+v %v %v: want the dry run keeping 2 of team-a/api's 3 artifacts (latestPushedK=2)", run, ok, err)
 	}
 	if err := c.DeleteRetention(ctx, id); err != nil {
 		t.Fatal(err)

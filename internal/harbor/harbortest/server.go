@@ -118,10 +118,18 @@ type Robot struct {
 	Secret      string
 }
 
-// RetentionRun is a triggered retention execution.
+// RetentionRun is a triggered retention execution; the fake runs it at once (status Succeed) and
+// records, per repository, how many artifacts it looked at and kept.
 type RetentionRun struct {
 	PolicyID int64
 	DryRun   bool
+	Tasks    []RetentionTask
+}
+
+// RetentionTask is what one run did in one repository.
+type RetentionTask struct {
+	Repository      string
+	Total, Retained int
 }
 
 // Member is a membership in the fake.
