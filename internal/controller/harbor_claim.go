@@ -65,9 +65,11 @@ func harborClaim(ctx context.Context, c client.Reader, pol *v1alpha1.RepositoryP
 		if err != nil || s.Projects == nil {
 			continue // stalled itself: claims nothing
 		}
-		others = append(others, policy.HarborClaimant{Name: o.Namespace + "/" + o.Name, Created: o.CreationTimestamp.Time, Projects: s.Projects})
+		others = append(others, policy.HarborClaimant{Name: o.Namespace + "/" + o.Name, Created: o.CreationTimestamp.Time, Projects: s.Projects,
+			Holding: holding(o, reg)})
 	}
-	self := policy.HarborClaimant{Name: pol.Namespace + "/" + pol.Name, Created: pol.CreationTimestamp.Time, Projects: scope.Projects}
+	self := policy.HarborClaimant{Name: pol.Namespace + "/" + pol.Name, Created: pol.CreationTimestamp.Time, Projects: scope.Projects,
+		Holding: holding(pol, reg)}
 	if project, owner, conflict := policy.FirstClaim(self, others); conflict {
 		return policy.HarborScope{}, stalled(v1alpha1.ProjectConflictReason,
 			"Harbor project %q is already owned by RepositoryPolicy %s (created earlier, also mode Enforce, same Harbor); this policy writes nothing to the registry until one of them lets the project go",
@@ -93,4 +95,11 @@ func harborClaimants(c client.Reader) handler.MapFunc {
 		}
 		return reqs
 	}
+}
+
+// holding reports whether a policy has been writing to reg's Harbor: its status records a pass in
+// mode Enforce there.
+func holding(pol *v1alpha1.RepositoryPolicy, reg *v1alpha1.Registry) bool {
+	e := pol.Status.Enforcement
+	return e != nil && !e.DryRun && len(e.Projects) > 0 && (e.Registry == "" || e.Registry == registryKey(reg))
 }

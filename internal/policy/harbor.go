@@ -167,18 +167,29 @@ type HarborClaimant struct {
 	Name     string
 	Created  time.Time
 	Projects []string
+	// Holding is true for a policy that has been writing to this Harbor (its status records an
+	// Enforce pass there): it keeps its projects against older policies that start claiming them.
+	Holding bool
 }
 
 // FirstClaim says whether self owns its projects among others (the claimants of the same Harbor:
-// policies in mode Enforce with something to write). Claimants are taken in order of creation,
-// ties broken by name: one owns its projects when none of them is owned by an earlier owner; one
-// that loses a project owns nothing. So the outcome does not depend on which policy was reconciled
-// first, and a policy that lost to another never blocks a third. ok is true when self loses, with
-// the project and the owner it lost to.
+// policies in mode Enforce with something to write). Claimants that already hold projects come
+// first, then the rest, each group in order of creation, ties broken by name: one owns its
+// projects when none of them is owned by an earlier owner; one that loses a project owns nothing.
+// So a project stays with the policy writing it (an older policy switched to Enforce does not take
+// it over), the outcome does not depend on which policy was reconciled first, and a policy that
+// lost to another never blocks a third. ok is true when self loses, with the project and the owner
+// it lost to.
 func FirstClaim(self HarborClaimant, others []HarborClaimant) (project, owner string, ok bool) {
 	all := slices.DeleteFunc(slices.Clone(others), func(o HarborClaimant) bool { return o.Name == self.Name })
 	all = append(all, self)
 	slices.SortStableFunc(all, func(a, b HarborClaimant) int {
+		if a.Holding != b.Holding {
+			if a.Holding {
+				return -1
+			}
+			return 1
+		}
 		if c := a.Created.Compare(b.Created); c != 0 {
 			return c
 		}

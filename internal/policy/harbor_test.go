@@ -153,6 +153,14 @@ func TestFirstClaim(t *testing.T) {
 	if p, owner, ok := FirstClaim(d, []HarborClaimant{a, b, c}); !ok || p != "team-a" || owner != "c" {
 		t.Fatalf("d: %s %s %v; want team-a owned by c", p, owner, ok)
 	}
+	// A younger policy that holds team-b keeps it against the older b switching to Enforce.
+	holder := HarborClaimant{Name: "z", Created: t0.Add(2 * time.Hour), Projects: []string{"team-b"}, Holding: true}
+	if p, owner, ok := FirstClaim(b, []HarborClaimant{holder}); !ok || p != "team-b" || owner != "z" {
+		t.Fatalf("b against the holder z: %s %s %v", p, owner, ok)
+	}
+	if _, _, ok := FirstClaim(holder, []HarborClaimant{b}); ok {
+		t.Fatal("the holder z must keep team-b")
+	}
 	if _, _, ok := FirstClaim(HarborClaimant{Name: "e", Created: t0, Projects: []string{"team-c"}}, []HarborClaimant{a, b, c}); ok {
 		t.Fatal("team-c has no other claimant")
 	}
