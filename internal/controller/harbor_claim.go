@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -78,10 +79,17 @@ func harborClaim(ctx context.Context, c client.Reader, pol *v1alpha1.RepositoryP
 	return scope, outcome{}, true, nil
 }
 
-// harborClaimants maps any policy change to every policy that writes to a Harbor: a change in one
-// may start or end another's project conflict, across namespaces.
-func harborClaimants(c client.Reader) handler.MapFunc {
-	return func(ctx context.Context, _ client.Object) []reconcile.Request {
+// harborClaimants maps a change of a policy that writes (or wrote) to a Harbor to the other policies
+// whose project claims it may change, across namespaces: every policy that writes to a Harbor for
+// the RepositoryPolicy controller (whose pass costs no registry request), and only those stalled by
+// a project conflict for the Harbor controller (onlyConflicted), so an edit does not cost every
+// Harbor policy a pass of Harbor requests.
+func harborClaimants(c client.Reader, onlyConflicted bool) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		changed, ok := o.(*v1alpha1.RepositoryPolicy)
+		if !ok || (!policy.WritesToHarbor(&changed.Spec) && !controllerutil.ContainsFinalizer(changed, harborFinalizer)) {
+			return nil
+		}
 		list := &v1alpha1.RepositoryPolicyList{}
 		if err := c.List(ctx, list); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "listing RepositoryPolicies")
@@ -89,9 +97,15 @@ func harborClaimants(c client.Reader) handler.MapFunc {
 		}
 		var reqs []reconcile.Request
 		for i := range list.Items {
-			if policy.WritesToHarbor(&list.Items[i].Spec) {
-				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+			p := &list.Items[i]
+			if !policy.WritesToHarbor(&p.Spec) || (p.Namespace == changed.Namespace && p.Name == changed.Name) {
+				continue
 			}
+			if cond := apimeta.FindStatusCondition(p.Status.Conditions, v1alpha1.StalledCondition); onlyConflicted &&
+				(cond == nil || cond.Reason != v1alpha1.ProjectConflictReason) {
+				continue
+			}
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(p)})
 		}
 		return reqs
 	}

@@ -191,7 +191,7 @@ func (r *RepositoryPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// Another policy changing may start or end a Harbor project conflict (harborClaimants).
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.RepositoryPolicy{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, enforcementOutcomeChanged()))).
-		Watches(&v1alpha1.RepositoryPolicy{}, handler.EnqueueRequestsFromMapFunc(harborClaimants(r.Client)), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&v1alpha1.RepositoryPolicy{}, handler.EnqueueRequestsFromMapFunc(harborClaimants(r.Client, false)), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&v1alpha1.Registry{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexRegistryRef)),
 			builder.WithPredicates(createOrDelete())).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexSecretRefs))).
