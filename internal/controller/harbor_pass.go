@@ -56,8 +56,8 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 	record := func(err error) (*v1alpha1.EnforcementStatus, time.Time, func(), error) {
 		st.OwnedMembers, st.OwnedImmutableRules, st.OwnedRetentionPolicies = ledger.members, ledger.rules, ledger.rets
 		st.Failed, st.InSync, st.Message = true, false, truncate(err.Error(), maxMessage)
-		if prev != nil { // keep the last known difference on display
-			st.Changes, st.PendingChanges = prev.Changes, prev.PendingChanges
+		if prev != nil { // keep the last known difference and runs on display
+			st.Changes, st.PendingChanges, st.RetentionRuns = prev.Changes, prev.PendingChanges, prev.RetentionRuns
 		}
 		keepProjects()
 		return st, time.Time{}, warnOnce(st.Message), err
