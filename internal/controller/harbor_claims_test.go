@@ -3,11 +3,13 @@ package controller
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/harbor/harbortest"
@@ -160,4 +162,37 @@ func TestHarborClaims(t *testing.T) {
 	waitFor(t, partial, "NotExpressible", func(p *v1alpha1.RepositoryPolicy) bool {
 		return hasCondition(p, v1alpha1.StalledCondition, metav1.ConditionTrue, v1alpha1.NotExpressibleReason)
 	})
+}
+
+// TestHarborDeleteInAudit: a policy switched to Audit and deleted goes at once, leaves Harbor as it
+// is (Audit writes nothing) and says so with a Warning.
+func TestHarborDeleteInAudit(t *testing.T) {
+	ctx := context.Background()
+	f := newHarborFixture(t)
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "leaving", Namespace: f.ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "harbor"}, Repositories: []string{"team-a/**"}, Mode: v1alpha1.ModeEnforce,
+		Access: &v1alpha1.AccessSpec{Members: []v1alpha1.Member{{User: "alice", Role: v1alpha1.RoleGuest}}},
+	}}
+	if err := k8sClient.Create(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, pol, "alice added", func(p *v1alpha1.RepositoryPolicy) bool {
+		return enforced(p) && p.Status.Enforcement.InSync && slices.Contains(p.Finalizers, harborFinalizer)
+	})
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Mode = v1alpha1.ModeAudit })
+	waitFor(t, pol, "the Audit pass", func(p *v1alpha1.RepositoryPolicy) bool { return enforced(p) && p.Status.Enforcement.DryRun })
+	if err := k8sClient.Delete(ctx, pol); err != nil {
+		t.Fatal(err)
+	}
+	waitForEvent(t, f.ns, "leaving", "HarborCleanupSkipped")
+	deadline := time.Now().Add(eventuallyTimeout)
+	for k8sClient.Get(ctx, client.ObjectKeyFromObject(pol), &v1alpha1.RepositoryPolicy{}) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the policy deleted in mode Audit is still there")
+		}
+		time.Sleep(pollInterval)
+	}
+	if got := f.members(); got["u:alice"] != 3 {
+		t.Fatalf("members %v: a policy deleted in mode Audit writes nothing, alice stays", got)
+	}
 }

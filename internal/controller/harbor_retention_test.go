@@ -161,9 +161,24 @@ func TestHarborRetention(t *testing.T) {
 		t.Fatalf("the retention policy made by hand was changed: %+v %v", got, err)
 	}
 
+	// team-c names a retention policy Harbor does not find: blocked, not a second create.
+	f.h.AddProject("team-c", map[string]string{"retention_id": "9999"})
+	dangling := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "team-c", Namespace: f.ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "harbor"}, Repositories: []string{"team-c/**"}, Mode: v1alpha1.ModeEnforce,
+		Retention: &v1alpha1.RetentionSpec{ProtectInUse: ptr(false), Rules: []v1alpha1.RetentionRule{{KeepLatest: ptr(int32(3))}}},
+	}}
+	writes = f.writes()
+	if err := k8sClient.Create(ctx, dangling); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, dangling, "blocked", func(p *v1alpha1.RepositoryPolicy) bool { return enforced(p) && p.Status.Enforcement.Failed })
+	if msg := dangling.Status.Enforcement.Message; !strings.Contains(msg, "names retention policy 9999") || f.writes() != writes {
+		t.Fatalf("message %q, %d writes: want blocked with no write", msg, f.writes()-writes)
+	}
+
 	// Harbor cannot see Pods: protectInUse left at its default is refused, not weakened.
 	inUse := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "in-use", Namespace: f.ns}, Spec: v1alpha1.RepositoryPolicySpec{
-		RegistryRef: v1alpha1.LocalObjectReference{Name: "harbor"}, Repositories: []string{"team-c/**"}, Mode: v1alpha1.ModeEnforce,
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "harbor"}, Repositories: []string{"team-d/**"}, Mode: v1alpha1.ModeEnforce,
 		Retention: &v1alpha1.RetentionSpec{Rules: []v1alpha1.RetentionRule{{KeepLatest: ptr(int32(3))}}},
 	}}
 	if err := k8sClient.Create(ctx, inUse); err != nil {
