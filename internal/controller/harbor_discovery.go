@@ -18,11 +18,6 @@ import (
 // errHarborConfig: the Registry's spec or Secrets cannot give a Harbor client (not transient).
 var errHarborConfig = errors.New("the Registry cannot be used")
 
-type cachedHarbor struct {
-	key string
-	c   *harbor.Client
-}
-
 // harbor returns the Harbor API client for a Registry of provider Harbor, built from its URL,
 // credentials, CA and timeout, and kept across passes and controllers until they change. A spec or
 // Secret that cannot work gives errHarborConfig.
@@ -34,11 +29,6 @@ func (r *registryAccess) harbor(ctx context.Context, reg *v1alpha1.Registry) (*h
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", errHarborConfig, o.message)
 	}
-	key := client.ObjectKeyFromObject(reg)
-	ckey := cfg.key + "/" + registryTimeout(reg).String() // a new timeout makes a new client
-	if c, ok := r.harbors.Load(key); ok && c.(cachedHarbor).key == ckey {
-		return c.(cachedHarbor).c, nil
-	}
 	var user, pass string
 	if cfg.Auth != nil {
 		ac, err := cfg.Auth.Authorization()
@@ -47,12 +37,14 @@ func (r *registryAccess) harbor(ctx context.Context, reg *v1alpha1.Registry) (*h
 		}
 		user, pass = ac.Username, ac.Password
 	}
-	hc, err := harbor.New(harbor.Config{URL: reg.Spec.URL, Username: user, Password: pass, CAPEM: cfg.CAPEM, Timeout: registryTimeout(reg)})
-	if err != nil {
-		return nil, err
-	}
-	r.harbors.Store(key, cachedHarbor{key: ckey, c: hc})
-	return hc, nil
+	key := cfg.key + "/" + registryTimeout(reg).String() // a new timeout makes a new client
+	return r.harbors.get(client.ObjectKeyFromObject(reg), key, func() (*harbor.Client, error) {
+		hc, err := harbor.New(harbor.Config{URL: reg.Spec.URL, Username: user, Password: pass, CAPEM: cfg.CAPEM, Timeout: registryTimeout(reg)})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errHarborConfig, err)
+		}
+		return hc, nil
+	})
 }
 
 // harborLister lists a Registry of provider Harbor: the catalog and the platforms of an index

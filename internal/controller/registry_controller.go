@@ -63,6 +63,7 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 			r.unreachable.Delete(req.NamespacedName)
 			if r.access != nil {
 				r.access.clients.forget(req.NamespacedName)
+				r.access.harbors.forget(req.NamespacedName)
 			}
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)

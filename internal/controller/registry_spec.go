@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/harbor"
 	"github.com/portcullis-dev/portcullis/internal/registry"
 )
 
@@ -34,8 +35,8 @@ type clientConfig struct {
 type registryAccess struct {
 	apiReader client.Reader
 	options   Options
-	clients   clientCache
-	harbors   sync.Map // types.NamespacedName of a Harbor Registry -> cachedHarbor
+	clients   clientCache[*registry.Client]
+	harbors   clientCache[*harbor.Client]
 }
 
 // client returns the registry client for obj. A spec or Secret that cannot work stalls; an API error
@@ -121,18 +122,19 @@ func boolString(b bool) string {
 	return "false"
 }
 
-// clientCache keeps one registry client per Registry, replaced when its configuration key changes.
-type clientCache struct {
+// clientCache keeps one client (registry or Harbor API) per Registry, replaced when its
+// configuration key changes.
+type clientCache[C any] struct {
 	mu sync.Mutex
-	m  map[types.NamespacedName]cachedClient
+	m  map[types.NamespacedName]cachedClient[C]
 }
 
-type cachedClient struct {
+type cachedClient[C any] struct {
 	key string
-	c   *registry.Client
+	c   C
 }
 
-func (cc *clientCache) get(name types.NamespacedName, key string, build func() (*registry.Client, error)) (*registry.Client, error) {
+func (cc *clientCache[C]) get(name types.NamespacedName, key string, build func() (C, error)) (C, error) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if e, ok := cc.m[name]; ok && e.key == key {
@@ -140,16 +142,17 @@ func (cc *clientCache) get(name types.NamespacedName, key string, build func() (
 	}
 	c, err := build()
 	if err != nil {
-		return nil, errors.Join(errors.New("configuring the registry client"), err)
+		var zero C
+		return zero, errors.Join(errors.New("configuring the registry client"), err)
 	}
 	if cc.m == nil {
-		cc.m = map[types.NamespacedName]cachedClient{}
+		cc.m = map[types.NamespacedName]cachedClient[C]{}
 	}
-	cc.m[name] = cachedClient{key: key, c: c}
+	cc.m[name] = cachedClient[C]{key: key, c: c}
 	return c, nil
 }
 
-func (cc *clientCache) forget(name types.NamespacedName) {
+func (cc *clientCache[C]) forget(name types.NamespacedName) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	delete(cc.m, name)
