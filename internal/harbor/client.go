@@ -236,21 +236,36 @@ func (c *Client) LDAPGroupName(ctx context.Context, dn string) (string, bool, er
 
 // Members lists a project's members, page by page.
 func (c *Client) Members(ctx context.Context, projectName string) ([]Member, error) {
-	op := "listing the members of project " + projectName
-	var out []Member
-	size := int64(PageSize)
-	for page := int64(1); page <= maxPages; page++ {
+	return listAll("listing the members of project "+projectName, func(page, size int64) ([]Member, int, int64, error) {
 		res, err := c.members.ListProjectMembers(ctx, member.NewListProjectMembersParams().WithProjectNameOrID(projectName).
 			WithXIsResourceName(&isName).WithPage(&page).WithPageSize(&size))
 		if err != nil {
-			return nil, classify(op, err)
+			return nil, 0, 0, err
 		}
+		var out []Member
 		for _, m := range res.GetPayload() {
 			if m != nil {
 				out = append(out, Member{ID: m.ID, Kind: MemberKind(m.EntityType), Name: m.EntityName, RoleID: m.RoleID})
 			}
 		}
-		if int64(len(res.GetPayload())) < size || (res.XTotalCount > 0 && int64(len(out)) >= res.XTotalCount) {
+		return out, len(res.GetPayload()), res.XTotalCount, nil
+	})
+}
+
+// listAll reads a listing page by page (page_size PageSize). fetch returns one page's items, the
+// number of entries Harbor sent (nulls included) and X-Total-Count (0 when absent); the listing
+// ends at a short page or once the total is reached, and more than maxPages pages is
+// ErrInvalidResponse. op names the listing in errors.
+func listAll[T any](op string, fetch func(page, size int64) (items []T, sent int, total int64, err error)) ([]T, error) {
+	var out []T
+	size := int64(PageSize)
+	for page := int64(1); page <= maxPages; page++ {
+		items, sent, total, err := fetch(page, size)
+		if err != nil {
+			return nil, classify(op, err)
+		}
+		out = append(out, items...)
+		if int64(sent) < size || (total > 0 && int64(len(out)) >= total) {
 			return out, nil
 		}
 	}

@@ -209,21 +209,21 @@ func (c *Client) LatestRetentionRun(ctx context.Context, id int64) (RetentionRun
 		return RetentionRun{}, false, nil
 	}
 	run := RetentionRun{ID: latest.ID, DryRun: latest.DryRun, Status: latest.Status}
-	size = PageSize
-	for page := int64(1); page <= maxPages; page++ {
-		tasks, err := c.retention.ListRetentionTasks(ctx, retention.NewListRetentionTasksParams().WithID(id).WithEid(latest.ID).WithPage(&page).WithPageSize(&size))
+	tasks, err := listAll(op+": tasks", func(page, size int64) ([]*models.RetentionExecutionTask, int, int64, error) {
+		res, err := c.retention.ListRetentionTasks(ctx, retention.NewListRetentionTasksParams().WithID(id).WithEid(latest.ID).WithPage(&page).WithPageSize(&size))
 		if err != nil {
-			return RetentionRun{}, false, classify(op, err)
+			return nil, 0, 0, err
 		}
-		for _, t := range tasks.GetPayload() {
-			if t != nil {
-				run.Total += t.Total
-				run.Retained += t.Retained
-			}
-		}
-		if int64(len(tasks.GetPayload())) < size {
-			return run, true, nil
+		return res.GetPayload(), len(res.GetPayload()), res.XTotalCount, nil
+	})
+	if err != nil {
+		return RetentionRun{}, false, err
+	}
+	for _, t := range tasks {
+		if t != nil {
+			run.Total += t.Total
+			run.Retained += t.Retained
 		}
 	}
-	return RetentionRun{}, false, fmt.Errorf("%s: %w: more than %d pages of tasks", op, ErrInvalidResponse, maxPages)
+	return run, true, nil
 }

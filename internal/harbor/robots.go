@@ -38,15 +38,13 @@ type RobotSecret struct {
 // Robots lists the project-level robots of the project with the given ID (query
 // Level=project,ProjectID=<id>), page by page.
 func (c *Client) Robots(ctx context.Context, projectID int64) ([]Robot, error) {
-	op := fmt.Sprintf("listing the robots of project %d", projectID)
 	q := fmt.Sprintf("Level=project,ProjectID=%d", projectID)
-	var out []Robot
-	size := int64(PageSize)
-	for page := int64(1); page <= maxPages; page++ {
+	return listAll(fmt.Sprintf("listing the robots of project %d", projectID), func(page, size int64) ([]Robot, int, int64, error) {
 		res, err := c.robots.ListRobot(ctx, robot.NewListRobotParams().WithQ(&q).WithPage(&page).WithPageSize(&size))
 		if err != nil {
-			return nil, classify(op, err)
+			return nil, 0, 0, err
 		}
+		var out []Robot
 		for _, r := range res.GetPayload() {
 			if r == nil {
 				continue
@@ -65,11 +63,8 @@ func (c *Client) Robots(ctx context.Context, projectID int64) ([]Robot, error) {
 			}
 			out = append(out, rb)
 		}
-		if int64(len(res.GetPayload())) < size || (res.XTotalCount > 0 && int64(len(out)) >= res.XTotalCount) {
-			return out, nil
-		}
-	}
-	return nil, fmt.Errorf("%s: %w: more than %d pages", op, ErrInvalidResponse, maxPages)
+		return out, len(res.GetPayload()), res.XTotalCount, nil
+	})
 }
 
 // CreateRobot creates a project-level robot with exactly one permission entry (the project, with
@@ -144,15 +139,13 @@ type ImmutableRule struct {
 // tag selector "matches" and one repository selector "repoMatches"); others are returned with empty
 // patterns, so that a caller never mistakes them for its own.
 func (c *Client) ImmutableRules(ctx context.Context, projectName string) ([]ImmutableRule, error) {
-	op := "listing the immutable tag rules of project " + projectName
-	var out []ImmutableRule
-	size := int64(PageSize)
-	for page := int64(1); page <= maxPages; page++ {
+	return listAll("listing the immutable tag rules of project "+projectName, func(page, size int64) ([]ImmutableRule, int, int64, error) {
 		res, err := c.immutable.ListImmuRules(ctx, immutable.NewListImmuRulesParams().WithProjectNameOrID(projectName).
 			WithXIsResourceName(&isName).WithPage(&page).WithPageSize(&size))
 		if err != nil {
-			return nil, classify(op, err)
+			return nil, 0, 0, err
 		}
+		var out []ImmutableRule
 		for _, r := range res.GetPayload() {
 			if r == nil {
 				continue
@@ -165,11 +158,8 @@ func (c *Client) ImmutableRules(ctx context.Context, projectName string) ([]Immu
 			}
 			out = append(out, rule)
 		}
-		if int64(len(res.GetPayload())) < size || (res.XTotalCount > 0 && int64(len(out)) >= res.XTotalCount) {
-			return out, nil
-		}
-	}
-	return nil, fmt.Errorf("%s: %w: more than %d pages", op, ErrInvalidResponse, maxPages)
+		return out, len(res.GetPayload()), res.XTotalCount, nil
+	})
 }
 
 func immutableRule(r ImmutableRule) *models.ImmutableRule {
@@ -204,15 +194,14 @@ type Artifact struct {
 // repository needs no HEAD per tag. repository is the name inside the project ("team-a/api" in
 // project "team-a" is "api"); a name with "/" is escaped once more, as Harbor requires (%252F).
 func (c *Client) Artifacts(ctx context.Context, projectName, repository string) ([]Artifact, error) {
-	op := fmt.Sprintf("listing the artifacts of %s/%s", projectName, repository)
-	var out []Artifact
-	size, withTag := int64(PageSize), true
-	for page := int64(1); page <= maxPages; page++ {
+	withTag := true
+	return listAll(fmt.Sprintf("listing the artifacts of %s/%s", projectName, repository), func(page, size int64) ([]Artifact, int, int64, error) {
 		res, err := c.artifacts.ListArtifacts(ctx, artifact.NewListArtifactsParams().WithProjectName(projectName).
 			WithRepositoryName(url.PathEscape(repository)).WithWithTag(&withTag).WithPage(&page).WithPageSize(&size))
 		if err != nil {
-			return nil, classify(op, err)
+			return nil, 0, 0, err
 		}
+		var out []Artifact
 		for _, a := range res.GetPayload() {
 			if a == nil {
 				continue
@@ -225,9 +214,6 @@ func (c *Client) Artifacts(ctx context.Context, projectName, repository string) 
 			}
 			out = append(out, art)
 		}
-		if int64(len(res.GetPayload())) < size || (res.XTotalCount > 0 && int64(len(out)) >= res.XTotalCount) {
-			return out, nil
-		}
-	}
-	return nil, fmt.Errorf("%s: %w: more than %d pages", op, ErrInvalidResponse, maxPages)
+		return out, len(res.GetPayload()), res.XTotalCount, nil
+	})
 }
