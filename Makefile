@@ -30,6 +30,8 @@ BUNDLE_FLAGS = -version $(VERSION) -image $(IMAGE_TAG_BASE):v$(VERSION) -channel
 # Extra flags for `go test`, e.g. TESTFLAGS='-run TestCEL -v'.
 TESTFLAGS ?=
 PKGS ?= ./...
+# The Go vulnerability database shipped with the project (OSV records, CC-BY-4.0; third_party/go-vulndb).
+OSV ?= third_party/go-vulndb/go-osv.tar.gz
 
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
@@ -84,10 +86,10 @@ test-e2e: manifests generate $(REGISTRY_BIN) ## Run the e2e suite (build tag e2e
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" go test -tags e2e -run TestDemoLoop -count=1 -timeout 20m -v ./test/e2e
 
 .PHONY: vulndb
-vulndb: ## Build a trivy vulnerability DB from ../shared/vulndata/go-osv into .local/vulndb (about 2 s).
-	go run ./cmd/portcullis-vulndb -osv ../shared/vulndata/go-osv -out .local/vulndb
+vulndb: ## Build a trivy vulnerability DB from the shipped Go vulnerability database ($(OSV)) into .local/vulndb (about 3 s).
+	go run ./cmd/portcullis-vulndb -osv $(OSV) -out .local/vulndb
 
-.local/vulndb/db/trivy.db:
+.local/vulndb/db/trivy.db: $(OSV)
 	$(MAKE) vulndb
 
 .PHONY: bench

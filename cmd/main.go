@@ -56,6 +56,9 @@ type flags struct {
 	vulnDBRefresh          time.Duration
 	watchNamespaces        string
 	vulnDBInsecure         bool
+	verdictConcurrency     int
+	kubeAPIQPS             float64
+	kubeAPIBurst           int
 }
 
 // envPrefix: every flag can also be given as an environment variable, PORTCULLIS_ and the flag's
@@ -84,7 +87,11 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 		"Comma-separated doublestar patterns of registry hosts (host or host:port) a Registry may use, e.g. '*.corp.example,registry.internal:5000'. Empty allows all.")
 	fs.BoolVar(&f.allowInsecure, "allow-insecure-registries", false,
 		"Allow plain http to non-loopback registries (loopback is always allowed with spec.insecure).")
-	fs.IntVar(&f.scanConcurrency, "scan-concurrency", 2, "How many digests are verified and scanned at once (>= 1).")
+	fs.IntVar(&f.scanConcurrency, "scan-concurrency", 2, "How many digests are scanned at once (>= 1).")
+	fs.IntVar(&f.verdictConcurrency, "verdict-concurrency", 16,
+		"How many ImageAttestations are worked on at once: verification and verdicts, with at most --scan-concurrency of them scanning (>= 1).")
+	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", 100, "Requests per second the manager may send to the Kubernetes API server (client-side limit; the server's API Priority and Fairness applies too).")
+	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 200, "Burst above --kube-api-qps.")
 	fs.StringVar(&f.cacheDir, "cache-dir", "/var/cache/portcullis", "Folder for the scan caches.")
 	fs.Int64Var(&f.maxImageSize, "max-image-size", 10<<30, "Largest image scanned, in bytes, compressed or uncompressed (decompression bombs are refused).")
 	fs.BoolVar(&f.scanInProcess, "scan-in-process", false,
@@ -118,6 +125,12 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 	if f.scanConcurrency < 1 {
 		return f, zo, fmt.Errorf("--scan-concurrency must be at least 1, got %d", f.scanConcurrency)
 	}
+	if f.verdictConcurrency < 1 {
+		return f, zo, fmt.Errorf("--verdict-concurrency must be at least 1, got %d", f.verdictConcurrency)
+	}
+	if f.kubeAPIQPS <= 0 || f.kubeAPIBurst < 1 {
+		return f, zo, fmt.Errorf("--kube-api-qps must be above 0 and --kube-api-burst at least 1, got %v and %d", f.kubeAPIQPS, f.kubeAPIBurst)
+	}
 	return f, zo, nil
 }
 
@@ -137,6 +150,7 @@ func (f flags) options() controller.Options {
 		AllowedRegistryHosts:    splitList(f.allowedHosts),
 		AllowInsecureRegistries: f.allowInsecure,
 		ScanConcurrency:         f.scanConcurrency,
+		VerdictConcurrency:      f.verdictConcurrency,
 		CacheDir:                f.cacheDir,
 		VulnDBDir:               f.vulnDBDir,
 		MaxImageSize:            f.maxImageSize,
@@ -185,7 +199,9 @@ func run() error {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	restCfg := ctrl.GetConfigOrDie()
+	restCfg.QPS, restCfg.Burst = float32(f.kubeAPIQPS), f.kubeAPIBurst
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                  newScheme(),
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  f.probeAddr,

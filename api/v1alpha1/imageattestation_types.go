@@ -61,6 +61,38 @@ type ImageAttestationSpec struct {
 	// +listType=atomic
 	// +optional
 	MovedTags []MovedTag `json:"movedTags,omitempty"`
+
+	// Accessories are the supply-chain tags of the digest and of its platform manifests that the last
+	// listing found in the repository: cosign's `sha256-<hex>.sig`, `.att` and `.sbom` tags and the
+	// OCI 1.1 referrers fallback tag `sha256-<hex>` (distribution-spec, "Referrers Tag Schema"),
+	// each with the digest it pointed at. A change (a new or re-signed signature) verifies the image
+	// again; a tag the listing did not find is not requested when verifying. Absent on objects not
+	// listed since the field was added: everything is requested then.
+	// +optional
+	Accessories *Accessories `json:"accessories,omitempty"`
+}
+
+// Accessories are supply-chain tags found by a listing; empty tags mean the listing found none.
+type Accessories struct {
+	// Tags, sorted by tag.
+	// +kubebuilder:validation:MaxItems=272
+	// +listType=map
+	// +listMapKey=tag
+	// +optional
+	Tags []Accessory `json:"tags,omitempty"`
+}
+
+// Accessory is one supply-chain tag and the manifest it points at.
+type Accessory struct {
+	// Tag, e.g. `sha256-<hex>.sig`.
+	// +kubebuilder:validation:MaxLength=140
+	// +required
+	Tag string `json:"tag"`
+
+	// Digest of the manifest the tag pointed at (the signature, attestation or referrers index).
+	// +kubebuilder:validation:MaxLength=140
+	// +required
+	Digest string `json:"digest"`
 }
 
 // MovedTag is a tag that pointed at another digest in an earlier listing.

@@ -76,6 +76,30 @@ type RegistrySpec struct {
 	// Suspend stops listing the registry; existing ImageAttestations are kept as they are.
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
+
+	// Requests is the request budget Portcullis spends on this registry: listing, signature
+	// verification and scanning share it. The defaults suit a self-hosted registry (CNCF
+	// Distribution, Harbor); set them below a hosted registry's published limits.
+	// +optional
+	Requests *RequestBudget `json:"requests,omitempty"`
+}
+
+// RequestBudget bounds the requests Portcullis makes to one registry.
+type RequestBudget struct {
+	// PerSecond caps the rate of HTTP requests to the registry, across listing, verification and
+	// scanning (a token bucket whose burst equals the rate). Default 100. A 429 or 503 answer is
+	// retried after its Retry-After (or an exponential backoff) and never counts as a verdict.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	// +optional
+	PerSecond *int32 `json:"perSecond,omitempty"`
+
+	// Concurrency is how many listing requests (tag lists and tag resolutions) are in flight at once.
+	// Default 8.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=64
+	// +optional
+	Concurrency *int32 `json:"concurrency,omitempty"`
 }
 
 // RegistryRepositories selects repositories by pattern, or names them when the registry has no
@@ -124,6 +148,30 @@ type RegistryStatus struct {
 	// pairs that some RepositoryPolicy selects.
 	// +optional
 	ImageCount int32 `json:"imageCount,omitempty"`
+
+	// Listing is the progress of a listing that did not finish within spec.timeout: the next pass
+	// resumes the catalog after `continueAfter` instead of starting over. Absent once a listing
+	// finishes.
+	// +optional
+	Listing *ListingProgress `json:"listing,omitempty"`
+}
+
+// ListingProgress is where an unfinished listing of a registry's catalog stands.
+type ListingProgress struct {
+	// ContinueAfter is the last repository, in catalog order, whose tags were all listed and whose
+	// ImageAttestations were written; the next pass asks the catalog for the names after it
+	// (`/v2/_catalog?last=...`).
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	ContinueAfter string `json:"continueAfter,omitempty"`
+
+	// StartedAt is when the listing that is being resumed began.
+	// +optional
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+
+	// Repositories is how many repositories that listing has covered so far.
+	// +optional
+	Repositories int32 `json:"repositories,omitempty"`
 }
 
 // Registry is a container registry endpoint that Portcullis lists and enforces policy on.

@@ -1,5 +1,7 @@
 package v1alpha1
 
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 // IndexPolicy decides what must be signed for a multi-platform image (an OCI image index or a Docker
 // manifest list) to count as signed.
 // +kubebuilder:validation:Enum=Index;Platforms;Either
@@ -52,6 +54,17 @@ type VerificationSpec struct {
 	// +kubebuilder:default=Either
 	// +optional
 	IndexPolicy IndexPolicy `json:"indexPolicy,omitempty"`
+
+	// RecheckInterval is how long a verification result stands for an unchanged digest (a Go
+	// duration; default 24h; from 1m to 720h). A digest is verified again before then when its
+	// signature or attestation tags change (the listing sees their digests change), when this
+	// policy's verification spec or key material changes, and, on registries with the OCI referrers
+	// API (where signatures stored as referrers are not tags), every Registry interval.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('720h')",message="recheckInterval must be between 1m and 720h"
+	// +optional
+	RecheckInterval *metav1.Duration `json:"recheckInterval,omitempty"`
 }
 
 // Authority is one trusted signer: exactly one of key or keyless.

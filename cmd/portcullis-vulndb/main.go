@@ -1,7 +1,7 @@
 // Command portcullis-vulndb builds a trivy vulnerability DB offline from the OSV records of the Go
 // vulnerability database, for air-gapped clusters, tests and the demo.
 //
-//	portcullis-vulndb -osv ../shared/vulndata/go-osv -out .local/vulndb
+//	portcullis-vulndb -osv third_party/go-vulndb/go-osv.tar.gz -out .local/vulndb
 //
 // It writes OUT/db/trivy.db and OUT/db/metadata.json (trivy-db schema 2, NextUpdate far in the
 // future so trivy never tries to download a newer one). The Go vulnerability database is licensed
@@ -19,7 +19,7 @@ import (
 )
 
 func main() {
-	osv := flag.String("osv", filepath.Join("..", "shared", "vulndata", "go-osv"), "Folder of OSV JSON records (one advisory per file).")
+	osv := flag.String("osv", vulndb.ShippedOSV, "OSV records: a folder of JSON files (one advisory per file) or a .tar.gz of them.")
 	out := flag.String("out", filepath.Join(".local", "vulndb"), "Output folder; the DB goes to OUT/db.")
 	flag.Parse()
 	start := time.Now()

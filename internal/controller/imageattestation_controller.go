@@ -45,6 +45,8 @@ type ImageAttestationReconciler struct {
 	access       *registryAccess
 	verification verification
 	records      scanRecords
+	// scanSlots bounds the scans in flight (Options.ScanConcurrency) among the concurrent reconciles.
+	scanSlots chan struct{}
 }
 
 // RBAC is exactly what the manager uses (test/e2e TestInstall checks it against the API server's audit
@@ -176,6 +178,7 @@ func (r *ImageAttestationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.records.cache == nil {
 		r.records.cache = lru.New(maxScanRecords)
 	}
+	r.scanSlots = make(chan struct{}, max(1, r.Options.ScanConcurrency))
 	newList := func() client.ObjectList { return &v1alpha1.ImageAttestationList{} }
 	byRegistry := enqueueReferrers(r.Client, newList, indexRegistryRef)
 	byPolicy := func(ctx context.Context, p *v1alpha1.RepositoryPolicy) []ctrl.Request {
@@ -208,7 +211,7 @@ func (r *ImageAttestationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(byMaterial(indexSecretRefs))).
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(byMaterial(indexConfigMapRefs))).
 		// A panic inside a library (cosign, later trivy) becomes an error for this object, never a crash.
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.Options.ScanConcurrency), RecoverPanic: ptrTo(true)}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.Options.ScanConcurrency, r.Options.VerdictConcurrency), RecoverPanic: ptrTo(true)}).
 		Named("imageattestation").
 		Complete(r)
 }

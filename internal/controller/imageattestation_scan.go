@@ -9,12 +9,12 @@ import (
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/lru"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/registry"
 	"github.com/portcullis-dev/portcullis/internal/scan"
+	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
 // Reasons of the VulnerabilitiesScanned condition.
@@ -58,28 +58,19 @@ type scanRecord struct {
 }
 
 // maxScanRecords bounds the in-memory records (about 40 bytes per vulnerability). A digest whose
-// record was evicted, or a manager that restarted, rescans from trivy's on-disk layer analysis (no
-// layer download) when a policy needs the findings.
+// record was evicted, or a manager that restarted, reads it from the durable store; without one
+// (no cache dir) it rescans from trivy's on-disk layer analysis (no layer download) when a policy
+// needs the findings.
 const maxScanRecords = 4096
 
-// scanRecords keeps the records of recent scans, keyed by digest and DB build time, so that a policy
-// change re-evaluates verdicts without rescanning.
-type scanRecords struct{ cache *lru.Cache }
-
-func (s *scanRecords) get(key string) *scanRecord {
-	if v, ok := s.cache.Get(key); ok {
-		return v.(*scanRecord)
-	}
-	return nil
-}
-
-// recordKey names the scan the status describes: its digest and the DB it was matched against.
+// recordKey names the scan the status describes: its digest and the DB it was matched against
+// (store.Key layout).
 func recordKey(ia *v1alpha1.ImageAttestation) string {
-	key := ia.Spec.Digest + "|"
+	db := ""
 	if sc := ia.Status.Scanner; sc != nil && sc.DBUpdatedAt != nil {
-		key += sc.DBUpdatedAt.UTC().Format(time.RFC3339)
+		db = sc.DBUpdatedAt.UTC().Format(time.RFC3339)
 	}
-	return key
+	return store.Key(ia.Spec.Digest, db)
 }
 
 // needsFindings reports whether a selecting policy has a scanning threshold (so a verdict needs the
@@ -150,7 +141,7 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 	cond.Message += escapingNote(res.EscapingEntries, apimeta.FindStatusCondition(ia.Status.Conditions, v1alpha1.VulnerabilitiesScannedCondition))
 	apimeta.SetStatusCondition(&ia.Status.Conditions, cond)
 	rec = newScanRecord(res)
-	r.records.cache.Add(recordKey(ia), rec)
+	r.records.put(ctx, recordKey(ia), rec)
 	return rec, policy.ScanDone, nil
 }
 
@@ -171,6 +162,14 @@ func (r *ImageAttestationReconciler) scan(ctx context.Context, ia *v1alpha1.Imag
 	// A bounded scan: a stuck layer download must not hold the DB lock (and a reload) forever.
 	scanCtx, cancel := context.WithTimeout(ctx, scanTimeout)
 	defer cancel()
+	if r.scanSlots != nil {
+		select {
+		case r.scanSlots <- struct{}{}:
+			defer func() { <-r.scanSlots }()
+		case <-scanCtx.Done():
+			return scan.Result{}, fmt.Errorf("waiting for a scan slot: %w", scanCtx.Err())
+		}
+	}
 	start := time.Now()
 	res, err := r.Scanner.Scan(scanCtx, ref.String(), scan.Access{Username: user, Password: pass, Insecure: insecure, SizeChecked: sizeChecked})
 	observeScan(start, err)

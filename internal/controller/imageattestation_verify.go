@@ -13,10 +13,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/registry"
+	"github.com/portcullis-dev/portcullis/internal/store"
 	"github.com/portcullis-dev/portcullis/internal/verify"
 )
 
@@ -36,6 +38,8 @@ type verification struct {
 	mu        sync.Mutex
 	verifiers map[string]*verify.Verifier  // policy UID/generation/material hash
 	results   map[string]verificationEntry // verifier key + digest
+	// store keeps every result across restarts (nil: memory only).
+	store *store.Store
 }
 
 type verificationEntry struct {
@@ -66,18 +70,33 @@ func (v *verification) verifier(key string, compile func() (*verify.Verifier, er
 
 func (v *verification) cached(key string, maxAge time.Duration) (verify.ImageResult, bool) {
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	e, ok := v.results[key]
+	v.mu.Unlock()
+	if !ok {
+		if e, ok = v.storedResult(key); ok {
+			v.remember(key, e)
+		}
+	}
 	return e.result, ok && time.Since(e.at) < maxAge
 }
 
-func (v *verification) store(key string, r verify.ImageResult) {
+func (v *verification) put(ctx context.Context, key string, r verify.ImageResult) {
+	e := verificationEntry{result: r, at: time.Now()}
+	v.remember(key, e)
+	if v.store != nil {
+		if err := v.store.Put(store.Verifications, key, storedVerification{Result: r, At: e.at}); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "writing a verification result to the store")
+		}
+	}
+}
+
+func (v *verification) remember(key string, e verificationEntry) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.results == nil || len(v.results) >= maxCachedResults {
 		v.results = map[string]verificationEntry{}
 	}
-	v.results[key] = verificationEntry{result: r, at: time.Now()}
+	v.results[key] = e
 }
 
 // verifySignatures runs every selecting policy's verification for the image and writes
@@ -99,7 +118,7 @@ func (r *ImageAttestationReconciler) verifySignatures(ctx context.Context, ia *v
 			continue
 		}
 		required++
-		res, err := r.verifyWithPolicy(ctx, p, digest, ia, rc, registryInterval(reg))
+		res, err := r.verifyWithPolicy(ctx, p, digest, ia, rc, recheckAfter(p.Spec.Verification, reg, rc))
 		if err != nil {
 			var stall policyError
 			if errors.As(err, &stall) {
@@ -198,30 +217,74 @@ func (r *ImageAttestationReconciler) verifyWithPolicy(ctx context.Context, p *v1
 	if !ok {
 		return verify.ImageResult{}, policyError{o.message}
 	}
-	// The key names the registry client too (%p): a rotated registry credential or CA gives a new
-	// client, and a verifier compiled with the old one must not be reused.
 	// The verification spec's hash, not the policy generation: a change elsewhere in the policy (a
 	// threshold, retention) re-evaluates the verdict from cached results instead of re-verifying.
-	key := fmt.Sprintf("%s/%s/%s/%p", p.UID, specHash(p.Spec.Verification), materialHash(material), rc)
+	// The verifier holds keys only; the registry is reached through the client of this pass.
+	key := fmt.Sprintf("%s/%s/%s", p.UID, specHash(p.Spec.Verification), materialHash(material))
 	v, err := r.verification.verifier(key, func() (*verify.Verifier, error) {
-		return verify.Compile(p.Spec.Verification, material, rc.RemoteOptions()...)
+		return verify.Compile(p.Spec.Verification, material)
 	})
 	if err != nil {
 		return verify.ImageResult{}, policyError{err.Error()}
 	}
-	rkey := key + "/" + ia.Spec.Digest
+	// The result stands while the digest's signature and attestation tags are the ones it was
+	// computed from, on the same registry.
+	rkey := store.Key(ia.Spec.Digest, key, digest.String(), accessoriesHash(ia.Spec.Accessories))
 	if res, ok := r.verification.cached(rkey, maxAge); ok {
 		return res, nil
 	}
 	start := time.Now()
-	res, err := v.VerifyImage(ctx, digest, registry.Manifest{MediaType: ia.Spec.MediaType}.IsIndex() || len(ia.Spec.Platforms) > 0,
-		p.Spec.Verification.IndexPolicy)
+	res, err := v.With(knownOf(ia, rc), rc.RemoteOptions()...).VerifyImage(ctx, digest,
+		registry.Manifest{MediaType: ia.Spec.MediaType}.IsIndex() || len(ia.Spec.Platforms) > 0, p.Spec.Verification.IndexPolicy)
 	observeVerification(start, res.Verified, err)
 	if err != nil {
+		rc.Forget(err)
 		return verify.ImageResult{}, err
 	}
-	r.verification.store(rkey, res)
+	r.verification.put(ctx, rkey, res)
 	return res, nil
+}
+
+// defaultRecheckInterval is spec.verification.recheckInterval's default.
+const defaultRecheckInterval = 24 * time.Hour
+
+// recheckAfter is how long a verification result stands: the policy's recheckInterval (default
+// 24h), or the Registry's interval when the registry has the referrers API, since signatures stored
+// as referrers are not tags and a listing does not see them change.
+func recheckAfter(spec *v1alpha1.VerificationSpec, reg *v1alpha1.Registry, rc *registry.Client) time.Duration {
+	d := defaultRecheckInterval
+	if spec.RecheckInterval != nil && spec.RecheckInterval.Duration > 0 {
+		d = spec.RecheckInterval.Duration
+	}
+	if !rc.NoReferrersAPI() {
+		d = min(d, registryInterval(reg))
+	}
+	return d
+}
+
+// knownOf is what the last listing found of the image's supply-chain tags; nil when the
+// ImageAttestation was not listed since accessories were recorded.
+func knownOf(ia *v1alpha1.ImageAttestation, rc *registry.Client) *verify.Known {
+	if ia.Spec.Accessories == nil {
+		return nil
+	}
+	k := &verify.Known{Tags: make(map[string]bool, len(ia.Spec.Accessories.Tags)), NoReferrersAPI: rc.NoReferrersAPI()}
+	for _, a := range ia.Spec.Accessories.Tags {
+		k.Tags[a.Tag] = true
+	}
+	return k
+}
+
+// accessoriesHash names the supply-chain tags a verification saw ("-" when unknown).
+func accessoriesHash(a *v1alpha1.Accessories) string {
+	if a == nil {
+		return "-"
+	}
+	var b strings.Builder
+	for _, t := range a.Tags {
+		b.WriteString(t.Tag + "@" + t.Digest + "\n")
+	}
+	return shortHash(b.String(), 16)
 }
 
 // signatureResults flattens a result into status entries: one per authority, one per attestation

@@ -24,10 +24,16 @@ type Options struct {
 	// with spec.insecure).
 	AllowInsecureRegistries bool
 
-	// ScanConcurrency is how many digests are verified and scanned at once.
+	// ScanConcurrency is how many digests are scanned at once.
 	ScanConcurrency int
 
-	// CacheDir holds the scan caches (trivy's layer cache under CacheDir/trivy).
+	// VerdictConcurrency is how many ImageAttestations are reconciled at once (verification, verdict,
+	// status write); at most ScanConcurrency of them scan at a time. 0 means ScanConcurrency.
+	VerdictConcurrency int
+
+	// CacheDir holds the scan caches (trivy's layer cache under CacheDir/trivy) and the durable
+	// per-digest records (CacheDir/records.db: findings and verification results). Empty keeps
+	// records in memory only.
 	CacheDir string
 
 	// VulnDBDir is the folder with trivy.db and metadata.json (built by portcullis-vulndb, or trivy's

@@ -31,6 +31,8 @@ const ReconcileRequestAnnotation = "registry.portcullis.dev/reconcile-request"
 const (
 	defaultInterval = 10 * time.Minute
 	defaultTimeout  = 5 * time.Minute
+	// defaultConcurrency is spec.requests.concurrency's default.
+	defaultConcurrency = 8
 )
 
 // RegistryReconciler reconciles a Registry: it checks that the spec can work (host allowed, http only
@@ -184,12 +186,6 @@ func (r *RegistryReconciler) pass(ctx context.Context, obj *v1alpha1.Registry) (
 	if err := r.List(ctx, existing, client.InNamespace(obj.Namespace), client.MatchingFields{indexRegistryRef: obj.Name}); err != nil {
 		return failed(v1alpha1.ReadFailedReason, err), none, err
 	}
-	known := make(map[imageKey]*v1alpha1.ImageAttestation, len(existing.Items))
-	for i := range existing.Items {
-		ia := &existing.Items[i]
-		known[imageKey{ia.Spec.Repository, ia.Spec.Digest}] = ia
-	}
-
 	passCtx, cancel := context.WithTimeout(ctx, registryTimeout(obj))
 	defer cancel()
 	var reg registryLister = lister
@@ -203,31 +199,47 @@ func (r *RegistryReconciler) pass(ctx context.Context, obj *v1alpha1.Registry) (
 		}
 		reg = newHarborLister(lister, hc)
 	}
-	inv, err := listInventory(passCtx, reg, &obj.Spec, policy.NewSelection(policies.Items), known)
+	l := r.listing(obj, existing.Items, policies.Items, reg)
+	l.ctx = ctx
+	res, err := l.walk.run(passCtx, l.after, l.apply, l.progress)
+	changes, werr, failedRepos := l.result()
 	if err == nil {
 		registryPasses.WithLabelValues(obj.Namespace + "/" + obj.Name).SetToCurrentTime()
+		// Repositories that left the catalog or the policies' scope lose their ImageAttestations, once
+		// the catalog was read to its end. A resumed pass saw only the names after `after`.
+		ch, derr := r.applyInventory(ctx, obj, l.vanished(res.governed), &inventory{images: map[imageKey]*image{}, failed: map[string]error{}}, policies.Items)
+		changes.add(ch)
+		werr = errors.Join(werr, derr)
 	}
-	if err != nil {
+	obj.Status.ImageCount = int32(l.imageCount(changes))
+	switch {
+	case err != nil && l.resumable(passCtx):
+		// Cut by the deadline: the next pass resumes after the last page that was done.
+		obj.Status.Listing = l.next
+		obj.Status.RepositoryCount = max(obj.Status.RepositoryCount, l.next.Repositories)
+		msg := fmt.Sprintf("listing did not finish within spec.timeout (%s) after %d repositories; the next pass resumes after %q",
+			registryTimeout(obj), l.next.Repositories, l.next.ContinueAfter)
+		return outcome{kind: outcomeFailed, reason: v1alpha1.ProgressingReason, message: msg}, changes, fmt.Errorf("%s", msg)
+	case err != nil:
+		obj.Status.Listing = nil // start afresh: the registry may page differently next time
 		o := registryFailure("listing the catalog failed; the last known inventory is kept", err)
-		return o, none, err
+		return o, changes, err
 	}
-	changes, werr := r.applyInventory(ctx, obj, existing.Items, inv, policies.Items)
-	none = changes
-	obj.Status.RepositoryCount = int32(inv.repositories)
-	obj.Status.ImageCount = int32(changes.kept)
+	obj.Status.Listing = nil
+	obj.Status.RepositoryCount = int32(res.repositories) + l.resumedRepositories()
 	if werr != nil {
-		return failed(v1alpha1.InventoryWriteFailedReason, werr), none, werr
+		return failed(v1alpha1.InventoryWriteFailedReason, werr), changes, werr
 	}
-	if len(inv.failed) > 0 {
-		err := firstFailure(inv.failed)
-		o := registryFailure(fmt.Sprintf("listing %d of the governed repositories failed; their last known images are kept", len(inv.failed)), err)
-		return o, none, err
+	if len(failedRepos) > 0 {
+		err := firstFailure(failedRepos)
+		o := registryFailure(fmt.Sprintf("listing %d of the governed repositories failed; their last known images are kept", len(failedRepos)), err)
+		return o, changes, err
 	}
 	if changes.any() {
 		ctrl.LoggerFrom(ctx).Info("inventory changed", "created", changes.created, "updated", changes.updated, "deleted", changes.deleted)
 	}
 	return ready(v1alpha1.SucceededReason, "listed %d repositories; %d images selected by %d policies",
-		inv.repositories, changes.kept, len(policies.Items)), changes, nil
+		obj.Status.RepositoryCount, obj.Status.ImageCount, len(policies.Items)), changes, nil
 }
 
 // registryFailure maps a registry error to a transient outcome whose reason names its kind.

@@ -22,13 +22,18 @@ import (
 )
 
 // proxy sits between the manager and a real registry: it counts requests by "METHOD kind" and can
-// fail the requests whose path contains failPath with failCode.
+// fail the requests whose path contains failPath with failCode, or hold those whose path contains
+// slowPath for slowBy.
 type proxy struct {
 	*httptest.Server
 	mu       sync.Mutex
 	counts   map[string]int
 	failPath string
 	failCode int
+	slowPath string
+	slowBy   time.Duration
+	// catalogLast records the `last` parameter of every catalog request.
+	catalogLast []string
 }
 
 func newProxy(t *testing.T, target string) *proxy { return newProxyTB(t, target) }
@@ -42,7 +47,19 @@ func newProxyTB(t testing.TB, target string) *proxy {
 		p.counts[r.Method+" "+kindOfPath(r.URL.Path)]++
 		fail := p.failPath != "" && strings.Contains(r.URL.Path, p.failPath)
 		code := p.failCode
+		slow := p.slowPath != "" && strings.Contains(r.URL.Path, p.slowPath)
+		if r.URL.Path == "/v2/_catalog" {
+			p.catalogLast = append(p.catalogLast, r.URL.Query().Get("last"))
+		}
+		slowBy := p.slowBy
 		p.mu.Unlock()
+		if slow {
+			select {
+			case <-time.After(slowBy):
+			case <-r.Context().Done():
+				return
+			}
+		}
 		if fail {
 			http.Error(w, `{"errors":[{"code":"UNKNOWN","message":"injected"}]}`, code)
 			return

@@ -6,12 +6,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -44,6 +47,8 @@ type image struct {
 	mediaType string
 	tags      []string
 	platforms []v1alpha1.PlatformManifest
+	// accessories are the supply-chain tags of the digest and its platforms, sorted by tag.
+	accessories []v1alpha1.Accessory
 }
 
 // inventory is the result of listing a registry.
@@ -55,68 +60,200 @@ type inventory struct {
 	failed map[string]error
 }
 
-// listInventory lists the repositories of the Registry, and for each repository some policy governs,
-// the tags it selects and their digests. known holds the ImageAttestations that exist, so that an
-// index already known costs no GET for its platforms. A catalog failure fails the whole pass.
-func listInventory(ctx context.Context, reg registryLister, spec *v1alpha1.RegistrySpec, sel policy.Selection,
-	known map[imageKey]*v1alpha1.ImageAttestation) (*inventory, error) {
-	repos := spec.Repositories.Names
-	if len(repos) == 0 {
-		all, err := reg.Repositories(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range all {
-			if policy.Selects(spec.Repositories.PatternSelector, r) {
-				repos = append(repos, r)
+// pageLister is a registry whose catalog can be read page by page and resumed (*registry.Client,
+// and the Harbor lister through it).
+type pageLister interface {
+	RepositoryPages(ctx context.Context, after string, fn func(repos []string) error) error
+}
+
+// repoListing is what listing one repository gave: its selected digests, or why it failed (its
+// ImageAttestations are then kept as they are).
+type repoListing struct {
+	repo   string
+	images map[imageKey]*image
+	err    error
+}
+
+// walk is one listing pass over a registry.
+type walk struct {
+	reg   registryLister
+	spec  *v1alpha1.RegistrySpec
+	sel   policy.Selection
+	known map[imageKey]*v1alpha1.ImageAttestation // read only: indexes already known cost no GET
+	// repos bounds the repositories being listed at once and requests the listing requests in flight
+	// (both spec.requests.concurrency); the Registry's rate limit applies below them. A repository
+	// holds its repos slot throughout and a requests slot only during each request, so neither can
+	// wait on the other.
+	repos, requests chan struct{}
+}
+
+// walkResult is what a walk saw of the catalog.
+type walkResult struct {
+	// governed holds the repositories listed (or whose listing failed) that some policy governs.
+	governed map[string]bool
+	// repositories counts the repositories the catalog gave after spec.repositories.
+	repositories int
+	// complete: the catalog was read to its end (not cut by the deadline or an error).
+	complete bool
+}
+
+// run lists the registry's repositories page by page, starting after `after` (empty: from the
+// start), lists up to cap(repos) governed repositories at once, and calls apply with each
+// repository's listing as soon as it is done, from several goroutines at once. Whenever the run of
+// catalog names whose repositories were all applied grows, progress gets the last name of the run
+// and the number of repositories so far (calls are serialised per page). A catalog failure is
+// returned (what was applied stays applied).
+func (w *walk) run(ctx context.Context, after string, apply func(repoListing), progress func(last string, repositories int)) (walkResult, error) {
+	res := walkResult{governed: map[string]bool{}}
+	page := func(names []string) error {
+		// Progress moves over the longest run of finished names at the page's head, so a pass cut by
+		// its deadline resumes after the last repository whose whole listing was applied.
+		before := res.repositories
+		var pmu sync.Mutex
+		finished, counted := make([]bool, len(names)), make([]bool, len(names))
+		next, repositories := 0, before
+		finish := func(i int) {
+			pmu.Lock()
+			defer pmu.Unlock()
+			finished[i] = true
+			moved := false
+			for next < len(names) && finished[next] {
+				if counted[next] {
+					repositories++
+				}
+				next, moved = next+1, true
 			}
+			if moved {
+				progress(names[next-1], repositories)
+			}
+		}
+		var wg sync.WaitGroup
+		for i, repo := range names {
+			if len(w.spec.Repositories.Names) == 0 && !policy.Selects(w.spec.Repositories.PatternSelector, repo) {
+				finish(i)
+				continue
+			}
+			res.repositories++
+			pmu.Lock()
+			counted[i] = true
+			pmu.Unlock()
+			if !w.sel.Repository(repo) {
+				finish(i)
+				continue
+			}
+			res.governed[repo] = true
+			if ctx.Err() != nil { // the pass's deadline passed: the rest fail alike, without requests
+				apply(repoListing{repo: repo, err: fmt.Errorf("%w: %w", registry.ErrTimeout, ctx.Err())})
+				continue
+			}
+			select {
+			case w.repos <- struct{}{}:
+			case <-ctx.Done():
+				apply(repoListing{repo: repo, err: fmt.Errorf("%w: %w", registry.ErrTimeout, ctx.Err())})
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				images, err := w.repository(ctx, repo)
+				<-w.repos
+				apply(repoListing{repo: repo, images: images, err: err})
+				if ctx.Err() == nil {
+					finish(i) // a repository cut by the deadline is listed again by the next pass
+				}
+			}()
+		}
+		wg.Wait()
+		return ctx.Err()
+	}
+	if names := w.spec.Repositories.Names; len(names) > 0 {
+		err := page(names)
+		res.complete = err == nil
+		return res, err
+	}
+	var err error
+	if pl, ok := w.reg.(pageLister); ok {
+		err = pl.RepositoryPages(ctx, after, page)
+	} else {
+		var all []string
+		if all, err = w.reg.Repositories(ctx); err == nil {
+			err = page(all)
 		}
 	}
-	inv := &inventory{repositories: len(repos), images: map[imageKey]*image{}, failed: map[string]error{}}
-	for i, repo := range repos {
-		if !sel.Repository(repo) {
-			continue
+	res.complete = err == nil
+	return res, err
+}
+
+// listInventory lists the whole registry into one inventory (no resume, nothing applied on the
+// way): the listing the benchmarks and tests compare against. A catalog failure fails it.
+func listInventory(ctx context.Context, reg registryLister, spec *v1alpha1.RegistrySpec, sel policy.Selection,
+	known map[imageKey]*v1alpha1.ImageAttestation) (*inventory, error) {
+	inv := &inventory{images: map[imageKey]*image{}, failed: map[string]error{}}
+	var mu sync.Mutex
+	w := newWalk(reg, spec, sel, known, defaultConcurrency)
+	res, err := w.run(ctx, "", func(l repoListing) {
+		mu.Lock()
+		defer mu.Unlock()
+		if l.err != nil {
+			inv.failed[l.repo] = l.err
+			return
 		}
-		err := listRepository(ctx, reg, repo, sel, known, inv)
-		if err == nil {
-			continue
-		}
-		inv.failed[repo] = err
-		if ctx.Err() != nil { // the pass's deadline passed: the rest fail alike, without requests
-			for _, rest := range repos[i+1:] {
-				if sel.Repository(rest) {
-					inv.failed[rest] = err
-				}
-			}
-			break
-		}
+		maps.Copy(inv.images, l.images)
+	}, func(string, int) {})
+	inv.repositories = res.repositories
+	if err != nil && ctx.Err() == nil {
+		return nil, err
 	}
 	return inv, nil
 }
 
-// listRepository adds repo's selected digests to inv: one tags request, one HEAD per selected tag,
-// and a GET only for an index not seen before. A repository or tag that vanished meanwhile (404) is
-// simply absent; any other error leaves inv without this repository's images.
-func listRepository(ctx context.Context, reg registryLister, repo string, sel policy.Selection,
-	known map[imageKey]*v1alpha1.ImageAttestation, inv *inventory) error {
-	tags, err := reg.Tags(ctx, repo)
+func newWalk(reg registryLister, spec *v1alpha1.RegistrySpec, sel policy.Selection, known map[imageKey]*v1alpha1.ImageAttestation, concurrency int) *walk {
+	return &walk{reg: reg, spec: spec, sel: sel, known: known,
+		repos: make(chan struct{}, concurrency), requests: make(chan struct{}, concurrency)}
+}
+
+// request runs one listing request in a requests slot.
+func (w *walk) request(ctx context.Context, do func() error) error {
+	select {
+	case w.requests <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", registry.ErrTimeout, ctx.Err())
+	}
+	defer func() { <-w.requests }()
+	return do()
+}
+
+// repository lists repo's selected digests: one tags request, one HEAD per selected tag (up to
+// cap(requests) at once across the pass), and a GET only for an index not seen before. A
+// repository or tag that vanished meanwhile (404) is simply absent; any other error fails the
+// repository.
+func (w *walk) repository(ctx context.Context, repo string) (map[imageKey]*image, error) {
+	var tags []string
+	err := w.request(ctx, func() (err error) { tags, err = w.reg.Tags(ctx, repo); return err })
 	if errors.Is(err, registry.ErrNotFound) {
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
+	}
+	var selected, accessories []string
+	for _, tag := range tags {
+		switch {
+		case supplyChainTag.MatchString(tag):
+			accessories = append(accessories, tag)
+		case w.sel.Tag(repo, tag):
+			selected = append(selected, tag)
+		}
+	}
+	resolved, err := w.resolve(ctx, repo, selected)
+	if err != nil {
+		return nil, err
 	}
 	found := map[imageKey]*image{}
-	for _, tag := range tags {
-		if supplyChainTag.MatchString(tag) || !sel.Tag(repo, tag) {
+	for i, tag := range selected {
+		m := resolved[i]
+		if m.Digest == "" {
 			continue
-		}
-		m, err := reg.Resolve(ctx, repo, tag)
-		if errors.Is(err, registry.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return err
 		}
 		k := imageKey{repo, m.Digest}
 		img := found[k]
@@ -124,24 +261,99 @@ func listRepository(ctx context.Context, reg registryLister, repo string, sel po
 			img = &image{mediaType: m.MediaType}
 			found[k] = img
 			if m.IsIndex() {
-				if ia := known[k]; ia != nil && len(ia.Spec.Platforms) > 0 {
+				if ia := w.known[k]; ia != nil && len(ia.Spec.Platforms) > 0 {
 					img.platforms = ia.Spec.Platforms
-				} else if img.platforms, err = platformsOf(ctx, reg, repo, m.Digest); err != nil {
-					return err
+				} else if img.platforms, err = platformsOf(ctx, w.reg, repo, m.Digest); err != nil {
+					return nil, err
 				}
 			}
 		}
 		img.tags = append(img.tags, tag)
 	}
-	for k, img := range found {
+	if err := w.accessories(ctx, repo, accessories, found); err != nil {
+		return nil, err
+	}
+	for _, img := range found {
 		sort.Strings(img.tags)
 		img.tags = slices.Compact(img.tags) // a registry whose paging repeats a tag
 		if len(img.tags) > maxTags {
 			img.tags = img.tags[:maxTags] // the API's bound; the digest stays selected
 		}
-		inv.images[k] = img
+	}
+	return found, nil
+}
+
+// resolve HEADs each tag, up to cap(requests) at once across the pass. A tag deleted since the tag
+// list was read resolves to the zero Manifest.
+func (w *walk) resolve(ctx context.Context, repo string, tags []string) ([]registry.Manifest, error) {
+	resolved := make([]registry.Manifest, len(tags))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(cap(w.requests))
+	for i, tag := range tags {
+		g.Go(func() error {
+			return w.request(gctx, func() error {
+				m, err := w.reg.Resolve(gctx, repo, tag)
+				if errors.Is(err, registry.ErrNotFound) {
+					return nil
+				}
+				resolved[i] = m
+				return err
+			})
+		})
+	}
+	return resolved, g.Wait()
+}
+
+// accessories resolves the supply-chain tags whose subject is a found digest or one of its
+// platform manifests (one HEAD each; the others are not looked at) and records them on the images.
+func (w *walk) accessories(ctx context.Context, repo string, tags []string, found map[imageKey]*image) error {
+	owners := map[string][]*image{}
+	for k, img := range found {
+		owners[k.digest] = append(owners[k.digest], img)
+		for _, p := range img.platforms {
+			owners[p.Digest] = append(owners[p.Digest], img)
+		}
+	}
+	var wanted []string
+	for _, t := range tags {
+		if len(owners[accessorySubject(t)]) > 0 {
+			wanted = append(wanted, t)
+		}
+	}
+	resolved, err := w.resolve(ctx, repo, wanted)
+	if err != nil {
+		return err
+	}
+	for i, t := range wanted {
+		if resolved[i].Digest == "" {
+			continue
+		}
+		for _, img := range owners[accessorySubject(t)] {
+			img.accessories = append(img.accessories, v1alpha1.Accessory{Tag: t, Digest: resolved[i].Digest})
+		}
+	}
+	for _, img := range found {
+		slices.SortFunc(img.accessories, func(a, b v1alpha1.Accessory) int { return strings.Compare(a.Tag, b.Tag) })
+		img.accessories = slices.CompactFunc(img.accessories, func(a, b v1alpha1.Accessory) bool { return a.Tag == b.Tag })
+		if len(img.accessories) > maxAccessories {
+			img.accessories = img.accessories[:maxAccessories]
+		}
 	}
 	return nil
+}
+
+// maxAccessories is the API's bound on spec.accessories.tags.
+const maxAccessories = 272
+
+// accessorySubject is the digest a supply-chain tag names: `sha256-<hex>.sig` names `sha256:<hex>`.
+func accessorySubject(tag string) string {
+	base, _, _ := strings.Cut(tag, ".")
+	return strings.Replace(base, "-", ":", 1)
+}
+
+// sameAccessories reports whether the recorded accessories are the listed ones.
+func sameAccessories(recorded *v1alpha1.Accessories, listed []v1alpha1.Accessory) bool {
+	return recorded != nil && slices.Equal(recorded.Tags, listed)
 }
 
 func platformsOf(ctx context.Context, reg registryLister, repo, digest string) ([]v1alpha1.PlatformManifest, error) {
@@ -163,6 +375,10 @@ func platformsOf(ctx context.Context, reg registryLister, repo, digest string) (
 type inventoryChanges struct{ created, updated, deleted, kept int }
 
 func (c inventoryChanges) any() bool { return c.created+c.updated+c.deleted > 0 }
+
+func (c *inventoryChanges) add(d inventoryChanges) {
+	c.created, c.updated, c.deleted, c.kept = c.created+d.created, c.updated+d.updated, c.deleted+d.deleted, c.kept+d.kept
+}
 
 // applyInventory makes the Registry's ImageAttestations match inv: create new digests, update tags
 // that moved, delete digests that are gone. Repositories in inv.failed are left untouched. An
@@ -233,11 +449,12 @@ func (r *RegistryReconciler) applyInventory(ctx context.Context, obj *v1alpha1.R
 		}
 		ch.kept++
 		if slices.Equal(ia.Spec.Tags, img.tags) && ia.Spec.MediaType == img.mediaType && len(ia.Spec.Platforms) == len(img.platforms) &&
-			len(fresh) == 0 {
+			len(fresh) == 0 && sameAccessories(ia.Spec.Accessories, img.accessories) {
 			continue
 		}
 		base := ia.DeepCopy()
 		ia.Spec.Tags, ia.Spec.MediaType, ia.Spec.Platforms = img.tags, img.mediaType, img.platforms
+		ia.Spec.Accessories = &v1alpha1.Accessories{Tags: img.accessories}
 		ia.Spec.MovedTags = withMoves(ia.Spec.MovedTags, fresh)
 		if err := r.Patch(ctx, ia, client.MergeFrom(base)); err != nil {
 			errs = append(errs, fmt.Errorf("updating ImageAttestation %s: %w", ia.Name, err))
@@ -270,6 +487,7 @@ func newImageAttestation(obj *v1alpha1.Registry, k imageKey, img *image) *v1alph
 			Tags:        img.tags,
 			MediaType:   img.mediaType,
 			Platforms:   img.platforms,
+			Accessories: &v1alpha1.Accessories{Tags: img.accessories},
 		},
 	}
 }

@@ -62,7 +62,10 @@ func (r *registryAccess) clientConfig(ctx context.Context, obj *v1alpha1.Registr
 	cfg := clientConfig{Config: registry.Config{
 		URL: obj.Spec.URL, Insecure: obj.Spec.Insecure, MetricsName: obj.Namespace + "/" + obj.Name,
 	}}
-	keyParts := []string{obj.Spec.URL, boolString(obj.Spec.Insecure)}
+	if rq := obj.Spec.Requests; rq != nil && rq.PerSecond != nil {
+		cfg.RequestsPerSecond = float64(*rq.PerSecond)
+	}
+	keyParts := []string{obj.Spec.URL, boolString(obj.Spec.Insecure), fmt.Sprint(cfg.RequestsPerSecond)}
 	if ref := obj.Spec.SecretRef; ref != nil {
 		s, o, ok, err := getSecret(ctx, r.apiReader, obj.Namespace, ref.Name)
 		if !ok || err != nil {

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/portcullis-dev/portcullis/internal/scan"
+	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
 // SetupAll registers the three controllers with mgr. Secrets and ConfigMaps are read through the
@@ -31,6 +32,20 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 		return fmt.Errorf("setting up the RepositoryPolicy controller: %w", err)
 	}
 	ia := &ImageAttestationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access, Recorder: recorder}
+	if opts.CacheDir != "" {
+		s, err := store.Open(filepath.Join(opts.CacheDir, "records.db"))
+		if err != nil {
+			return err
+		}
+		ia.records.store, ia.verification.store = s, s
+		err = mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+			defer s.Close()
+			return pruneRecords(ctx, mgr.GetClient(), s)
+		}))
+		if err != nil {
+			return err
+		}
+	}
 	switch {
 	case opts.VulnDBDir != "": // an offline DB (portcullis-vulndb, or copied in)
 		t, err := newScanner(mgr, opts, opts.VulnDBDir)

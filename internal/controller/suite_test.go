@@ -105,7 +105,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "creating manager:", err)
 		return 1
 	}
-	// A vulnerability DB built from the shared Go vulnerability database, so ImageAttestations are
+	// A vulnerability DB built from the shipped Go vulnerability database, so ImageAttestations are
 	// scanned for real.
 	work, err := os.MkdirTemp("", "portcullis-suite-")
 	if err != nil {
@@ -113,8 +113,8 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(work)
-	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", "..", "shared", "vulndata", "go-osv"), work); err != nil {
-		fmt.Fprintln(os.Stderr, "building the vulnerability DB (needs ../shared beside the clone):", err)
+	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", vulndb.ShippedOSV), work); err != nil {
+		fmt.Fprintln(os.Stderr, "building the vulnerability DB:", err)
 		return 1
 	}
 	testOptions.VulnDBDir, testOptions.CacheDir = filepath.Join(work, "db"), filepath.Join(work, "cache")

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,10 +28,11 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultRequestsPerSecond = 20
+	// DefaultRequestsPerSecond suits a self-hosted registry (Distribution, Harbor); hosted registries
+	// publish their own limits (set spec.requests.perSecond below them).
+	DefaultRequestsPerSecond = 100
 	DefaultMaxBody           = 4 << 20 // 4 MiB: the distribution spec's recommended manifest size limit
 	DefaultPageSize          = 100
-	DefaultMaxPages          = 1000
 	DefaultMaxRetries        = 3
 	DefaultRetryBase         = time.Second
 	DefaultMaxRetryWait      = 30 * time.Second
@@ -49,13 +51,17 @@ type Config struct {
 	CAPEM []byte
 	// MetricsName labels the request counter, normally "<namespace>/<name>" of the Registry.
 	MetricsName string
-	// RequestsPerSecond caps the request rate to this registry (default 20; burst the same).
+	// RequestsPerSecond caps the request rate to this registry (default DefaultRequestsPerSecond;
+	// burst the same). Every request made through the Client or its RemoteOptions counts.
 	RequestsPerSecond float64
 	// MaxBody caps every response body, in bytes (default 4 MiB).
 	MaxBody int64
 	// PageSize is the `n` asked for when paging catalog and tags (default 100).
 	PageSize int
-	// MaxPages stops paging after this many pages with ErrInvalidResponse (default 1000).
+	// MaxPages, when above 0, stops paging after this many pages with ErrInvalidResponse. 0 (the
+	// default) sets no cap: a listing ends when the registry gives no next page, fails when it
+	// repeats a next link or sends a page of nothing new, and in any case ends at the caller's
+	// deadline.
 	MaxPages int
 	// MaxRetries is how often a 429/502/503/504 is retried (default 3); RetryBase the first backoff
 	// when no Retry-After is given (default 1s, doubling); MaxRetryWait the longest wait honoured
@@ -79,12 +85,50 @@ type Client struct {
 	newPuller  func() (*remote.Puller, error)
 	mu         sync.Mutex
 	puller     *remote.Puller
+	transport  *politeTransport
+}
+
+// noReferrersFor is how long a 404 from the referrers API is believed: a registry upgraded to one
+// that has the API is noticed within a day.
+const noReferrersFor = 24 * time.Hour
+
+// NoReferrersAPI reports whether the registry answered 404 to its referrers API within the last
+// day (and not 200 since): it has no referrers API, and referrers live only under the fallback tag.
+func (c *Client) NoReferrersAPI() bool {
+	at := c.transport.noReferrers.Load()
+	return at != 0 && c.transport.now().Sub(time.Unix(0, at)) < noReferrersFor
 }
 
 // RemoteOptions are go-containerregistry options that reach this registry the same way the Client
 // does (its polite transport, credentials and no extra retries), for other libraries that take them
-// (cosign, to fetch signatures).
-func (c *Client) RemoteOptions() []remote.Option { return c.remoteOpts }
+// (cosign, to fetch signatures). They reuse the Client's Puller, so the registry's ping and bearer
+// tokens are paid once per repository and scope, not once per call. Call it per operation: after a
+// failure that may pass, Forget drops the Puller and the next call gets a fresh one.
+func (c *Client) RemoteOptions() []remote.Option {
+	c.mu.Lock()
+	p := c.puller
+	c.mu.Unlock()
+	opts := slices.Clip(c.remoteOpts)
+	if p == nil {
+		return opts
+	}
+	return append(opts, remote.Reuse(p))
+}
+
+// Forget drops the shared Puller after err, an error from an operation made with RemoteOptions,
+// unless err says something about the content (not found, invalid, too large), as the Client's
+// own calls do: go-containerregistry keeps a failed repository set-up (ping, token) for good.
+func (c *Client) Forget(err error) {
+	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalidResponse) || errors.Is(err, ErrTooLarge) {
+		return
+	}
+	if k := kindOf(err); k == ErrNotFound || k == ErrInvalidResponse || k == ErrTooLarge {
+		return
+	}
+	c.mu.Lock()
+	c.puller = nil
+	c.mu.Unlock()
+}
 
 // Credentials returns the username and password (or identity token as password) the Client
 // authenticates with, for libraries that take plain credentials (trivy); empty for anonymous access.
@@ -179,8 +223,8 @@ func New(cfg Config) (*Client, error) {
 	}
 	newPuller := func() (*remote.Puller, error) { return remote.NewPuller(remoteOpts...) }
 	c := &Client{reg: reg, nameOpts: nameOpts, pageSize: pageSize, newPuller: newPuller, remoteOpts: remoteOpts,
-		auth: auth, insecure: u.Scheme == "http",
-		maxPages: int(def(float64(cfg.MaxPages), DefaultMaxPages))}
+		auth: auth, insecure: u.Scheme == "http", transport: t,
+		maxPages: max(0, cfg.MaxPages)}
 	if _, _, err := c.pull(); err != nil {
 		return nil, err
 	}
@@ -245,28 +289,56 @@ func (c *Client) Tags(ctx context.Context, repository string) (tags []string, er
 }
 
 // collectPages reads a paged listing to the end, following the registry's `Link: <...>; rel="next"`
-// pages. A next link seen before, or more than maxPages pages, fails with ErrInvalidResponse (a
-// registry that pages forever).
+// pages, and returns each item once, in the order first seen.
 func collectPages[P any](ctx context.Context, op string, maxPages int, hasNext func() bool,
 	next func(context.Context) (P, error), parts func(P) (items []string, nextLink string)) ([]string, error) {
 	var out []string
-	seen := map[string]bool{}
+	err := walkPages(ctx, op, maxPages, hasNext, next, parts, func(items []string) error {
+		out = append(out, items...)
+		return nil
+	})
+	return out, err
+}
+
+// walkPages calls fn with the new items of each page of a paged listing, following the registry's
+// `Link: <...>; rel="next"` pages. Whatever a registry's paging does, it ends and never gives an item
+// twice: a next link seen before, or a page of nothing but earlier items, fails with
+// ErrInvalidResponse (a loop), and maxPages, when above 0, caps it; items repeated beside new ones
+// are dropped.
+// An error from fn stops the walk and is returned as it is.
+func walkPages[P any](ctx context.Context, op string, maxPages int, hasNext func() bool,
+	next func(context.Context) (P, error), parts func(P) (items []string, nextLink string), fn func([]string) error) error {
+	seenItems := map[string]struct{}{}
+	seenLinks := map[string]bool{}
 	for pages := 0; hasNext(); pages++ {
-		if pages >= maxPages {
-			return nil, classify(op, fmt.Errorf("%w: more than %d pages", ErrInvalidResponse, maxPages))
+		if maxPages > 0 && pages >= maxPages {
+			return classify(op, fmt.Errorf("%w: more than %d pages", ErrInvalidResponse, maxPages))
 		}
 		page, err := next(ctx)
 		if err != nil {
-			return nil, classify(op, err)
+			return classify(op, err)
 		}
 		items, link := parts(page)
-		if link != "" && seen[link] {
-			return nil, classify(op, fmt.Errorf("%w: the next-page link %s repeats", ErrInvalidResponse, link))
+		if link != "" && seenLinks[link] {
+			return classify(op, fmt.Errorf("%w: the next-page link %s repeats", ErrInvalidResponse, link))
 		}
-		seen[link] = true
-		out = append(out, items...)
+		seenLinks[link] = true
+		fresh := items[:0:0]
+		for _, it := range items {
+			if _, dup := seenItems[it]; !dup {
+				seenItems[it] = struct{}{}
+				fresh = append(fresh, it)
+			}
+		}
+		if len(fresh) == 0 && len(items) > 0 {
+			// A registry that repeats itself: the listing may be cut short, so it is not taken as whole.
+			return classify(op, fmt.Errorf("%w: page %d repeats earlier items only", ErrInvalidResponse, pages+1))
+		}
+		if err := fn(fresh); err != nil {
+			return err
+		}
 	}
-	return out, nil
+	return nil
 }
 
 // Manifest is what a tag points at.

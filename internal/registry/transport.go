@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -26,6 +28,9 @@ type politeTransport struct {
 	// pings such a registry; that attempt's failure is expected and not counted.
 	plainHTTP bool
 	now       func() time.Time
+	// noReferrers holds when the referrers API last answered 404 (Unix nanoseconds), 0 when it last
+	// answered 200 or was never asked.
+	noReferrers atomic.Int64
 }
 
 func (t *politeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -45,6 +50,7 @@ func (t *politeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
+		t.observeReferrers(req.URL.Path, resp.StatusCode)
 		if retryable(resp.StatusCode) && attempt < t.maxRetries && (req.Method == http.MethodGet || req.Method == http.MethodHead) {
 			wait := t.backoff(attempt, resp.Header.Get("Retry-After"))
 			deadline, hasDeadline := ctx.Deadline()
@@ -64,6 +70,21 @@ func (t *politeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		resp.Body = &limitedBody{rc: resp.Body, remaining: t.maxBody, limit: t.maxBody}
 		return resp, nil
+	}
+}
+
+// observeReferrers notes whether the registry has the referrers API
+// (`GET /v2/<name>/referrers/<digest>`, distribution-spec "Listing Referrers"): a 404 there means
+// it has none (clients then read the `sha256-<hex>` fallback tag), a 200 that it has.
+func (t *politeTransport) observeReferrers(path string, code int) {
+	if !strings.HasPrefix(path, "/v2/") || !strings.Contains(path, "/referrers/") {
+		return
+	}
+	switch code {
+	case http.StatusNotFound:
+		t.noReferrers.Store(t.now().UnixNano())
+	case http.StatusOK:
+		t.noReferrers.Store(0)
 	}
 }
 

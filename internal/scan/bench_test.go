@@ -31,7 +31,7 @@ func BenchmarkScan100(b *testing.B) {
 		b.Fatal("PORTCULLIS_TRIVY_BIN is not set: run `make bench`")
 	}
 	dbRoot := b.TempDir()
-	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", "..", "shared", "vulndata", "go-osv"), dbRoot); err != nil {
+	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", vulndb.ShippedOSV), dbRoot); err != nil {
 		b.Fatal(err)
 	}
 	dbDir := filepath.Join(dbRoot, "db")

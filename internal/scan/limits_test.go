@@ -54,7 +54,7 @@ func (r *countingRegistry) downloads(digest string) int {
 func buildDB(t *testing.T) string {
 	t.Helper()
 	out := t.TempDir()
-	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", "..", "shared", "vulndata", "go-osv"), out); err != nil {
+	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", vulndb.ShippedOSV), out); err != nil {
 		t.Fatal(err)
 	}
 	return filepath.Join(out, "db")

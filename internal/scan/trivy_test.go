@@ -11,7 +11,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
 )
 
-// TestTrivyScan builds a DB from the shared Go vulnerability database, pushes an image with a real
+// TestTrivyScan builds a DB from the shipped Go vulnerability database, pushes an image with a real
 // vulnerable Go binary and a planted cloud access key, scans it in-process, and checks the real IDs.
 func TestTrivyScan(t *testing.T) {
 	reg := newCountingRegistry(t)

@@ -74,6 +74,36 @@ type Verifier struct {
 	require      int
 	sigRepo      string
 	remoteOpts   []remote.Option
+	known        *Known
+}
+
+// Known is what a listing of the repository already told about a digest's supply-chain artifacts,
+// so that a verification does not ask for what is not there.
+type Known struct {
+	// Tags is the set of supply-chain tags the repository had at its listing (cosign's
+	// `sha256-<hex>.sig` and `.att`, the referrers fallback tag `sha256-<hex>`). A signature or
+	// attestation tag absent from it is not requested. It is ignored when the policy sets
+	// signatureRepository (another repository, not listed).
+	Tags map[string]bool
+	// NoReferrersAPI says the registry answered 404 to the referrers API
+	// (`GET /v2/<name>/referrers/<digest>`): with the fallback tag absent from Tags, referrers are not
+	// requested at all.
+	NoReferrersAPI bool
+}
+
+// With returns a Verifier that verifies with the same compiled authorities but reaches the registry
+// with remoteOpts (transport, credentials, a shared Puller: see registry.Client.RemoteOptions) and
+// skips what known says is absent (nil: request everything). Compile once per policy and key
+// material; call With per verification.
+func (v *Verifier) With(known *Known, remoteOpts ...remote.Option) *Verifier {
+	w := *v
+	w.remoteOpts, w.known = remoteOpts, known
+	return &w
+}
+
+// absent reports whether the listing showed that tag is not in the digest's repository.
+func (v *Verifier) absent(tag string) bool {
+	return v.known != nil && v.known.Tags != nil && v.sigRepo == "" && !v.known.Tags[tag]
 }
 
 type authority struct {
@@ -246,6 +276,9 @@ func (v *Verifier) fetch(ctx context.Context, digest name.Digest, tagOf func(nam
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRegistry, err)
 	}
+	if v.absent(tag.TagStr()) {
+		return nil, nil // the listing found no such tag: none to read
+	}
 	sigImg, err := ociremote.Signatures(tag, opts...)
 	if err != nil {
 		var te *transport.Error
@@ -270,6 +303,9 @@ const sigArtifactType = "application/vnd.dev.cosign.artifact.sig.v1+json"
 // the referrers API or, for registries without it, the `sha256-<hex>` referrers tag. Registries that
 // ignore the artifactType filter (no OCI-Filters-Applied header) are filtered here.
 func (v *Verifier) referrers(ctx context.Context, digest name.Digest, artifactType string) ([]oci.Signature, error) {
+	if v.known != nil && v.known.NoReferrersAPI && v.absent(strings.Replace(digest.DigestStr(), ":", "-", 1)) {
+		return nil, nil // no referrers API and no fallback tag: no referrers
+	}
 	opts := v.remoteOptions(ctx)
 	idx, err := ociremote.Referrers(digest, artifactType, opts...)
 	if err != nil {

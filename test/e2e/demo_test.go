@@ -29,7 +29,7 @@ const interval = 30 * time.Second
 
 // TestDemoLoop is `make demo` as a test: the real manager binary, a real control plane and CNCF
 // Distribution, the demo images built from real software, the vulnerability DB built from
-// ../shared/vulndata/go-osv, and the samples. It checks every image's verdict and reasons under both
+// the shipped Go vulnerability database (third_party/go-vulndb), and the samples. It checks every image's verdict and reasons under both
 // policies, that a new push is picked up within one interval, that signing an unsigned image turns it
 // compliant, and that the metrics endpoint reports the verdicts. On failure it prints the manager log
 // and the objects as YAML.
@@ -40,8 +40,8 @@ func TestDemoLoop(t *testing.T) {
 	cfg, kubeconfig := startControlPlane(t, dir)
 	c := newClient(t, cfg)
 
-	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", "..", "shared", "vulndata", "go-osv"), filepath.Join(dir, "vulndb")); err != nil {
-		t.Fatalf("building the vulnerability DB (needs ../shared beside the clone): %v", err)
+	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", vulndb.ShippedOSV), filepath.Join(dir, "vulndb")); err != nil {
+		t.Fatalf("building the vulnerability DB: %v", err)
 	}
 	dist := registrytest.StartDistribution(t, registrytest.Options{})
 	cache := filepath.Join(os.Getenv("PORTCULLIS_CACHE"), "demo")

@@ -130,8 +130,8 @@ func TestInstall(t *testing.T) {
 	for _, crd := range trivyOperatorCRDs(t) {
 		apply(t, c, crd, false)
 	}
-	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", "..", "shared", "vulndata", "go-osv"), filepath.Join(dir, "vulndb")); err != nil {
-		t.Fatalf("building the vulnerability DB (needs ../shared beside the clone): %v", err)
+	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", vulndb.ShippedOSV), filepath.Join(dir, "vulndb")); err != nil {
+		t.Fatalf("building the vulnerability DB: %v", err)
 	}
 	metricsAddr, probeAddr := freeAddr(t), freeAddr(t)
 	args := deploymentArgs(t, objs, map[string]string{

@@ -1,6 +1,9 @@
 package vulndb
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -12,17 +15,21 @@ import (
 	"github.com/aquasecurity/trivy-db/pkg/db"
 )
 
-// osvDir is the Go vulnerability database shipped beside the project (../shared/vulndata/go-osv).
-var osvDir = filepath.Join("..", "..", "..", "..", "shared", "vulndata", "go-osv")
+// shipped is the Go vulnerability database shipped with the project.
+var shipped = filepath.Join("..", "..", "..", ShippedOSV)
 
 // TestBuildGoOSV builds a DB from two real advisories and reads it back the way trivy's detector
 // does: the advisory of golang.org/x/text with its fixed version, under the Go ecosystem.
 func TestBuildGoOSV(t *testing.T) {
+	all := t.TempDir()
+	if n, err := extractAdvisories(shipped, all); err != nil || n < 4000 {
+		t.Fatalf("extracting the shipped database: %d advisories, %v", n, err)
+	}
 	in := t.TempDir()
 	for _, id := range []string{"GO-2021-0113", "GO-2022-1059"} {
-		data, err := os.ReadFile(filepath.Join(osvDir, id+".json"))
+		data, err := os.ReadFile(filepath.Join(all, id+".json"))
 		if err != nil {
-			t.Fatalf("the shared Go vulnerability data is needed: %v", err)
+			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join(in, id+".json"), data, 0o600); err != nil {
 			t.Fatal(err)
@@ -73,4 +80,50 @@ func TestBuildGoOSVEmpty(t *testing.T) {
 	if _, err := BuildGoOSV(t.TempDir(), t.TempDir()); err == nil || !strings.Contains(err.Error(), "no OSV advisories") {
 		t.Fatalf("want a clear error for an empty folder, got %v", err)
 	}
+}
+
+// TestBuildGoOSVArchive builds the DB straight from the shipped archive, as `make vulndb` does.
+func TestBuildGoOSVArchive(t *testing.T) {
+	out := t.TempDir()
+	n, err := BuildGoOSV(shipped, out)
+	if err != nil || n != 4291 {
+		t.Fatalf("BuildGoOSV(%s) = %d, %v; want the 4,291 shipped advisories", shipped, n, err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "db", "trivy.db")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBuildGoOSVBadArchive: a damaged archive or one without advisories is a clear error.
+func TestBuildGoOSVBadArchive(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.tar.gz")
+	if err := os.WriteFile(bad, []byte("not gzip"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := BuildGoOSV(bad, t.TempDir()); err == nil || !strings.Contains(err.Error(), "bad.tar.gz") {
+		t.Fatalf("want an error naming the archive, got %v", err)
+	}
+	empty := filepath.Join(dir, "empty.tgz")
+	if err := os.WriteFile(empty, emptyTarGz(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := BuildGoOSV(empty, t.TempDir()); err == nil || !strings.Contains(err.Error(), "no OSV advisories") {
+		t.Fatalf("want no OSV advisories, got %v", err)
+	}
+}
+
+// emptyTarGz is an empty tar archive, gzip-compressed.
+func emptyTarGz(t *testing.T) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
