@@ -71,7 +71,9 @@ func (r *ImageAttestationReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	if err != nil || !requeue {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{RequeueAfter: interval}, nil
+	// The periodic look-again waits behind new and changed digests (controller-runtime's priority
+	// queue), so a large inventory's re-checks never delay a first verdict.
+	return ctrl.Result{RequeueAfter: interval, Priority: ptrTo(handler.LowPriority)}, nil
 }
 
 func (r *ImageAttestationReconciler) reconcile(ctx context.Context, ia *v1alpha1.ImageAttestation) (outcome, *v1alpha1.Registry, error) {

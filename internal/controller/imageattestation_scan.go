@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/policy"
@@ -152,13 +154,21 @@ func (r *ImageAttestationReconciler) scan(ctx context.Context, ia *v1alpha1.Imag
 	if err != nil {
 		return scan.Result{}, err
 	}
-	user, pass, insecure, err := rc.Credentials()
-	if err != nil {
-		return scan.Result{}, fmt.Errorf("registry credentials: %w", err)
-	}
-	// A digest scanned before passed the size limit then (digests are immutable): skipping the check
-	// lets a rescan re-match the cached layer analysis without downloading any layer.
+	// A digest scanned before passed the size limit then (digests are immutable).
 	sizeChecked := ia.Status.LastScanTime != nil && ia.Status.Scanner != nil
+	target, access := ref.String(), scan.Access{SizeChecked: sizeChecked}
+	if relay := r.access.relay; relay != nil {
+		// Through the Registry's client: its rate limit, counters, credentials and CA; the scanner
+		// gets no credential.
+		target = relay.Reference(client.ObjectKeyFromObject(reg).String(), rc, ia.Spec.Repository, ia.Spec.Digest)
+		access.Insecure = true
+	} else {
+		user, pass, insecure, err := rc.Credentials()
+		if err != nil {
+			return scan.Result{}, fmt.Errorf("registry credentials: %w", err)
+		}
+		access.Username, access.Password, access.Insecure = user, pass, insecure
+	}
 	// A bounded scan: a stuck layer download must not hold the DB lock (and a reload) forever.
 	scanCtx, cancel := context.WithTimeout(ctx, scanTimeout)
 	defer cancel()
@@ -171,8 +181,11 @@ func (r *ImageAttestationReconciler) scan(ctx context.Context, ia *v1alpha1.Imag
 		}
 	}
 	start := time.Now()
-	res, err := r.Scanner.Scan(scanCtx, ref.String(), scan.Access{Username: user, Password: pass, Insecure: insecure, SizeChecked: sizeChecked})
+	res, err := r.Scanner.Scan(scanCtx, target, access)
 	observeScan(start, err)
+	if err != nil && target != ref.String() {
+		err = errors.New(strings.ReplaceAll(err.Error(), target, ref.String())) // name the image, not the relay
+	}
 	return res, err
 }
 

@@ -126,7 +126,7 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	list := &v1alpha1.ImageAttestationList{}
-	if err := (*r).List(ctx, list); err != nil {
+	if err := (*r).List(ctx, list, client.UnsafeDisableDeepCopy); err != nil { // read only, at every scrape
 		return
 	}
 	type key struct{ reg, a, b string }

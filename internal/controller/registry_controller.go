@@ -64,8 +64,7 @@ func (r *RegistryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if client.IgnoreNotFound(err) == nil {
 			r.unreachable.Delete(req.NamespacedName)
 			if r.access != nil {
-				r.access.clients.forget(req.NamespacedName)
-				r.access.harbors.forget(req.NamespacedName)
+				r.access.forget(req.NamespacedName)
 			}
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)

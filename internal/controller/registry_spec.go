@@ -37,6 +37,18 @@ type registryAccess struct {
 	options   Options
 	clients   clientCache[*registry.Client]
 	harbors   clientCache[*harbor.Client]
+	// relay serves the scanner the Registries' images through their clients (nil: the scanner
+	// reaches registries itself, with the credentials).
+	relay *registry.Relay
+}
+
+// forget drops what is kept for a deleted Registry.
+func (r *registryAccess) forget(key types.NamespacedName) {
+	r.clients.forget(key)
+	r.harbors.forget(key)
+	if r.relay != nil {
+		r.relay.Forget(key.String())
+	}
 }
 
 // client returns the registry client for obj. A spec or Secret that cannot work stalls; an API error

@@ -113,7 +113,9 @@ const maxListedNonCompliant = 10
 // current generation (no verdict for it yet: pending) and lists the first non-compliant ones.
 func (r *RepositoryPolicyReconciler) summarize(ctx context.Context, p *v1alpha1.RepositoryPolicy) error {
 	list := &v1alpha1.ImageAttestationList{}
-	if err := r.List(ctx, list, client.InNamespace(p.Namespace), client.MatchingFields{indexRegistryRef: p.Spec.RegistryRef.Name}); err != nil {
+	// Read only: the cache's objects are not copied (this runs on every verdict change).
+	if err := r.List(ctx, list, client.InNamespace(p.Namespace), client.MatchingFields{indexRegistryRef: p.Spec.RegistryRef.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("listing ImageAttestations: %w", err)
 	}
 	slices.SortFunc(list.Items, func(a, b v1alpha1.ImageAttestation) int { return strings.Compare(a.Name, b.Name) })
@@ -136,7 +138,7 @@ func (r *RepositoryPolicyReconciler) summarize(ctx context.Context, p *v1alpha1.
 		default:
 			st.NonCompliantImages++
 			if len(st.NonCompliant) < maxListedNonCompliant {
-				v := v1alpha1.ImageVerdict{ImageAttestation: ia.Name, Repository: ia.Spec.Repository, Digest: ia.Spec.Digest, Reasons: res.Reasons}
+				v := v1alpha1.ImageVerdict{ImageAttestation: ia.Name, Repository: ia.Spec.Repository, Digest: ia.Spec.Digest, Reasons: slices.Clone(res.Reasons)}
 				if len(ia.Spec.Tags) > 0 {
 					v.Tag = ia.Spec.Tags[0]
 				}

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/portcullis-dev/portcullis/internal/registry"
 	"github.com/portcullis-dev/portcullis/internal/scan"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
@@ -22,6 +23,20 @@ func SetupAll(mgr ctrl.Manager, opts Options) error {
 		return err
 	}
 	access := &registryAccess{apiReader: mgr.GetAPIReader(), options: opts}
+	if opts.VulnDBDir != "" || len(opts.VulnDBRepositories) > 0 {
+		maxBlob := opts.MaxImageSize
+		if maxBlob <= 0 {
+			maxBlob = scan.DefaultMaxImageSize
+		}
+		relay, err := registry.NewRelay(maxBlob)
+		if err != nil {
+			return err
+		}
+		if err := mgr.Add(manager.RunnableFunc(relay.Serve)); err != nil {
+			return err
+		}
+		access.relay = relay
+	}
 	recorder := mgr.GetEventRecorder("portcullis")
 	reader := client.Reader(mgr.GetClient())
 	verdicts.reader.Store(&reader)

@@ -1,6 +1,7 @@
 package scan
 
 import (
+	"crypto/rand"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -34,4 +35,14 @@ func openTrivy(t testing.TB, dbDir string, maxImageSize int64) *Trivy {
 	}
 	t.Cleanup(func() { _ = tr.Close() })
 	return tr
+}
+
+// randomBytes is n random bytes: content that does not compress.
+func randomBytes(t testing.TB, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

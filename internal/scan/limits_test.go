@@ -102,6 +102,48 @@ func TestLayerCache(t *testing.T) {
 	if len(second.Vulnerabilities) != len(first.Vulnerabilities) || len(first.Vulnerabilities) == 0 {
 		t.Fatalf("re-matching from the cache gave %d findings, the first scan %d", len(second.Vulnerabilities), len(first.Vulnerabilities))
 	}
+	// A new image in another repository that shares the layer (a common base): its first scan
+	// (nothing size-checked yet) downloads only what is new, never the cached layer.
+	other, err := mutate.AppendLayers(img, scantest.Layer(t, map[string][]byte{"etc/app.conf": []byte("x=1\n")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherTarget := reg.push(t, "other/app", other)
+	tr, err := NewTrivy(buildDB(t), cacheDir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	third, err := tr.Scan(context.Background(), otherTarget, Access{Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := reg.downloads(layerDigest.String()); n != downloads {
+		t.Fatalf("a new image sharing a cached layer downloaded it again (%d downloads in all)", n)
+	}
+	if len(third.Vulnerabilities) != len(first.Vulnerabilities) {
+		t.Fatalf("the shared layer's findings: %d, want %d", len(third.Vulnerabilities), len(first.Vulnerabilities))
+	}
+}
+
+// TestCompressedSizeLimit: an image whose manifest says it is larger, compressed, than the limit is
+// refused before any layer is downloaded.
+func TestCompressedSizeLimit(t *testing.T) {
+	reg := newCountingRegistry(t)
+	img, err := mutate.AppendLayers(empty.Image, scantest.Layer(t, map[string][]byte{"noise": randomBytes(t, 64<<10)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := reg.push(t, "big", img)
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	_, err = openTrivy(t, buildDB(t), 16<<10).Scan(context.Background(), target, Access{Insecure: true})
+	if err == nil || !strings.Contains(err.Error(), "compressed image size") {
+		t.Fatalf("want the compressed size to refuse the image, got %v", err)
+	}
+	if n := reg.downloads(ld.String()); n != 0 {
+		t.Fatalf("%d layer downloads for a refused image, want 0", n)
+	}
 }
 
 // TestMaxImageSize: a layer that decompresses far beyond the limit (32 MiB of zeros, a few KiB

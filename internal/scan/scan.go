@@ -19,9 +19,9 @@ type Scanner interface {
 type Access struct {
 	Username, Password string
 	Insecure           bool
-	// SizeChecked says the digest already passed the size limit in an earlier scan. Digests are
-	// immutable, so the check, which has to download every layer to measure it uncompressed, is
-	// skipped and a rescan re-matches the cached layer analysis without downloading any layer.
+	// SizeChecked says the digest already passed the size limit in an earlier scan. The limit is
+	// now checked without downloading (compressed sizes from the manifest, uncompressed layers
+	// capped as they stream), so this no longer changes what a scan downloads; kept for callers.
 	SizeChecked bool
 }
 

@@ -113,13 +113,14 @@ func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result
 	}()
 	imgOpt := ftypes.ImageOptions{
 		ImageSources: ftypes.ImageSources{ftypes.RemoteImageSource},
-		MaxImageSize: t.maxSize, // 0 below when access.SizeChecked
+		// trivy's own size check downloads every layer to disk before the analysis, cached or not,
+		// so a layer shared by many images would be downloaded for each. Instead the manifest's
+		// compressed sizes are checked below, and each uncompressed layer is capped as it streams
+		// into the analysis (escapeCounter): a layer already analysed is never downloaded again.
+		MaxImageSize: 0,
 		RegistryOptions: ftypes.RegistryOptions{
 			Insecure: access.Insecure,
 		},
-	}
-	if access.SizeChecked {
-		imgOpt.MaxImageSize = 0
 	}
 	if access.Username != "" {
 		imgOpt.RegistryOptions.Credentials = []ftypes.Credential{{Username: access.Username, Password: access.Password}}
@@ -129,6 +130,9 @@ func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result
 		return Result{}, fmt.Errorf("opening %s: %w", ref, err)
 	}
 	defer cleanup()
+	if err := checkCompressedSize(rawImg, t.maxSize); err != nil {
+		return Result{}, fmt.Errorf("scanning %s: %w", ref, err)
+	}
 	img := newEscapeCounter(rawImg, t.maxSize)
 	// Offline: no Rekor SBOM look-ups for unpackaged binaries (the unpackaged post handler).
 	art, err := artimage.NewArtifact(img, t.cache, artifact.Option{ImageOption: imgOpt, Offline: true, Parallel: 2,
@@ -158,6 +162,23 @@ func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result
 	res.Scanner = "trivy " + t.version
 	res.DBUpdatedAt = t.DBUpdatedAt()
 	return res, nil
+}
+
+// checkCompressedSize refuses an image whose manifest says its config and layers, compressed, are
+// over max bytes (the manifest is already fetched: no download).
+func checkCompressedSize(img ftypes.Image, max int64) error {
+	m, err := img.Manifest()
+	if err != nil {
+		return err
+	}
+	total := m.Config.Size
+	for _, l := range m.Layers {
+		total += l.Size
+	}
+	if total > max {
+		return fmt.Errorf("compressed image size %d bytes exceeds maximum allowed size %d bytes", total, max)
+	}
+	return nil
 }
 
 // convert maps trivy's report to Result.
