@@ -99,6 +99,17 @@ bench: $(COSIGN) $(TRIVY) $(REGISTRY_BIN) ## Benchmarks (not in CI): listing; ve
 	GOEXPERIMENT=jsonv2 PORTCULLIS_COSIGN_BIN="$(COSIGN)" go test -run NONE -bench Verify200 -benchtime 1x ./internal/verify
 	GOEXPERIMENT=jsonv2 PORTCULLIS_TRIVY_BIN="$(TRIVY)" go test -run NONE -bench Scan100 -benchtime 1x ./internal/scan
 
+# `make bench-scale`: N images over REPOS repositories; BENCH_FLAGS are harness flags (e.g.
+# '-interval 1m -steady 1 -tiny -timeout 3h'), BENCH_MANAGER_FLAGS go to the manager (e.g. '--scan-concurrency=4').
+N ?= 5000
+REPOS ?= 50
+BENCH_FLAGS ?=
+BENCH_MANAGER_FLAGS ?=
+
+.PHONY: bench-scale
+bench-scale: build $(REGISTRY_BIN) .local/vulndb/db/trivy.db ## Scale benchmark (not in CI): the real manager on N images over REPOS repositories; table in .local/bench-scale.md (docs/performance.md).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go run ./hack/benchscale -n $(N) -repos $(REPOS) -registry $(REGISTRY_BIN) -manager bin/manager -vulndb .local/vulndb/db -out .local/bench-scale.md $(BENCH_FLAGS) -- $(BENCH_MANAGER_FLAGS)
+
 ##@ Build
 
 .PHONY: build

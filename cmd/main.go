@@ -59,6 +59,7 @@ type flags struct {
 	verdictConcurrency     int
 	kubeAPIQPS             float64
 	kubeAPIBurst           int
+	pprofAddr              string
 }
 
 // envPrefix: every flag can also be given as an environment variable, PORTCULLIS_ and the flag's
@@ -92,6 +93,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 		"How many ImageAttestations are worked on at once: verification and verdicts, with at most --scan-concurrency of them scanning (>= 1).")
 	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", 100, "Requests per second the manager may send to the Kubernetes API server (client-side limit; the server's API Priority and Fairness applies too).")
 	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 200, "Burst above --kube-api-qps.")
+	fs.StringVar(&f.pprofAddr, "pprof-bind-address", "0",
+		"Address of Go's /debug/pprof endpoints for profiling memory and CPU, e.g. 127.0.0.1:6060; 0 disables them. Bind it to loopback only.")
 	fs.StringVar(&f.cacheDir, "cache-dir", "/var/cache/portcullis", "Folder for the scan caches.")
 	fs.Int64Var(&f.maxImageSize, "max-image-size", 10<<30, "Largest image scanned, in bytes, compressed or uncompressed (decompression bombs are refused).")
 	fs.BoolVar(&f.scanInProcess, "scan-in-process", false,
@@ -209,6 +212,7 @@ func run() error {
 		LeaderElectionID:        "portcullis.registry.portcullis.dev",
 		LeaderElectionNamespace: f.leaderElectionNS,
 		Cache:                   cacheOptions(splitList(f.watchNamespaces)),
+		PprofBindAddress:        f.pprofAddr,
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
