@@ -166,11 +166,14 @@ func (f flags) options() controller.Options {
 }
 
 // cacheOptions restricts the manager's cache (every watch) to namespaces; none means all.
+// Every cached object is stored without its managedFields, which the manager never reads (about a
+// third of an ImageAttestation's size in memory).
 func cacheOptions(namespaces []string) cache.Options {
+	o := cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
 	if len(namespaces) == 0 {
-		return cache.Options{}
+		return o
 	}
-	o := cache.Options{DefaultNamespaces: map[string]cache.Config{}}
+	o.DefaultNamespaces = map[string]cache.Config{}
 	for _, ns := range namespaces {
 		o.DefaultNamespaces[ns] = cache.Config{}
 	}

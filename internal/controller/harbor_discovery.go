@@ -117,6 +117,18 @@ func (l *harborLister) Resolve(ctx context.Context, repo, tag string) (registry.
 	return l.Client.Resolve(ctx, repo, tag)
 }
 
+// Fetch is Resolve from the artifact listing when it has the tag (no request); otherwise the
+// distribution API's GET, keeping the manifest for the scanner.
+func (l *harborLister) Fetch(ctx context.Context, repo, tag string) (registry.Manifest, error) {
+	l.mu.Lock()
+	m, ok := l.tags[repo][tag]
+	l.mu.Unlock()
+	if ok && m.Digest != "" && m.MediaType != "" {
+		return m, nil
+	}
+	return l.Client.Fetch(ctx, repo, tag)
+}
+
 // asRegistryError gives a Harbor API error the registry package's kind, which the Registry's
 // conditions are made from.
 func asRegistryError(err error) error {

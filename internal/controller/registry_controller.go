@@ -200,7 +200,8 @@ func (r *RegistryReconciler) pass(ctx context.Context, obj *v1alpha1.Registry) (
 	}
 	l := r.listing(obj, existing.Items, policies.Items, reg)
 	l.ctx = ctx
-	res, err := l.walk.run(passCtx, l.after, l.apply, l.progress)
+	// Listing is background work: verification and scans of the digests it finds go first.
+	res, err := l.walk.run(registry.WithBackground(passCtx), l.after, l.apply, l.progress)
 	changes, werr, failedRepos := l.result()
 	if err == nil {
 		registryPasses.WithLabelValues(obj.Namespace + "/" + obj.Name).SetToCurrentTime()

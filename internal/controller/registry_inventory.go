@@ -85,6 +85,16 @@ type walk struct {
 	// holds its repos slot throughout and a requests slot only during each request, so neither can
 	// wait on the other.
 	repos, requests chan struct{}
+	// knownTags holds, per repository, the tags its ImageAttestations had: a tag not among them is
+	// new, and is fetched (GET) rather than resolved (HEAD) when the registry can keep the manifest
+	// for the scanner.
+	knownTags map[string]map[string]bool
+}
+
+// manifestFetcher is a registry that can GET a tag's manifest and keep it for the scanner
+// (*registry.Client): one request instead of a HEAD now and a GET by the scanner later.
+type manifestFetcher interface {
+	Fetch(ctx context.Context, repository, tag string) (registry.Manifest, error)
 }
 
 // walkResult is what a walk saw of the catalog.
@@ -208,8 +218,17 @@ func listInventory(ctx context.Context, reg registryLister, spec *v1alpha1.Regis
 }
 
 func newWalk(reg registryLister, spec *v1alpha1.RegistrySpec, sel policy.Selection, known map[imageKey]*v1alpha1.ImageAttestation, concurrency int) *walk {
-	return &walk{reg: reg, spec: spec, sel: sel, known: known,
-		repos: make(chan struct{}, concurrency), requests: make(chan struct{}, concurrency)}
+	w := &walk{reg: reg, spec: spec, sel: sel, known: known,
+		repos: make(chan struct{}, concurrency), requests: make(chan struct{}, concurrency), knownTags: map[string]map[string]bool{}}
+	for k, ia := range known {
+		if w.knownTags[k.repository] == nil {
+			w.knownTags[k.repository] = map[string]bool{}
+		}
+		for _, t := range ia.Spec.Tags {
+			w.knownTags[k.repository][t] = true
+		}
+	}
+	return w
 }
 
 // request runs one listing request in a requests slot.
@@ -245,7 +264,7 @@ func (w *walk) repository(ctx context.Context, repo string) (map[imageKey]*image
 			selected = append(selected, tag)
 		}
 	}
-	resolved, err := w.resolve(ctx, repo, selected)
+	resolved, err := w.resolve(ctx, repo, selected, true)
 	if err != nil {
 		return nil, err
 	}
@@ -283,16 +302,22 @@ func (w *walk) repository(ctx context.Context, repo string) (map[imageKey]*image
 	return found, nil
 }
 
-// resolve HEADs each tag, up to cap(requests) at once across the pass. A tag deleted since the tag
-// list was read resolves to the zero Manifest.
-func (w *walk) resolve(ctx context.Context, repo string, tags []string) ([]registry.Manifest, error) {
+// resolve HEADs each tag, up to cap(requests) at once across the pass; with images, a tag not
+// known before is fetched instead (see manifestFetcher). A tag deleted since the tag list was read
+// resolves to the zero Manifest.
+func (w *walk) resolve(ctx context.Context, repo string, tags []string, images bool) ([]registry.Manifest, error) {
+	fetcher, canFetch := w.reg.(manifestFetcher)
 	resolved := make([]registry.Manifest, len(tags))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(cap(w.requests))
 	for i, tag := range tags {
 		g.Go(func() error {
 			return w.request(gctx, func() error {
-				m, err := w.reg.Resolve(gctx, repo, tag)
+				resolve := w.reg.Resolve
+				if images && canFetch && !w.knownTags[repo][tag] {
+					resolve = fetcher.Fetch
+				}
+				m, err := resolve(gctx, repo, tag)
 				if errors.Is(err, registry.ErrNotFound) {
 					return nil
 				}
@@ -320,7 +345,7 @@ func (w *walk) accessories(ctx context.Context, repo string, tags []string, foun
 			wanted = append(wanted, t)
 		}
 	}
-	resolved, err := w.resolve(ctx, repo, wanted)
+	resolved, err := w.resolve(ctx, repo, wanted, false)
 	if err != nil {
 		return err
 	}

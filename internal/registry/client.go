@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/time/rate"
+	"k8s.io/utils/lru"
 )
 
 // Defaults of Config.
@@ -86,6 +87,18 @@ type Client struct {
 	mu         sync.Mutex
 	puller     *remote.Puller
 	transport  *politeTransport
+	// manifests keeps manifests fetched by Fetch, by digest (content-addressed, so never stale), for
+	// the Relay: the scanner's read of a manifest the listing just fetched costs no request.
+	manifests *lru.Cache
+}
+
+// maxCachedManifests bounds Client.manifests (manifests are a few KiB at most, MaxBody at worst).
+const maxCachedManifests = 2048
+
+// cachedManifest is a manifest body and its media type.
+type cachedManifest struct {
+	body      []byte
+	mediaType string
 }
 
 // noReferrersFor is how long a 404 from the referrers API is believed: a registry upgraded to one
@@ -200,6 +213,7 @@ func New(cfg Config) (*Client, error) {
 		plainHTTP:  u.Scheme == "http",
 		base:       base,
 		limiter:    rate.NewLimiter(rate.Limit(rps), max(1, int(rps))),
+		background: rate.NewLimiter(rate.Limit(rps/2), max(1, int(rps/2))),
 		maxBody:    int64(def(float64(cfg.MaxBody), DefaultMaxBody)),
 		maxRetries: int(def(float64(cfg.MaxRetries), DefaultMaxRetries)),
 		retryBase:  time.Duration(def(float64(cfg.RetryBase), float64(DefaultRetryBase))),
@@ -223,7 +237,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	newPuller := func() (*remote.Puller, error) { return remote.NewPuller(remoteOpts...) }
 	c := &Client{reg: reg, nameOpts: nameOpts, pageSize: pageSize, newPuller: newPuller, remoteOpts: remoteOpts,
-		auth: auth, insecure: u.Scheme == "http", transport: t,
+		auth: auth, insecure: u.Scheme == "http", transport: t, manifests: lru.New(maxCachedManifests),
 		maxPages: max(0, cfg.MaxPages)}
 	if _, _, err := c.pull(); err != nil {
 		return nil, err
@@ -379,6 +393,29 @@ func (c *Client) Resolve(ctx context.Context, repository, tag string) (m Manifes
 	if gerr != nil {
 		return Manifest{}, classify(op, gerr)
 	}
+	return Manifest{Digest: got.Digest.String(), MediaType: string(got.MediaType)}, nil
+}
+
+// Fetch returns what a tag points at like Resolve, with one `GET /v2/<name>/manifests/<tag>`
+// instead of a HEAD, and keeps the manifest by digest so that the scanner, reading it through the
+// Relay, costs the registry nothing more. For a tag seen for the first time the manifest is needed
+// anyway; for a known tag Resolve's HEAD is cheaper.
+func (c *Client) Fetch(ctx context.Context, repository, tag string) (m Manifest, err error) {
+	op := fmt.Sprintf("resolving %s:%s", repository, tag)
+	ref, err := c.ref(repository, ":"+tag)
+	if err != nil {
+		return Manifest{}, classify(op, err)
+	}
+	p, done, err := c.pull()
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer func() { err = done(err) }()
+	got, err := p.Get(ctx, ref)
+	if err != nil {
+		return Manifest{}, classify(op, err)
+	}
+	c.manifests.Add(got.Digest.String(), cachedManifest{body: got.Manifest, mediaType: string(got.MediaType)})
 	return Manifest{Digest: got.Digest.String(), MediaType: string(got.MediaType)}, nil
 }
 

@@ -145,6 +145,11 @@ func (r *Relay) manifest(w http.ResponseWriter, req *http.Request, c *Client, re
 	sep := ":"
 	if strings.Contains(reference, ":") {
 		sep = "@"
+		if v, ok := c.manifests.Get(reference); ok { // fetched by the listing moments ago
+			m := v.(cachedManifest)
+			writeManifest(w, req, m.body, m.mediaType, reference)
+			return
+		}
 	}
 	nref, err := c.ref(repo, sep+reference)
 	if err != nil {
@@ -162,11 +167,15 @@ func (r *Relay) manifest(w http.ResponseWriter, req *http.Request, c *Client, re
 		relayFailure(w, err)
 		return
 	}
-	w.Header().Set("Content-Type", string(desc.MediaType))
-	w.Header().Set("Docker-Content-Digest", desc.Digest.String())
-	w.Header().Set("Content-Length", strconv.Itoa(len(desc.Manifest)))
+	writeManifest(w, req, desc.Manifest, string(desc.MediaType), desc.Digest.String())
+}
+
+func writeManifest(w http.ResponseWriter, req *http.Request, body []byte, mediaType, digest string) {
+	w.Header().Set("Content-Type", mediaType)
+	w.Header().Set("Docker-Content-Digest", digest)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	if req.Method == http.MethodGet {
-		_, _ = w.Write(desc.Manifest)
+		_, _ = w.Write(body)
 	}
 }
 

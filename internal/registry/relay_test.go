@@ -121,3 +121,27 @@ func TestRelayFailsAtOnce(t *testing.T) {
 		t.Fatalf("%d %s: want 424 with no upstream detail", resp.StatusCode, body)
 	}
 }
+
+// TestFetchFeedsTheRelay: a manifest the listing fetched (GET by tag) is served to the scanner
+// from the Client, with no second request to the registry.
+func TestFetchFeedsTheRelay(t *testing.T) {
+	fs := newFaultServer(t)
+	img, err := random.Image(512, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := fs.push(t, "app", "v1", img)
+	c := fs.client(t)
+	m, err := c.Fetch(context.Background(), "app", "v1")
+	if err != nil || m.Digest != digest {
+		t.Fatalf("Fetch = %+v, %v", m, err)
+	}
+	relay := startRelay(t)
+	ref, _ := name.ParseReference(relay.Reference("ns/reg", c, "app", digest), name.Insecure)
+	if _, err := remote.Get(ref); err != nil {
+		t.Fatal(err)
+	}
+	if n := fs.count("GET /v2/app/manifests/" + digest); n != 0 {
+		t.Fatalf("%d registry reads of a manifest the listing fetched, want 0", n)
+	}
+}

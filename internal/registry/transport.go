@@ -31,12 +31,44 @@ type politeTransport struct {
 	// noReferrers holds when the referrers API last answered 404 (Unix nanoseconds), 0 when it last
 	// answered 200 or was never asked.
 	noReferrers atomic.Int64
+	// background limits requests made with WithBackground to half the rate while foreground
+	// requests (verification, scanning) were made in the last second; lastForeground holds when
+	// (Unix nanoseconds).
+	background     *rate.Limiter
+	lastForeground atomic.Int64
+}
+
+// backgroundKey marks a request context as background work.
+type backgroundKey struct{}
+
+// WithBackground marks ctx's requests as background work (listing): while verification or scanning
+// requests are being made, background requests get at most half of the Registry's rate, so new
+// digests get verdicts while a large registry is still being listed; alone, they get all of it.
+func WithBackground(ctx context.Context) context.Context {
+	return context.WithValue(ctx, backgroundKey{}, true)
+}
+
+// foregroundWindow is how long after a foreground request background requests yield.
+const foregroundWindow = time.Second
+
+// wait takes a token for req: background requests also take one from the half-rate limiter while
+// foreground work is recent.
+func (t *politeTransport) wait(ctx context.Context) error {
+	now := t.now().UnixNano()
+	if ctx.Value(backgroundKey{}) == nil {
+		t.lastForeground.Store(now)
+	} else if t.background != nil && now-t.lastForeground.Load() < int64(foregroundWindow) {
+		if err := t.background.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	return t.limiter.Wait(ctx)
 }
 
 func (t *politeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	for attempt := 0; ; attempt++ {
-		if err := t.limiter.Wait(ctx); err != nil {
+		if err := t.wait(ctx); err != nil {
 			return nil, fmt.Errorf("%w: waiting for the request rate limit: %w", ErrTimeout, err)
 		}
 		resp, err := t.base.RoundTrip(req)
