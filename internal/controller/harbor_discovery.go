@@ -108,10 +108,7 @@ func (l *harborLister) Tags(ctx context.Context, repo string) ([]string, error) 
 // Resolve answers from the artifact listing; a tag it does not hold is resolved through the
 // distribution API.
 func (l *harborLister) Resolve(ctx context.Context, repo, tag string) (registry.Manifest, error) {
-	l.mu.Lock()
-	m, ok := l.tags[repo][tag]
-	l.mu.Unlock()
-	if ok && m.Digest != "" && m.MediaType != "" {
+	if m, ok := l.listed(repo, tag); ok {
 		return m, nil
 	}
 	return l.Client.Resolve(ctx, repo, tag)
@@ -120,13 +117,18 @@ func (l *harborLister) Resolve(ctx context.Context, repo, tag string) (registry.
 // Fetch is Resolve from the artifact listing when it has the tag (no request); otherwise the
 // distribution API's GET, keeping the manifest for the scanner.
 func (l *harborLister) Fetch(ctx context.Context, repo, tag string) (registry.Manifest, error) {
-	l.mu.Lock()
-	m, ok := l.tags[repo][tag]
-	l.mu.Unlock()
-	if ok && m.Digest != "" && m.MediaType != "" {
+	if m, ok := l.listed(repo, tag); ok {
 		return m, nil
 	}
 	return l.Client.Fetch(ctx, repo, tag)
+}
+
+// listed is the tag's manifest as the artifact listing gave it, when it gave a usable one.
+func (l *harborLister) listed(repo, tag string) (registry.Manifest, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m, ok := l.tags[repo][tag]
+	return m, ok && m.Digest != "" && m.MediaType != ""
 }
 
 // asRegistryError gives a Harbor API error the registry package's kind, which the Registry's

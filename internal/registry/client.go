@@ -371,36 +371,41 @@ func (m Manifest) IsIndex() bool { return types.MediaType(m.MediaType).IsIndex()
 // and Docker schema 1); when the HEAD gives no usable digest (some registries omit
 // Docker-Content-Digest) it falls back to GET and computes the digest from the body. A tag or
 // repository that does not exist (404 with MANIFEST_UNKNOWN or NAME_UNKNOWN) is ErrNotFound.
-func (c *Client) Resolve(ctx context.Context, repository, tag string) (m Manifest, err error) {
-	op := fmt.Sprintf("resolving %s:%s", repository, tag)
-	ref, err := c.ref(repository, ":"+tag)
-	if err != nil {
-		return Manifest{}, classify(op, err)
-	}
-	p, done, err := c.pull()
-	if err != nil {
-		return Manifest{}, err
-	}
-	defer func() { err = done(err) }()
-	desc, err := p.Head(ctx, ref)
-	if err == nil {
-		return Manifest{Digest: desc.Digest.String(), MediaType: string(desc.MediaType)}, nil
-	}
-	if k := kindOf(err); k != ErrInvalidResponse {
-		return Manifest{}, classify(op, err) // 401, 404, 429, 5xx, timeouts: a GET would fare no better
-	}
-	got, gerr := p.Get(ctx, ref)
-	if gerr != nil {
-		return Manifest{}, classify(op, gerr)
-	}
-	return Manifest{Digest: got.Digest.String(), MediaType: string(got.MediaType)}, nil
+func (c *Client) Resolve(ctx context.Context, repository, tag string) (Manifest, error) {
+	return c.tagManifest(ctx, repository, tag, func(p *remote.Puller, ref name.Reference) (Manifest, error) {
+		desc, err := p.Head(ctx, ref)
+		if err == nil {
+			return Manifest{Digest: desc.Digest.String(), MediaType: string(desc.MediaType)}, nil
+		}
+		if k := kindOf(err); k != ErrInvalidResponse {
+			return Manifest{}, err // 401, 404, 429, 5xx, timeouts: a GET would fare no better
+		}
+		got, err := p.Get(ctx, ref)
+		if err != nil {
+			return Manifest{}, err
+		}
+		return Manifest{Digest: got.Digest.String(), MediaType: string(got.MediaType)}, nil
+	})
 }
 
 // Fetch returns what a tag points at like Resolve, with one `GET /v2/<name>/manifests/<tag>`
 // instead of a HEAD, and keeps the manifest by digest so that the scanner, reading it through the
 // Relay, costs the registry nothing more. For a tag seen for the first time the manifest is needed
 // anyway; for a known tag Resolve's HEAD is cheaper.
-func (c *Client) Fetch(ctx context.Context, repository, tag string) (m Manifest, err error) {
+func (c *Client) Fetch(ctx context.Context, repository, tag string) (Manifest, error) {
+	return c.tagManifest(ctx, repository, tag, func(p *remote.Puller, ref name.Reference) (Manifest, error) {
+		got, err := p.Get(ctx, ref)
+		if err != nil {
+			return Manifest{}, err
+		}
+		c.manifests.Add(got.Digest.String(), cachedManifest{body: got.Manifest, mediaType: string(got.MediaType)})
+		return Manifest{Digest: got.Digest.String(), MediaType: string(got.MediaType)}, nil
+	})
+}
+
+// tagManifest runs read for repository:tag with the Client's Puller, classifying its error.
+func (c *Client) tagManifest(ctx context.Context, repository, tag string,
+	read func(*remote.Puller, name.Reference) (Manifest, error)) (m Manifest, err error) {
 	op := fmt.Sprintf("resolving %s:%s", repository, tag)
 	ref, err := c.ref(repository, ":"+tag)
 	if err != nil {
@@ -411,12 +416,10 @@ func (c *Client) Fetch(ctx context.Context, repository, tag string) (m Manifest,
 		return Manifest{}, err
 	}
 	defer func() { err = done(err) }()
-	got, err := p.Get(ctx, ref)
-	if err != nil {
+	if m, err = read(p, ref); err != nil {
 		return Manifest{}, classify(op, err)
 	}
-	c.manifests.Add(got.Digest.String(), cachedManifest{body: got.Manifest, mediaType: string(got.MediaType)})
-	return Manifest{Digest: got.Digest.String(), MediaType: string(got.MediaType)}, nil
+	return m, nil
 }
 
 // Platform is one child manifest of an index.
