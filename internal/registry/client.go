@@ -221,6 +221,8 @@ func New(cfg Config) (*Client, error) {
 		registry:   cfg.MetricsName,
 		now:        time.Now,
 	}
+	t.adaptive = newAdaptiveRate(rate.Limit(rps), t.now, t.limiter, t.background)
+	t.adaptive.name = cfg.MetricsName
 	auth := cfg.Auth
 	if auth == nil {
 		auth = authn.Anonymous

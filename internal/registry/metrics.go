@@ -17,13 +17,22 @@ var requestsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "HTTP requests sent to registries, by Registry, kind of request and status code.",
 }, []string{"registry", "kind", "code"})
 
+// requestRate is the request rate a Registry's client allows itself now, exposed as
+// portcullis_registry_request_rate{registry="<namespace>/<name>"} (requests per second): the Registry's
+// spec.requests.perSecond, lowered while the registry answers 429/503 (see adaptiveRate). Set once the
+// rate first changes.
+var requestRate = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	Name: "portcullis_registry_request_rate",
+	Help: "Requests per second a Registry's client allows itself now: spec.requests.perSecond, lowered while the registry answers 429 or 503.",
+}, []string{"registry"})
+
 func init() {
 	ctrlmetrics.Registry.MustRegister(Collectors()...)
 }
 
 // Collectors returns the metrics this package registers with controller-runtime's registry (served on
 // the manager's /metrics), so documentation and dashboards can be checked against them.
-func Collectors() []prometheus.Collector { return []prometheus.Collector{requestsTotal} }
+func Collectors() []prometheus.Collector { return []prometheus.Collector{requestsTotal, requestRate} }
 
 // requestKind names a distribution API request by its path
 // (https://github.com/opencontainers/distribution-spec/blob/main/spec.md#endpoints).

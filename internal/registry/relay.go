@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -31,6 +32,7 @@ type Relay struct {
 	maxBlob int64
 	ln      net.Listener
 	srv     *http.Server
+	conns   atomic.Int64 // open connections
 
 	mu      sync.Mutex
 	clients map[string]*Client // id -> client
@@ -45,9 +47,25 @@ func NewRelay(maxBlob int64) (*Relay, error) {
 		return nil, fmt.Errorf("starting the registry relay: %w", err)
 	}
 	r := &Relay{maxBlob: maxBlob, ln: ln, clients: map[string]*Client{}, ids: map[string]string{}}
-	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: relayIdleTimeout,
+		ConnState: func(_ net.Conn, state http.ConnState) {
+			switch state {
+			case http.StateNew:
+				r.conns.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				r.conns.Add(-1)
+			}
+		}}
 	return r, nil
 }
+
+// relayIdleTimeout closes a relay connection idle this long. The scanner (trivy) makes a new HTTP
+// transport for each image, so without it every scan would leave an idle keep-alive connection, its
+// buffers and goroutine open on both sides for good (3,000 of them, 30 MiB, after 3,000 scans).
+const relayIdleTimeout = 5 * time.Second
+
+// OpenConnections is how many connections to the relay are open now.
+func (r *Relay) OpenConnections() int64 { return r.conns.Load() }
 
 // Serve answers requests until ctx ends.
 func (r *Relay) Serve(ctx context.Context) error {

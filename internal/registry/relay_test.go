@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -143,5 +144,43 @@ func TestFetchFeedsTheRelay(t *testing.T) {
 	}
 	if n := fs.count("GET /v2/app/manifests/" + digest); n != 0 {
 		t.Fatalf("%d registry reads of a manifest the listing fetched, want 0", n)
+	}
+}
+
+// TestRelayClosesIdleConnections: readers that each bring their own HTTP transport (trivy makes one per
+// image) leave a keep-alive connection each; the relay closes them once idle, so scans do not pile up
+// connections, buffers and goroutines in the manager and the scan worker.
+func TestRelayClosesIdleConnections(t *testing.T) {
+	fs := newFaultServer(t)
+	digest := fs.push(t, "team/app", "v1", randomImage(t))
+	c := fs.client(t)
+	r, err := NewRelay(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.srv.IdleTimeout = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { _ = r.Serve(ctx) }()
+	t.Cleanup(cancel)
+	ref, err := name.ParseReference(r.Reference("ns/reg", c, "team/app", digest), name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const scans = 5
+	for range scans {
+		tr := &http.Transport{} // a new transport per image, as the scanner makes
+		if _, err := remote.Get(ref, remote.WithTransport(tr)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if open := r.OpenConnections(); open < scans {
+		t.Fatalf("%d connections open right after %d readers with their own transports, want %d", open, scans, scans)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for r.OpenConnections() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if open := r.OpenConnections(); open != 0 {
+		t.Fatalf("%d idle connections still open after the idle timeout", open)
 	}
 }

@@ -36,6 +36,9 @@ type politeTransport struct {
 	// (Unix nanoseconds).
 	background     *rate.Limiter
 	lastForeground atomic.Int64
+	// adaptive lowers both limiters' rates when the registry answers 429/503 and holds every request
+	// until a Retry-After has passed (nil: fixed rate).
+	adaptive *adaptiveRate
 }
 
 // backgroundKey marks a request context as background work.
@@ -54,6 +57,9 @@ const foregroundWindow = time.Second
 // wait takes a token for req: background requests also take one from the half-rate limiter while
 // foreground work is recent.
 func (t *politeTransport) wait(ctx context.Context) error {
+	if err := t.adaptive.hold(ctx); err != nil {
+		return err
+	}
 	now := t.now().UnixNano()
 	if ctx.Value(backgroundKey{}) == nil {
 		t.lastForeground.Store(now)
@@ -83,6 +89,8 @@ func (t *politeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		t.observeReferrers(req.URL.Path, resp.StatusCode)
+		retryAfter, _ := retryAfterDelay(resp.Header.Get("Retry-After"), t.now())
+		t.adaptive.observe(resp.StatusCode, retryAfter)
 		if retryable(resp.StatusCode) && attempt < t.maxRetries && (req.Method == http.MethodGet || req.Method == http.MethodHead) {
 			wait := t.backoff(attempt, resp.Header.Get("Retry-After"))
 			deadline, hasDeadline := ctx.Deadline()
@@ -139,18 +147,25 @@ func retryable(code int) bool {
 // backoff is the Retry-After delay when the header gives one (seconds or an HTTP date), else
 // retryBase * 2^attempt.
 func (t *politeTransport) backoff(attempt int, retryAfter string) time.Duration {
-	if retryAfter != "" {
-		if s, err := strconv.Atoi(retryAfter); err == nil && s >= 0 {
-			return time.Duration(s) * time.Second
-		}
-		if at, err := http.ParseTime(retryAfter); err == nil {
-			if d := at.Sub(t.now()); d > 0 {
-				return d
-			}
-			return 0
-		}
+	if d, ok := retryAfterDelay(retryAfter, t.now()); ok {
+		return d
 	}
 	return t.retryBase << attempt
+}
+
+// retryAfterDelay reads a Retry-After header value, delay-seconds or an HTTP date (RFC 9110 section
+// 10.2.3); ok is false when there is none or it cannot be read.
+func retryAfterDelay(v string, now time.Time) (d time.Duration, ok bool) {
+	if v == "" {
+		return 0, false
+	}
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second, true
+	}
+	if at, err := http.ParseTime(v); err == nil {
+		return max(0, at.Sub(now)), true
+	}
+	return 0, false
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
