@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/policy"
@@ -47,6 +48,8 @@ type ImageAttestationReconciler struct {
 	records      scanRecords
 	// scanSlots bounds the scans in flight (Options.ScanConcurrency) among the concurrent reconciles.
 	scanSlots chan struct{}
+	// fair orders new and changed digests across Registries and namespaces in the queue.
+	fair *fairShare
 }
 
 // RBAC is exactly what the manager uses (test/e2e TestInstall checks it against the API server's audit
@@ -58,6 +61,7 @@ type ImageAttestationReconciler struct {
 // Reconcile runs one pass for an ImageAttestation and writes its status with at most one patch. It
 // comes back after the Registry's interval to look for signatures added since.
 func (r *ImageAttestationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	defer r.fair.done(req.NamespacedName)
 	var requeue bool
 	var interval = defaultInterval
 	err := reconcileOnce(ctx, r.Client, req.NamespacedName, &v1alpha1.ImageAttestation{},
@@ -71,9 +75,9 @@ func (r *ImageAttestationReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	if err != nil || !requeue {
 		return ctrl.Result{}, err
 	}
-	// The periodic look-again waits behind new and changed digests (controller-runtime's priority
-	// queue), so a large inventory's re-checks never delay a first verdict.
-	return ctrl.Result{RequeueAfter: interval, Priority: ptrTo(handler.LowPriority)}, nil
+	// The periodic look-again waits behind new and changed digests of every Registry (controller-runtime's
+	// priority queue, fairShare), so a large inventory's re-checks never delay a first verdict.
+	return ctrl.Result{RequeueAfter: interval, Priority: ptrTo(recheckPriority)}, nil
 }
 
 func (r *ImageAttestationReconciler) reconcile(ctx context.Context, ia *v1alpha1.ImageAttestation) (outcome, *v1alpha1.Registry, error) {
@@ -181,6 +185,7 @@ func (r *ImageAttestationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.records.cache = lru.New(maxScanRecords)
 	}
 	r.scanSlots = make(chan struct{}, max(1, r.Options.ScanConcurrency))
+	r.fair = newFairShare()
 	newList := func() client.ObjectList { return &v1alpha1.ImageAttestationList{} }
 	byRegistry := enqueueReferrers(r.Client, newList, indexRegistryRef)
 	byPolicy := func(ctx context.Context, p *v1alpha1.RepositoryPolicy) []ctrl.Request {
@@ -205,7 +210,10 @@ func (r *ImageAttestationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// Annotations too: a tag-move acknowledgement (v1alpha1.MovesAcknowledgedAnnotation).
-		For(&v1alpha1.ImageAttestation{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		// New and changed digests are queued at their fair share (fairShare); re-checks last.
+		Named("imageattestation").
+		WatchesRawSource(source.Kind(mgr.GetCache(), client.Object(&v1alpha1.ImageAttestation{}), handler.TypedEventHandler[client.Object, ctrl.Request](r.fair.handler()),
+			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Watches(&v1alpha1.Registry{}, handler.EnqueueRequestsFromMapFunc(byRegistry), builder.WithPredicates(createOrDelete())).
 		Watches(&v1alpha1.RepositoryPolicy{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []ctrl.Request {
 			return byPolicy(ctx, o.(*v1alpha1.RepositoryPolicy))
@@ -214,6 +222,5 @@ func (r *ImageAttestationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(byMaterial(indexConfigMapRefs))).
 		// A panic inside a library (cosign, later trivy) becomes an error for this object, never a crash.
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.Options.ScanConcurrency, r.Options.VerdictConcurrency), RecoverPanic: ptrTo(true)}).
-		Named("imageattestation").
 		Complete(r)
 }

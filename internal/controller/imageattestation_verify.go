@@ -220,7 +220,9 @@ func (r *ImageAttestationReconciler) verifyWithPolicy(ctx context.Context, p *v1
 	// The verification spec's hash, not the policy generation: a change elsewhere in the policy (a
 	// threshold, retention) re-evaluates the verdict from cached results instead of re-verifying.
 	// The verifier holds keys only; the registry is reached through the client of this pass.
-	key := fmt.Sprintf("%s/%s/%s", p.UID, specHash(p.Spec.Verification), materialHash(material))
+	// verify.Checks versions what a verification looks at: a result from an older Portcullis (one that
+	// did not read sigstore bundles, say) is not reused.
+	key := fmt.Sprintf("%s/%s/%s/%s", p.UID, specHash(p.Spec.Verification), materialHash(material), verify.Checks)
 	v, err := r.verification.verifier(key, func() (*verify.Verifier, error) {
 		return verify.Compile(p.Spec.Verification, material)
 	})

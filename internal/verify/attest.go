@@ -23,6 +23,10 @@ const (
 	// ReasonAttestationConditionFailed: the attestation verified but its condition is false (or could
 	// not be evaluated over the predicate, e.g. a missing field).
 	ReasonAttestationConditionFailed = "AttestationConditionFailed"
+	// ReasonAttestationInvalid: an attestation of the predicate type was found but cannot count: its
+	// bundle does not verify with the authority (another signer, another digest as subject, a log
+	// entry or timestamp that does not cover it) or its payload cannot be decoded.
+	ReasonAttestationInvalid = "AttestationInvalid"
 )
 
 // CompileCondition compiles an attestation condition: a CEL expression
@@ -68,9 +72,11 @@ type statement struct {
 	Predicate     json.RawMessage `json:"predicate"`
 }
 
-// checkAttestation finds, among atts, one signed by the requirement's authority, of its predicate
-// type, whose condition holds.
-func (v *Verifier) checkAttestation(ctx context.Context, req attestation, atts []oci.Signature, h v1.Hash) AttestationResult {
+// checkAttestation finds, among atts (legacy `.att` format) and bundles (sigstore bundles read from
+// referrers), one signed by the requirement's authority, of its predicate type, whose statement names
+// this digest as a subject and whose condition holds. A bundle whose payload cannot be decoded, or
+// one of the predicate type that does not verify, is reported (AttestationInvalid), never ignored.
+func (v *Verifier) checkAttestation(ctx context.Context, req attestation, atts []oci.Signature, bundles []foundBundle, h v1.Hash) AttestationResult {
 	a := v.authorities[req.authority]
 	r := AttestationResult{Name: req.name, PredicateType: req.predicateType, Authority: a.name,
 		Reason: ReasonAttestationMissing, Message: fmt.Sprintf("no attestation of type %s signed by %s", req.predicateType, a.name)}
@@ -91,27 +97,65 @@ func (v *Verifier) checkAttestation(ctx context.Context, req attestation, atts [
 		if ok, _, err := cosign.VerifyImageAttestation(ctx, one, h, co); err != nil || len(ok) == 0 {
 			continue
 		}
-		if req.condition == nil {
-			r.Verified, r.Reason, r.Message = true, "", ""
+		if req.evaluate(ctx, st, &r) {
 			return r
 		}
-		var pred any
-		if err := json.Unmarshal(st.Predicate, &pred); err != nil {
-			r.Reason, r.Message = ReasonAttestationConditionFailed, "the predicate is not JSON"
+	}
+	for _, b := range bundles {
+		if b.problem != "" {
+			if r.Reason == ReasonAttestationMissing {
+				r.Reason, r.Message = ReasonAttestationInvalid, "an attestation bundle cannot be used: "+b.problem
+			}
 			continue
 		}
-		out, _, err := req.condition.ContextEval(ctx, map[string]any{"predicate": pred})
-		switch {
-		case err != nil:
-			r.Reason, r.Message = ReasonAttestationConditionFailed, fmt.Sprintf("condition %q: %v", req.expr, err)
-		case out.Value() != true:
-			r.Reason, r.Message = ReasonAttestationConditionFailed, fmt.Sprintf("condition %q is %v", req.expr, out.Value())
-		default:
-			r.Verified, r.Reason, r.Message = true, "", ""
+		if b.statement == nil || b.statement.PredicateType != req.predicateType {
+			continue
+		}
+		if _, err := a.bundle.verify(b, h); err != nil {
+			f := classifyBundleFailure(a.keyless != nil, err)
+			switch f.reason {
+			case ReasonKeyMismatch, ReasonIdentityMismatch, ReasonSignatureInvalid, ReasonCertificateUntrusted, ReasonCertificateMissing:
+				// signed by someone else: for this authority, still missing
+				if r.Reason == ReasonAttestationMissing {
+					r.Message = fmt.Sprintf("no attestation of type %s signed by %s (one found is not theirs: %s)", req.predicateType, a.name, f.reason)
+				}
+			default: // the authority's, but it does not hold for this digest (subject, log, time)
+				if r.Reason == ReasonAttestationMissing {
+					r.Reason, r.Message = ReasonAttestationInvalid, fmt.Sprintf("an attestation bundle of type %s does not verify (%s): %s", req.predicateType, f.reason, f.message)
+				}
+			}
+			continue
+		}
+		if req.evaluate(ctx, *b.statement, &r) {
 			return r
 		}
 	}
 	return r
+}
+
+// evaluate applies the requirement's condition to a verified statement: true (and r verified) when
+// it holds; otherwise r says why.
+func (req attestation) evaluate(ctx context.Context, st statement, r *AttestationResult) bool {
+	if req.condition == nil {
+		r.Verified, r.Reason, r.Message = true, "", ""
+		return true
+	}
+	var pred any
+	if err := json.Unmarshal(st.Predicate, &pred); err != nil {
+		r.Reason, r.Message = ReasonAttestationConditionFailed, "the predicate is not JSON"
+		return false
+	}
+	out, _, err := req.condition.ContextEval(ctx, map[string]any{"predicate": pred})
+	switch {
+	case err != nil:
+		r.Reason, r.Message = ReasonAttestationConditionFailed, fmt.Sprintf("condition %q: %v", req.expr, err)
+	case out.Value() != true:
+		r.Reason, r.Message = ReasonAttestationConditionFailed, fmt.Sprintf("condition %q is %v", req.expr, out.Value())
+	default:
+		r.Verified, r.Reason, r.Message = true, "", ""
+		return true
+	}
+	return false
 }
 
 // readStatement decodes the in-toto statement inside an attestation's DSSE envelope.

@@ -91,6 +91,12 @@ func trustedRootJSON(t *testing.T, ca testCA, tsa *testTSA, rekor *testRekor) []
 func (ca testCA) leaf(t *testing.T, email, issuer string, notBefore, notAfter time.Time) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return ca.leafFor(t, key.Public(), email, issuer, notBefore, notAfter), key
+}
+
+// leafFor issues the certificate of leaf for the public key pub.
+func (ca testCA) leafFor(t testing.TB, pub crypto.PublicKey, email, issuer string, notBefore, notAfter time.Time) *x509.Certificate {
+	t.Helper()
 	serial++
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial), NotBefore: notBefore, NotAfter: notAfter,
@@ -98,12 +104,12 @@ func (ca testCA) leaf(t *testing.T, email, issuer string, notBefore, notAfter ti
 		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
 		ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 57264, 1, 1}, Value: []byte(issuer)}},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cert, _ := x509.ParseCertificate(der)
-	return cert, key
+	return cert
 }
 
 func certPEM(c *x509.Certificate) []byte {

@@ -60,6 +60,11 @@ const (
 	ReasonTimestampInvalid = "TimestampInvalid"
 )
 
+// Checks names the signature formats and checks Verify implements; it changes whenever a digest
+// could verify differently with the same policy and signatures (callers key stored results with it).
+// v2: sigstore bundles (cosign v3) as referrers and through the referrers fallback tag.
+const Checks = "v2"
+
 // ErrRegistry wraps a failure to fetch signatures: transient, never a failed verification.
 var ErrRegistry = errors.New("fetching signatures failed")
 
@@ -111,6 +116,7 @@ type authority struct {
 	verifier   signature.Verifier // key authorities
 	keyless    *keyless           // keyless authorities
 	ignoreTlog bool
+	bundle     *bundleCheck // sigstore-go, for bundle-format signatures and attestations
 }
 
 // Compile builds a Verifier from a policy's verification spec and the keys read for it. It fails
@@ -143,6 +149,11 @@ func Compile(spec *v1alpha1.VerificationSpec, material Material, remoteOpts ...r
 		default:
 			return nil, fmt.Errorf("authority %q: neither key nor keyless", a.Name)
 		}
+		bc, err := compileBundleCheck(ca)
+		if err != nil {
+			return nil, fmt.Errorf("authority %q: %w", a.Name, err)
+		}
+		ca.bundle = bc
 		v.authorities = append(v.authorities, ca)
 	}
 	if err := v.compileAttestations(spec.Attestations); err != nil {
@@ -219,9 +230,12 @@ type Result struct {
 	Verified bool
 }
 
-// Verify fetches the digest's signatures once and checks them against every authority. A registry
-// failure while fetching returns an error wrapping ErrRegistry (transient: keep the last verdict); a
-// signature that does not verify is a Result, not an error.
+// Verify fetches the digest's signatures and attestations once, in every format cosign writes (the
+// legacy `.sig`/`.att` tags, legacy signatures as OCI 1.1 referrers, and sigstore bundles as
+// referrers or under the referrers fallback tag), and checks them against every authority: an
+// authority verifies when a signature in any format does. A registry failure while fetching returns
+// an error wrapping ErrRegistry (transient: keep the last verdict); a signature that does not verify
+// is a Result, not an error.
 func (v *Verifier) Verify(ctx context.Context, digest name.Digest) (Result, error) {
 	h, err := v1.NewHash(digest.DigestStr())
 	if err != nil {
@@ -231,15 +245,24 @@ func (v *Verifier) Verify(ctx context.Context, digest name.Digest) (Result, erro
 	if err != nil {
 		return Result{}, err
 	}
-	if len(sigs) == 0 {
-		if sigs, err = v.referrers(ctx, digest, sigArtifactType); err != nil {
-			return Result{}, err
+	refSigs, bundles, err := v.referrerArtifacts(ctx, digest)
+	if err != nil {
+		return Result{}, err
+	}
+	sigs = append(sigs, refSigs...)
+	var sigBundles, attBundles []foundBundle
+	for _, b := range bundles {
+		if b.problem != "" || b.isSignature() {
+			sigBundles = append(sigBundles, b)
+		}
+		if b.problem != "" || !b.isSignature() {
+			attBundles = append(attBundles, b)
 		}
 	}
 	res := Result{}
 	verified := 0
 	for _, a := range v.authorities {
-		ar := a.check(ctx, sigs, h)
+		ar := a.check(ctx, sigs, sigBundles, h)
 		if ar.Verified {
 			verified++
 		}
@@ -252,7 +275,7 @@ func (v *Verifier) Verify(ctx context.Context, digest name.Digest) (Result, erro
 			return Result{}, err
 		}
 		for _, req := range v.attestations {
-			ar := v.checkAttestation(ctx, req, atts, h)
+			ar := v.checkAttestation(ctx, req, atts, attBundles, h)
 			res.Verified = res.Verified && ar.Verified
 			res.Attestations = append(res.Attestations, ar)
 		}
@@ -294,44 +317,23 @@ func (v *Verifier) fetch(ctx context.Context, digest name.Digest, tagOf func(nam
 	return sigs, nil
 }
 
-// sigArtifactType is the artifact type of a cosign signature stored as an OCI 1.1 referrer
-// (`cosign sign --registry-referrers-mode=oci-1-1`, cosign's experimental OCI 1.1 support).
+// sigArtifactType is the artifact type of a legacy cosign signature stored as an OCI 1.1 referrer
+// (`cosign sign --registry-referrers-mode=oci-1-1` without the bundle format, cosign v2's
+// experimental OCI 1.1 support).
 const sigArtifactType = "application/vnd.dev.cosign.artifact.sig.v1+json"
 
-// referrers reads signatures stored as OCI 1.1 referrers of digest
-// (https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-referrers), through
-// the referrers API or, for registries without it, the `sha256-<hex>` referrers tag. Registries that
-// ignore the artifactType filter (no OCI-Filters-Applied header) are filtered here.
-func (v *Verifier) referrers(ctx context.Context, digest name.Digest, artifactType string) ([]oci.Signature, error) {
-	if v.known != nil && v.known.NoReferrersAPI && v.absent(strings.Replace(digest.DigestStr(), ":", "-", 1)) {
-		return nil, nil // no referrers API and no fallback tag: no referrers
-	}
-	opts := v.remoteOptions(ctx)
-	idx, err := ociremote.Referrers(digest, artifactType, opts...)
+// legacyReferrer reads the legacy cosign signatures in one referrer manifest (sigArtifactType).
+func (v *Verifier) legacyReferrer(ctx context.Context, digest name.Digest, manifest string) ([]oci.Signature, error) {
+	ref := digest.Context().Digest(manifest)
+	img, err := ociremote.Signatures(ref, v.remoteOptions(ctx)...)
 	if err != nil {
-		var te *transport.Error
-		if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("%w: listing referrers of %s: %w", ErrRegistry, digest, err)
+		return nil, fmt.Errorf("%w: reading referrer %s: %w", ErrRegistry, ref, err)
 	}
-	var out []oci.Signature
-	for _, d := range idx.Manifests {
-		if d.ArtifactType != artifactType {
-			continue
-		}
-		ref := digest.Context().Digest(d.Digest.String())
-		img, err := ociremote.Signatures(ref, opts...)
-		if err != nil {
-			return nil, fmt.Errorf("%w: reading referrer %s: %w", ErrRegistry, ref, err)
-		}
-		sigs, err := img.Get()
-		if err != nil {
-			return nil, fmt.Errorf("%w: reading referrer %s: %w", ErrRegistry, ref, err)
-		}
-		out = append(out, sigs...)
+	sigs, err := img.Get()
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading referrer %s: %w", ErrRegistry, ref, err)
 	}
-	return out, nil
+	return sigs, nil
 }
 
 func (v *Verifier) remoteOptions(ctx context.Context) []ociremote.Option {
@@ -345,15 +347,17 @@ func nameOpts(d name.Digest) []name.Option {
 	return nil
 }
 
-// check verifies sigs against one authority and explains a failure.
-func (a authority) check(ctx context.Context, sigs []oci.Signature, h v1.Hash) AuthorityResult {
+// check verifies sigs (legacy format) and bundles against one authority and explains a failure.
+func (a authority) check(ctx context.Context, sigs []oci.Signature, bundles []foundBundle, h v1.Hash) AuthorityResult {
 	r := AuthorityResult{Name: a.name}
-	if len(sigs) == 0 {
-		r.Reason, r.Message = ReasonSignatureMissing, "no cosign signature found for the digest"
+	if len(sigs) == 0 && len(bundles) == 0 {
+		r.Reason, r.Message = ReasonSignatureMissing, "no cosign signature found for the digest (neither the .sig tag nor a signature or bundle referrer)"
 		return r
 	}
 	co := a.checkOpts(cosign.SimpleClaimVerifier)
 	best := failure{rank: -1}
+	tlogUnverifiable := failure{rank: 5, reason: ReasonTransparencyLogUnverifiable,
+		message: "a signature by the key verifies, but its transparency-log entry cannot be verified without the log's keys; set ignoreTransparencyLog: true to accept signatures made with --tlog-upload=false"}
 	for _, sig := range sigs {
 		if co.UseSignedTimestamps {
 			if err := checkTimestamp(sig, co); err != nil {
@@ -366,8 +370,7 @@ func (a authority) check(ctx context.Context, sigs []oci.Signature, h v1.Hash) A
 			continue
 		}
 		if a.keyless == nil && !a.ignoreTlog {
-			best = best.worse(failure{rank: 5, reason: ReasonTransparencyLogUnverifiable,
-				message: "a signature by the key verifies, but its transparency-log entry cannot be verified without the log's keys; set ignoreTransparencyLog: true to accept signatures made with --tlog-upload=false"})
+			best = best.worse(tlogUnverifiable)
 			continue
 		}
 		r.Verified = true
@@ -377,7 +380,28 @@ func (a authority) check(ctx context.Context, sigs []oci.Signature, h v1.Hash) A
 		}
 		return r
 	}
-	r.Reason, r.Message = best.reason, fmt.Sprintf("%d signature(s) found, none verifies: %s", len(sigs), best.message)
+	for _, b := range bundles {
+		if b.problem != "" {
+			best = best.worse(failure{0, ReasonSignatureInvalid, "a sigstore bundle referrer cannot be used: " + b.problem})
+			continue
+		}
+		out, err := a.bundle.verify(b, h)
+		if err != nil {
+			best = best.worse(classifyBundleFailure(a.keyless != nil, err))
+			continue
+		}
+		if a.keyless == nil && !a.ignoreTlog {
+			best = best.worse(tlogUnverifiable)
+			continue
+		}
+		r.Verified = true
+		r.Signer, r.Issuer = "key "+a.name, ""
+		if a.keyless != nil && out.Signature != nil && out.Signature.Certificate != nil {
+			r.Signer, r.Issuer = out.Signature.Certificate.SubjectAlternativeName, out.Signature.Certificate.Issuer
+		}
+		return r
+	}
+	r.Reason, r.Message = best.reason, fmt.Sprintf("%d signature(s) found, none verifies: %s", len(sigs)+len(bundles), best.message)
 	return r
 }
 

@@ -1,0 +1,125 @@
+package verifytest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	intotov1 "github.com/in-toto/attestation/go/v1"
+	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
+	"github.com/sigstore/sigstore-go/pkg/sign"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// CosignSignPredicateType is the predicate type cosign v3 signs images with in the bundle format.
+const CosignSignPredicateType = "https://sigstore.dev/cosign/sign/v1"
+
+// BundleSigner signs as cosign v3 does by default (`cosign sign`/`cosign attest` with the bundle
+// format): sigstore-go's signer, a sigstore bundle v0.3 stored by cosign's own writer as an OCI 1.1
+// referrer of the image (through the referrers fallback tag `sha256-<hex>` on registries without the
+// referrers API). No transparency log, no timestamp: the tests' authorities set
+// ignoreTransparencyLog.
+type BundleSigner struct {
+	// Keypair signs (an ECDSA P-256 key, as `cosign generate-key-pair` makes).
+	Keypair sign.Keypair
+	// PublicPEM is its public key, as in cosign.pub.
+	PublicPEM []byte
+	// Certificates, when set, makes keyless bundles: it issues the certificate (Fulcio's role).
+	Certificates sign.CertificateProvider
+}
+
+// NewBundleSigner makes a signer with a fresh ECDSA P-256 key.
+func NewBundleSigner(t testing.TB) BundleSigner {
+	t.Helper()
+	kp, err := sign.NewEphemeralKeypair(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := kp.GetPublicKeyPem()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return BundleSigner{Keypair: kp, PublicPEM: []byte(pub)}
+}
+
+// Statement is an in-toto statement (v1) naming digests (`sha256:<hex>`) as subjects.
+func Statement(predicateType string, predicate map[string]any, digests ...string) ([]byte, error) {
+	pred, err := structpb.NewStruct(predicate)
+	if err != nil {
+		return nil, err
+	}
+	st := &intotov1.Statement{Type: intotov1.StatementTypeUri, PredicateType: predicateType, Predicate: pred}
+	for _, d := range digests {
+		alg, hexDigest, ok := strings.Cut(d, ":")
+		if !ok {
+			return nil, fmt.Errorf("digest %q", d)
+		}
+		st.Subject = append(st.Subject, &intotov1.ResourceDescriptor{Digest: map[string]string{alg: hexDigest}})
+	}
+	return protojson.Marshal(st)
+}
+
+// SignBundle signs subject as `cosign sign` v3 does: a DSSE bundle of an in-toto statement with
+// predicate type CosignSignPredicateType and subject's digest, attached as a referrer.
+func (s BundleSigner) SignBundle(t testing.TB, subject name.Digest, opts ...ociremote.Option) {
+	t.Helper()
+	s.Attest(t, subject, CosignSignPredicateType, map[string]any{}, opts...)
+}
+
+// Attest attaches a DSSE bundle of an in-toto statement of predicateType about subject, as
+// `cosign attest` v3 does.
+func (s BundleSigner) Attest(t testing.TB, subject name.Digest, predicateType string, predicate map[string]any, opts ...ociremote.Option) {
+	t.Helper()
+	st, err := Statement(predicateType, predicate, subject.DigestStr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AttestStatement(t, subject, predicateType, st, opts...)
+}
+
+// AttestStatement signs the given statement bytes (which may name other subjects, or not parse)
+// and attaches the bundle to subject, annotated with predicateType.
+func (s BundleSigner) AttestStatement(t testing.TB, subject name.Digest, predicateType string, statement []byte, opts ...ociremote.Option) {
+	t.Helper()
+	b := s.DSSEBundle(t, statement)
+	if err := ociremote.WriteAttestationNewBundleFormat(subject, b, predicateType, opts...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// SignMessage attaches a message-signature bundle over the manifest bytes whose digest subject is
+// (the bundle's message digest is then the image digest).
+func (s BundleSigner) SignMessage(t testing.TB, subject name.Digest, manifest []byte, opts ...ociremote.Option) {
+	t.Helper()
+	if sum := sha256.Sum256(manifest); "sha256:"+hex.EncodeToString(sum[:]) != subject.DigestStr() {
+		t.Fatalf("the manifest bytes are not %s", subject.DigestStr())
+	}
+	b := s.bundle(t, &sign.PlainData{Data: manifest})
+	if err := ociremote.WriteAttestationNewBundleFormat(subject, b, "", opts...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// DSSEBundle is the JSON sigstore bundle of a DSSE envelope over the in-toto statement.
+func (s BundleSigner) DSSEBundle(t testing.TB, statement []byte) []byte {
+	t.Helper()
+	return s.bundle(t, &sign.DSSEData{Data: statement, PayloadType: "application/vnd.in-toto+json"})
+}
+
+func (s BundleSigner) bundle(t testing.TB, content sign.Content) []byte {
+	t.Helper()
+	pb, err := sign.Bundle(content, s.Keypair, sign.BundleOptions{CertificateProvider: s.Certificates, Context: context.Background()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := protojson.Marshal(pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
