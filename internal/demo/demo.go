@@ -95,6 +95,7 @@ func Seed(host, cacheDir string, log io.Writer) (*Seeded, error) {
 		img       v1.Image
 		idx       v1.ImageIndex
 		sign      bool
+		bundle    bool // sign as cosign v3 does by default (a sigstore bundle referrer), not with a .sig tag
 		want      map[string][]string
 		about     string
 	}
@@ -113,7 +114,8 @@ func Seed(host, cacheDir string, log io.Writer) (*Seeded, error) {
 		return nil, err
 	}
 	add("shop/api", "v1.1.0", fixed, true, map[string][]string{"baseline": nil, "production": nil},
-		"the same program against golang.org/x/text v0.39.0, signed")
+		"the same program against golang.org/x/text v0.39.0, signed as cosign v3 does (sigstore bundle)")
+	items[len(items)-1].bundle = true
 	unsigned, err := goImage(worker, "amd64")
 	if err != nil {
 		return nil, err
@@ -175,7 +177,12 @@ func Seed(host, cacheDir string, log io.Writer) (*Seeded, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pushing %s: %w", ref, err)
 		}
-		if it.sign {
+		switch {
+		case it.sign && it.bundle:
+			if err := SignBundle(host, it.repo, d.String(), priv); err != nil {
+				return nil, err
+			}
+		case it.sign:
 			if err := Sign(host, it.repo, d.String(), signer); err != nil {
 				return nil, err
 			}
@@ -184,6 +191,20 @@ func Seed(host, cacheDir string, log io.Writer) (*Seeded, error) {
 		fmt.Fprintf(log, "demo: pushed %s:%s (%s)\n", it.repo, it.tag, it.about)
 	}
 	return s, nil
+}
+
+// SignBundle signs repo@digest on the registry at host with key as cosign v3 does by default
+// (`cosign sign --key` with a signing config without a transparency log): a sigstore bundle stored as
+// an OCI 1.1 referrer, under the fallback tag `sha256-<hex>` on a registry without the referrers API.
+func SignBundle(host, repo, digest string, key *ecdsa.PrivateKey) error {
+	ref, err := name.NewDigest(host+"/"+repo+"@"+digest, name.Insecure)
+	if err != nil {
+		return err
+	}
+	if err := (verifytest.BundleSigner{Keypair: verifytest.ECDSAKeypair{Key: key}}).SignImageBundle(ref); err != nil {
+		return fmt.Errorf("signing %s (bundle): %w", ref, err)
+	}
+	return nil
 }
 
 // Sign signs repo@digest on the registry at host with signer, as `cosign sign --key

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"os"
 	"strings"
@@ -94,6 +97,12 @@ func testBundleSignatures(t *testing.T, reg bundleTarget) {
 		return s
 	}
 	wopts := []ociremote.Option{ociremote.WithRemoteOptions(reg.opts...)}
+	existingKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	existing := verifytest.BundleSigner{Keypair: verifytest.ECDSAKeypair{Key: existingKey}}
+	existingPEM, err := existing.Keypair.GetPublicKeyPem()
+	if err != nil {
+		t.Fatal(err)
+	}
 	keyMaterial := Material{"k": trusted.PublicPEM}
 	rootMaterial := Material{"ci": ca.trustedRoot(t)}
 	cases := []struct {
@@ -106,6 +115,11 @@ func testBundleSignatures(t *testing.T, reg bundleTarget) {
 	}{
 		{name: "DSSE bundle by the key", sign: func(t *testing.T, d name.Digest, _ []byte) { trusted.SignBundle(t, d, wopts...) },
 			policy: keyPolicy("k"), material: keyMaterial, signer: "key k"},
+		{name: "DSSE bundle by an existing key (cosign.key)", sign: func(t *testing.T, d name.Digest, _ []byte) {
+			if err := existing.SignImageBundle(d, wopts...); err != nil {
+				t.Fatal(err)
+			}
+		}, policy: keyPolicy("k"), material: Material{"k": []byte(existingPEM)}, signer: "key k"},
 		{name: "message-signature bundle by the key", sign: func(t *testing.T, d name.Digest, m []byte) { trusted.SignMessage(t, d, m, wopts...) },
 			policy: keyPolicy("k"), material: keyMaterial, signer: "key k"},
 		{name: "bundle by another key", sign: func(t *testing.T, d name.Digest, _ []byte) { verifytest.NewBundleSigner(t).SignBundle(t, d, wopts...) },

@@ -2,8 +2,14 @@ package verifytest
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	intotov1 "github.com/in-toto/attestation/go/v1"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
+	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
 	"github.com/sigstore/sigstore-go/pkg/sign"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -86,10 +93,27 @@ func (s BundleSigner) Attest(t testing.TB, subject name.Digest, predicateType st
 // and attaches the bundle to subject, annotated with predicateType.
 func (s BundleSigner) AttestStatement(t testing.TB, subject name.Digest, predicateType string, statement []byte, opts ...ociremote.Option) {
 	t.Helper()
-	b := s.DSSEBundle(t, statement)
-	if err := ociremote.WriteAttestationNewBundleFormat(subject, b, predicateType, opts...); err != nil {
+	if err := s.WriteDSSE(subject, predicateType, statement, opts...); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// SignImageBundle is SignBundle outside tests (the demo signs a seeded image with it).
+func (s BundleSigner) SignImageBundle(subject name.Digest, opts ...ociremote.Option) error {
+	st, err := Statement(CosignSignPredicateType, map[string]any{}, subject.DigestStr())
+	if err != nil {
+		return err
+	}
+	return s.WriteDSSE(subject, CosignSignPredicateType, st, opts...)
+}
+
+// WriteDSSE signs statement into a DSSE bundle and attaches it to subject with cosign's writer.
+func (s BundleSigner) WriteDSSE(subject name.Digest, predicateType string, statement []byte, opts ...ociremote.Option) error {
+	b, err := s.makeBundle(&sign.DSSEData{Data: statement, PayloadType: "application/vnd.in-toto+json"})
+	if err != nil {
+		return err
+	}
+	return ociremote.WriteAttestationNewBundleFormat(subject, b, predicateType, opts...)
 }
 
 // SignMessage attaches a message-signature bundle over the manifest bytes whose digest subject is
@@ -99,7 +123,10 @@ func (s BundleSigner) SignMessage(t testing.TB, subject name.Digest, manifest []
 	if sum := sha256.Sum256(manifest); "sha256:"+hex.EncodeToString(sum[:]) != subject.DigestStr() {
 		t.Fatalf("the manifest bytes are not %s", subject.DigestStr())
 	}
-	b := s.bundle(t, &sign.PlainData{Data: manifest})
+	b, err := s.makeBundle(&sign.PlainData{Data: manifest})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := ociremote.WriteAttestationNewBundleFormat(subject, b, "", opts...); err != nil {
 		t.Fatal(err)
 	}
@@ -108,18 +135,62 @@ func (s BundleSigner) SignMessage(t testing.TB, subject name.Digest, manifest []
 // DSSEBundle is the JSON sigstore bundle of a DSSE envelope over the in-toto statement.
 func (s BundleSigner) DSSEBundle(t testing.TB, statement []byte) []byte {
 	t.Helper()
-	return s.bundle(t, &sign.DSSEData{Data: statement, PayloadType: "application/vnd.in-toto+json"})
+	b, err := s.makeBundle(&sign.DSSEData{Data: statement, PayloadType: "application/vnd.in-toto+json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
-func (s BundleSigner) bundle(t testing.TB, content sign.Content) []byte {
-	t.Helper()
+func (s BundleSigner) makeBundle(content sign.Content) ([]byte, error) {
 	pb, err := sign.Bundle(content, s.Keypair, sign.BundleOptions{CertificateProvider: s.Certificates, Context: context.Background()})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	data, err := protojson.Marshal(pb)
+	return protojson.Marshal(pb)
+}
+
+// ECDSAKeypair is sigstore-go's sign.Keypair for an existing ECDSA P-256 key (what cosign v3 does
+// with `--key cosign.key`): SHA-256 digests, ASN.1 signatures, the key's SHA-256 fingerprint as hint.
+type ECDSAKeypair struct{ Key *ecdsa.PrivateKey }
+
+var _ sign.Keypair = ECDSAKeypair{}
+
+// GetHashAlgorithm is SHA2-256.
+func (k ECDSAKeypair) GetHashAlgorithm() protocommon.HashAlgorithm {
+	return protocommon.HashAlgorithm_SHA2_256
+}
+
+// GetSigningAlgorithm is ECDSA P-256 with SHA-256.
+func (k ECDSAKeypair) GetSigningAlgorithm() protocommon.PublicKeyDetails {
+	return protocommon.PublicKeyDetails_PKIX_ECDSA_P256_SHA_256
+}
+
+// GetHint is the base64 SHA-256 of the public key's PKIX DER.
+func (k ECDSAKeypair) GetHint() []byte {
+	der, _ := x509.MarshalPKIXPublicKey(k.Key.Public())
+	sum := sha256.Sum256(der)
+	return []byte(base64.StdEncoding.EncodeToString(sum[:]))
+}
+
+// GetKeyAlgorithm is "ECDSA".
+func (k ECDSAKeypair) GetKeyAlgorithm() string { return "ECDSA" }
+
+// GetPublicKey is the public half.
+func (k ECDSAKeypair) GetPublicKey() crypto.PublicKey { return k.Key.Public() }
+
+// GetPublicKeyPem is the public key as PEM.
+func (k ECDSAKeypair) GetPublicKeyPem() (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(k.Key.Public())
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	return data
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
+}
+
+// SignData signs the SHA-256 digest of data and returns the signature and the digest.
+func (k ECDSAKeypair) SignData(_ context.Context, data []byte) ([]byte, []byte, error) {
+	sum := sha256.Sum256(data)
+	sig, err := k.Key.Sign(rand.Reader, sum[:], crypto.SHA256)
+	return sig, sum[:], err
 }
