@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
@@ -315,7 +317,31 @@ func (r *RegistryReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&v1alpha1.RepositoryPolicy{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []ctrl.Request {
 			p := o.(*v1alpha1.RepositoryPolicy)
 			return []ctrl.Request{{NamespacedName: client.ObjectKey{Namespace: p.Namespace, Name: p.Spec.RegistryRef.Name}}}
-		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		}), builder.WithPredicates(selectionChanged{})).
 		Named("registry").
 		Complete(r)
+}
+
+// selectionChanged passes RepositoryPolicy events that change what the Registry's listing selects:
+// creation, deletion, and updates to spec.registryRef, spec.repositories, spec.tags or to whether
+// every pattern parses (an invalid one stalls the listing). Other changes (rules, retention,
+// verification) are the other controllers' business and cost the registry no listing. An update
+// that moves the policy to another Registry is seen as a change here and, for the Registry it
+// leaves, at that Registry's next interval.
+type selectionChanged struct {
+	predicate.Funcs
+}
+
+// Update reports whether the update changes the listing's selection.
+func (selectionChanged) Update(e event.UpdateEvent) bool {
+	o, ok1 := e.ObjectOld.(*v1alpha1.RepositoryPolicy)
+	n, ok2 := e.ObjectNew.(*v1alpha1.RepositoryPolicy)
+	if !ok1 || !ok2 {
+		return true
+	}
+	return o.Spec.RegistryRef != n.Spec.RegistryRef ||
+		!slices.Equal(o.Spec.Repositories, n.Spec.Repositories) ||
+		!slices.Equal(o.Spec.Tags.Include, n.Spec.Tags.Include) ||
+		!slices.Equal(o.Spec.Tags.Exclude, n.Spec.Tags.Exclude) ||
+		policy.InvalidPattern(policyPatterns(&o.Spec)...) != policy.InvalidPattern(policyPatterns(&n.Spec)...)
 }

@@ -32,15 +32,18 @@ const (
 )
 
 // RetentionReconciler applies a RepositoryPolicy's spec.retention to a plain OCI registry (provider
-// Generic; on Harbor the HarborReconciler pushes the rules to Harbor's own retention): once per Registry interval, and whenever the policy changes, it lists each governed
-// repository's tags, digests and creation times, plans with policy.PlanRetention, writes the plan to
-// status.retention, and, only in mode Enforce with dryRun false, deletes up to maxDeletionsPerPass
-// digests by digest. Every pass plans afresh from the registry, so a pass that stopped midway
-// (restart, error, budget) resumes without deleting anything twice: deleted digests are gone from the
-// listing, and a digest already gone counts as done. Deletions in a repository happen only when a
-// second listing, just before them, matches the one planned from, so a tag pushed meanwhile is never
-// lost. It writes only status.retention (a merge patch) and events; the RepositoryPolicy controller
-// owns the conditions.
+// Generic; on Harbor the HarborReconciler pushes the rules to Harbor's own retention): once per
+// Registry interval, and whenever the policy changes, it plans each governed repository with
+// policy.PlanRetention from the inventory the Registry's listing keeps (the ImageAttestations' tags,
+// platforms and supply-chain tags; creation times read once per digest and cached), so a plan costs
+// no listing of its own, and writes the plan to status.retention. Only in mode Enforce with dryRun
+// false, for a repository whose plan deletes something, it lists the repository from the registry,
+// plans again from that listing, and deletes up to maxDeletionsPerPass digests by digest. Every pass
+// plans afresh, so a pass that stopped midway (restart, error, budget) resumes without deleting
+// anything twice: deleted digests are gone from the listing, and a digest already gone counts as
+// done. Deletions in a repository happen only when a second listing, just before them, matches the
+// one planned from, so a tag pushed meanwhile is never lost. It writes only status.retention (a
+// merge patch) and events; the RepositoryPolicy controller owns the conditions.
 type RetentionReconciler struct {
 	client.Client
 	// APIReader lists Pods uncached (protectInUse) only when a plan would delete something.
@@ -182,7 +185,7 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 		st.Message = "the Registry cannot be reached as configured: " + o.message
 		return st, nil, err
 	}
-	repos, others, err := r.governedRepositories(ctx, pol)
+	repos, inventory, others, err := r.governedRepositories(ctx, pol)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -203,9 +206,12 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 	var notes []string
 	var deleted, planned, flagged []v1alpha1.RetentionItem
 	for _, repo := range repos {
-		lst, err := r.list(ctx, rc, repo)
+		// The plan comes from the inventory the Registry's listing keeps (no second listing of the
+		// registry); only a pass that would delete lists the repository itself, plans again from that,
+		// and lists once more just before deleting.
+		lst, err := r.inventoryListing(ctx, rc, repo, inventory[repo])
 		if err != nil {
-			stopped = fmt.Errorf("listing %s: %w", repo, err)
+			stopped = fmt.Errorf("reading %s: %w", repo, err)
 			break
 		}
 		if mayDelete {
@@ -215,6 +221,16 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 		if err != nil {
 			stopped = err
 			break
+		}
+		if mayDelete && budget > 0 && len(plan.Delete) > 0 {
+			if lst, err = r.list(ctx, rc, repo); err != nil {
+				stopped = fmt.Errorf("listing %s: %w", repo, err)
+				break
+			}
+			if plan, err = r.plan(ctx, pol, others, repo, lst.images, protectInUse, &pods, now); err != nil {
+				stopped = err
+				break
+			}
 		}
 		st.Repositories++
 		st.Kept += int32(len(plan.Keep))

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/registry"
@@ -224,5 +225,58 @@ func TestRetentionDeletionDisabled(t *testing.T) {
 	waitForEvent(t, ns, "locked", "RetentionFailed")
 	if _, err := c.Resolve(ctx, "ret/app", "v1"); err != nil {
 		t.Fatalf("v1 must still be there: %v", err)
+	}
+}
+
+// TestRetentionPlansFromInventory (repository inv/app: TestRetention's Pod uses ret/app:v2, and
+// Pods are matched by repository path on any host): a plan that deletes nothing (Audit, dry run) comes from the
+// inventory the Registry's listing keeps; planning again after a policy change lists no tag and
+// requests no manifest from the registry (before, every pass listed and HEADed each tag again).
+func TestRetentionPlansFromInventory(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	dist := registrytest.StartDistribution(t, registrytest.Options{})
+	want := map[string]string{}
+	for tag, age := range map[string]int{"v1": 90, "v2": 60, "v3": 30, "v4": 1} {
+		img, err := mutate.CreatedAt(registrytest.RandomImage(t), v1.Time{Time: time.Now().Add(-time.Duration(age) * 24 * time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want["inv/app@"+dist.Push(t, "inv/app", tag, img)] = tag
+	}
+	px := newProxy(t, dist.URL)
+	reg := &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "dist", Namespace: ns},
+		Spec: v1alpha1.RegistrySpec{URL: px.URL, Insecure: true, Interval: &metav1.Duration{Duration: 24 * time.Hour}}}
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "plan", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "dist"}, Repositories: []string{"inv/**"}, Mode: v1alpha1.ModeAudit,
+		Retention: &v1alpha1.RetentionSpec{Rules: []v1alpha1.RetentionRule{{KeepLatest: ptrTo(int32(3))}}}}}
+	for _, o := range []client.Object{pol, reg} {
+		if err := k8sClient.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitImages(t, ns, want)
+	planned := func(p *v1alpha1.RepositoryPolicy) bool {
+		return p.Status.Retention != nil && p.Status.Retention.ObservedGeneration == p.Generation && p.Status.Retention.Repositories == 1
+	}
+	waitFor(t, pol, "a first plan", func(p *v1alpha1.RepositoryPolicy) bool {
+		return planned(p) && p.Status.Retention.Kept+p.Status.Retention.ToDelete == 4
+	})
+	if st := pol.Status.Retention; st.ToDelete != 1 || st.Items[0].Tags[0] != "v1" {
+		t.Fatalf("first plan %+v: want v1 planned for deletion", st)
+	}
+	before := px.snapshot()
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Retention.Rules[0].KeepLatest = ptrTo(int32(2)) })
+	waitFor(t, pol, "a second plan", planned)
+	if st := pol.Status.Retention; st.ToDelete != 2 || st.Kept != 2 {
+		t.Fatalf("second plan %+v: want v1 and v2 planned for deletion", st)
+	}
+	after := px.snapshot()
+	// A listing is a tag list and a HEAD per tag (blob and manifest GETs may be the scanner's, which
+	// runs meanwhile).
+	for _, k := range []string{"GET tags", "HEAD manifest"} {
+		if n := after[k] - before[k]; n != 0 {
+			t.Errorf("planning again cost %d %s requests, want none (requests %v -> %v)", n, k, before, after)
+		}
 	}
 }

@@ -18,27 +18,29 @@ import (
 )
 
 // governedRepositories lists, sorted, the repositories of the policy's Registry that it governs, as
-// the Registry's inventory (its ImageAttestations) knows them, and the Registry's other policies with
-// a retention spec (their keeps are protected).
-func (r *RetentionReconciler) governedRepositories(ctx context.Context, pol *v1alpha1.RepositoryPolicy) ([]string, []v1alpha1.RepositoryPolicy, error) {
+// the Registry's inventory (its ImageAttestations) knows them, with each repository's
+// ImageAttestations, and the Registry's other policies with a retention spec (their keeps are
+// protected).
+func (r *RetentionReconciler) governedRepositories(ctx context.Context, pol *v1alpha1.RepositoryPolicy) ([]string, map[string][]*v1alpha1.ImageAttestation, []v1alpha1.RepositoryPolicy, error) {
 	list := &v1alpha1.ImageAttestationList{}
 	if err := r.List(ctx, list, client.InNamespace(pol.Namespace), client.MatchingFields{indexRegistryRef: pol.Spec.RegistryRef.Name}); err != nil {
-		return nil, nil, fmt.Errorf("listing ImageAttestations: %w", err)
+		return nil, nil, nil, fmt.Errorf("listing ImageAttestations: %w", err)
 	}
-	set := map[string]bool{}
-	for _, ia := range list.Items {
+	byRepo := map[string][]*v1alpha1.ImageAttestation{}
+	for i := range list.Items {
+		ia := &list.Items[i]
 		if policy.MatchAny(pol.Spec.Repositories, ia.Spec.Repository) {
-			set[ia.Spec.Repository] = true
+			byRepo[ia.Spec.Repository] = append(byRepo[ia.Spec.Repository], ia)
 		}
 	}
-	repos := make([]string, 0, len(set))
-	for repo := range set {
+	repos := make([]string, 0, len(byRepo))
+	for repo := range byRepo {
 		repos = append(repos, repo)
 	}
 	slices.Sort(repos)
 	all := &v1alpha1.RepositoryPolicyList{}
 	if err := r.List(ctx, all, client.InNamespace(pol.Namespace), client.MatchingFields{indexRegistryRef: pol.Spec.RegistryRef.Name}); err != nil {
-		return nil, nil, fmt.Errorf("listing RepositoryPolicies: %w", err)
+		return nil, nil, nil, fmt.Errorf("listing RepositoryPolicies: %w", err)
 	}
 	var others []v1alpha1.RepositoryPolicy
 	for _, o := range all.Items {
@@ -46,7 +48,60 @@ func (r *RetentionReconciler) governedRepositories(ctx context.Context, pol *v1a
 			others = append(others, o)
 		}
 	}
-	return repos, others, nil
+	return repos, byRepo, others, nil
+}
+
+// inventoryListing is a repository's listing as the Registry's own listing last recorded it in the
+// inventory: each ImageAttestation's digest, tags and platform manifests, and the supply-chain tags
+// found beside it. It costs no registry request but, once per digest (cached), the creation time. The
+// Registry lists every interval, so the inventory is at most an interval old: good for planning and
+// dry runs; a pass that would delete plans again from a fresh listing of the registry itself.
+func (r *RetentionReconciler) inventoryListing(ctx context.Context, rc *registry.Client, repo string, items []*v1alpha1.ImageAttestation) (repositoryListing, error) {
+	out := repositoryListing{complete: true}
+	accessories := map[string]*policy.RetentionImage{}
+	var accOrder []string
+	slices.SortFunc(items, func(a, b *v1alpha1.ImageAttestation) int { return strings.Compare(a.Spec.Digest, b.Spec.Digest) })
+	for _, ia := range items {
+		for _, a := range accessoriesOf(ia) {
+			img, ok := accessories[a.Digest]
+			if !ok {
+				img = &policy.RetentionImage{Digest: a.Digest}
+				accessories[a.Digest] = img
+				accOrder = append(accOrder, a.Digest)
+			}
+			if !slices.Contains(img.Tags, a.Tag) {
+				img.Tags = append(img.Tags, a.Tag)
+			}
+		}
+		if len(ia.Spec.Tags) == 0 {
+			continue // untagged since the last listing: not in a tag listing either
+		}
+		img := policy.RetentionImage{Digest: ia.Spec.Digest, Tags: slices.Sorted(slices.Values(ia.Spec.Tags))}
+		var err error
+		d := ia.Spec.Digest
+		if img.Created, err = r.created.get(d, func() (time.Time, error) { return rc.Created(ctx, repo, d) }); err != nil {
+			return out, err
+		}
+		for _, p := range ia.Spec.Platforms {
+			img.Children = append(img.Children, p.Digest)
+		}
+		out.images = append(out.images, img)
+	}
+	for _, d := range accOrder {
+		img := accessories[d]
+		slices.Sort(img.Tags)
+		out.images = append(out.images, *img)
+	}
+	return out, nil
+}
+
+// accessoriesOf is the supply-chain tags the listing found for ia's digest (its platform
+// manifests' ones name those digests and follow them).
+func accessoriesOf(ia *v1alpha1.ImageAttestation) []v1alpha1.Accessory {
+	if ia.Spec.Accessories == nil {
+		return nil
+	}
+	return ia.Spec.Accessories.Tags
 }
 
 // repositoryListing is one listing of a repository for retention. complete is false when a tag from

@@ -17,9 +17,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
-	"github.com/google/go-containerregistry/pkg/v1/static"
 	sgsign "github.com/sigstore/sigstore-go/pkg/sign"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
@@ -152,7 +152,11 @@ func testBundleSignatures(t *testing.T, reg bundleTarget) {
 			keyless(ca, "ci@example.test").SignBundle(t, d, wopts...)
 		}, policy: keylessPolicy("ci@example.test", "", false), material: rootMaterial, reason: ReasonTransparencyLogUnverifiable},
 		{name: "key bundle, authority requires a log", sign: func(t *testing.T, d name.Digest, _ []byte) { trusted.SignBundle(t, d, wopts...) },
-			policy: func() *v1alpha1.VerificationSpec { p := keyPolicy("k"); p.Authorities[0].IgnoreTransparencyLog = false; return p }(),
+			policy: func() *v1alpha1.VerificationSpec {
+				p := keyPolicy("k")
+				p.Authorities[0].IgnoreTransparencyLog = false
+				return p
+			}(),
 			material: keyMaterial, reason: ReasonTransparencyLogUnverifiable},
 		{name: "unsigned", sign: func(*testing.T, name.Digest, []byte) {}, policy: keyPolicy("k"), material: keyMaterial, reason: ReasonSignatureMissing},
 	}
@@ -199,7 +203,7 @@ type rawManifest struct {
 	mt  types.MediaType
 }
 
-func (r rawManifest) RawManifest() ([]byte, error)       { return r.raw, nil }
+func (r rawManifest) RawManifest() ([]byte, error)        { return r.raw, nil }
 func (r rawManifest) MediaType() (types.MediaType, error) { return r.mt, nil }
 
 // A bundle whose referrer carries no artifactType and no annotations (as some cosign versions wrote
