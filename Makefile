@@ -101,7 +101,7 @@ bench: $(COSIGN) $(COSIGN3) $(TRIVY) $(REGISTRY_BIN) ## Benchmarks (not in CI): 
 	GOEXPERIMENT=jsonv2 PORTCULLIS_COSIGN_BIN="$(COSIGN)" go test -run NONE -bench Verify200 -benchtime 1x ./internal/verify
 	GOEXPERIMENT=jsonv2 PORTCULLIS_COSIGN3_BIN="$(COSIGN3)" go test -run NONE -bench VerifyBundles200 -benchtime 1x ./internal/verify
 	GOEXPERIMENT=jsonv2 PORTCULLIS_COSIGN3_BIN="$(COSIGN3)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" go test -count=1 -run TestCosignV3CLI ./internal/verify
-	GOEXPERIMENT=jsonv2 PORTCULLIS_TRIVY_BIN="$(TRIVY)" go test -run NONE -bench Scan100 -benchtime 1x ./internal/scan
+	GOEXPERIMENT=jsonv2 PORTCULLIS_TRIVY_BIN="$(TRIVY)" go test -run NONE -bench Scan100 -benchtime 1x ./internal/scan/trivyscan
 
 # `make bench-scale`: N images over REPOS repositories; BENCH_FLAGS are harness flags (e.g.
 # '-interval 1m -steady 1 -tiny -timeout 3h'), BENCH_MANAGER_FLAGS go to the manager (e.g. '--scan-concurrency=4').
@@ -117,8 +117,9 @@ bench-scale: build $(REGISTRY_BIN) .local/vulndb/db/trivy.db ## Scale benchmark 
 ##@ Build
 
 .PHONY: build
-build: manifests generate ## Build the manager binary into bin/manager.
+build: manifests generate ## Build the manager (bin/manager) and its scan worker (bin/portcullis-scanner, the one binary that links trivy).
 	go build -o bin/manager ./cmd
+	go build -o bin/portcullis-scanner ./cmd/portcullis-scanner
 
 # Flags for the manager under `make run`.
 RUN_ARGS ?= --health-probe-bind-address=127.0.0.1:8081 --metrics-bind-address=127.0.0.1:8080 --metrics-secure=false --cache-dir=$(CURDIR)/.local/cache --vulndb-dir=$(CURDIR)/.local/vulndb/db

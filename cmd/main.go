@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -25,12 +27,9 @@ import (
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/controller"
-	"github.com/portcullis-dev/portcullis/internal/scan"
 )
 
 func main() {
-	// A scan worker started by this manager (see scan.Isolated) serves scans and exits here.
-	scan.RunWorkerIfAsked()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		os.Exit(1)
@@ -51,7 +50,7 @@ type flags struct {
 	vulnDBDir              string
 	maxImageSize           int64
 	trivyOperatorReports   bool
-	scanInProcess          bool
+	scannerBinary          string
 	vulnDBRepositories     string
 	vulnDBRefresh          time.Duration
 	watchNamespaces        string
@@ -97,8 +96,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 		"Address of Go's /debug/pprof endpoints for profiling memory and CPU, e.g. 127.0.0.1:6060; 0 disables them. Bind it to loopback only.")
 	fs.StringVar(&f.cacheDir, "cache-dir", "/var/cache/portcullis", "Folder for the scan caches.")
 	fs.Int64Var(&f.maxImageSize, "max-image-size", 10<<30, "Largest image scanned, in bytes, compressed or uncompressed (decompression bombs are refused).")
-	fs.BoolVar(&f.scanInProcess, "scan-in-process", false,
-		"Scan in the manager process itself instead of a scan worker child process (a crash inside trivy then ends the manager).")
+	fs.StringVar(&f.scannerBinary, "scanner-binary", "",
+		"Path of the portcullis-scanner binary, the scan worker that links trivy (scans and DB downloads run in it, never in the manager). Empty: portcullis-scanner beside this executable, else on PATH.")
 	fs.BoolVar(&f.trivyOperatorReports, "trivy-operator-reports", false,
 		"Also write trivy-operator VulnerabilityReport and ExposedSecretReport objects (its CRDs must be installed).")
 	fs.StringVar(&f.vulnDBDir, "vulndb-dir", "",
@@ -158,7 +157,6 @@ func (f flags) options() controller.Options {
 		VulnDBDir:               f.vulnDBDir,
 		MaxImageSize:            f.maxImageSize,
 		TrivyOperatorReports:    f.trivyOperatorReports,
-		ScanInProcess:           f.scanInProcess,
 		VulnDBRepositories:      splitList(f.vulnDBRepositories),
 		VulnDBRefresh:           f.vulnDBRefresh,
 		VulnDBInsecure:          f.vulnDBInsecure,
@@ -220,7 +218,15 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
-	if err := controller.SetupAll(mgr, f.options()); err != nil {
+	opts := f.options()
+	if opts.VulnDBDir != "" || len(opts.VulnDBRepositories) > 0 {
+		bin, err := scannerBinary(f.scannerBinary)
+		if err != nil {
+			return err
+		}
+		opts.ScannerCommand = []string{bin}
+	}
+	if err := controller.SetupAll(mgr, opts); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -232,4 +238,28 @@ func run() error {
 	log.Info("starting manager", "metricsAddr", f.metricsAddr, "allowedRegistryHosts", f.allowedHosts, "scanConcurrency", f.scanConcurrency,
 		"watchNamespaces", f.watchNamespaces)
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// scannerName is the scanner binary's file name (cmd/portcullis-scanner).
+const scannerName = "portcullis-scanner"
+
+// scannerBinary locates the scanner: the flag's path when set, else portcullis-scanner beside this
+// executable (as the image and `make build` place it), else on PATH.
+func scannerBinary(flagValue string) (string, error) {
+	if flagValue != "" {
+		if _, err := os.Stat(flagValue); err != nil {
+			return "", fmt.Errorf("--scanner-binary: %w", err)
+		}
+		return flagValue, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		beside := filepath.Join(filepath.Dir(exe), scannerName)
+		if _, err := os.Stat(beside); err == nil {
+			return beside, nil
+		}
+	}
+	if p, err := exec.LookPath(scannerName); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("scanning is on (--vulndb-dir or --vulndb-repository) but no %s binary was found beside the manager or on PATH: build it (make build) or set --scanner-binary", scannerName)
 }

@@ -2,10 +2,14 @@ package main
 
 import (
 	"flag"
-	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -75,5 +79,47 @@ func TestParseFlagsFromEnvironment(t *testing.T) {
 	t.Setenv("PORTCULLIS_SCAN_CONCURRENCY", "many")
 	if _, _, err := parseFlags(flag.NewFlagSet("t", flag.ContinueOnError), nil); err == nil || !strings.Contains(err.Error(), "PORTCULLIS_SCAN_CONCURRENCY") {
 		t.Fatalf("want an error naming PORTCULLIS_SCAN_CONCURRENCY, got %v", err)
+	}
+}
+
+// TestManagerDoesNotLinkTheScanner: trivy's analysers, scanners and DB client live only in
+// cmd/portcullis-scanner, so the manager's memory holds none of them (the trivy-operator report
+// types, a few of trivy's plain types, are the exception).
+func TestManagerDoesNotLinkTheScanner(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		for _, banned := range []string{"github.com/aquasecurity/trivy/pkg/fanal/analyzer", "github.com/aquasecurity/trivy/pkg/scan/local",
+			"github.com/aquasecurity/trivy/pkg/db", "github.com/portcullis-dev/portcullis/internal/scan/trivyscan"} {
+			if pkg == banned {
+				t.Errorf("the manager links %s", pkg)
+			}
+		}
+	}
+}
+
+func TestScannerBinary(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "scanner")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := scannerBinary(bin); err != nil || got != bin {
+		t.Errorf("explicit path: %q, %v", got, err)
+	}
+	if _, err := scannerBinary(filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "--scanner-binary") {
+		t.Errorf("missing explicit path: %v", err)
+	}
+	t.Setenv("PATH", dir)
+	if _, err := scannerBinary(""); err == nil || !strings.Contains(err.Error(), "no portcullis-scanner binary") {
+		t.Errorf("none beside the test binary or on PATH: %v", err)
+	}
+	if err := os.Rename(bin, filepath.Join(dir, scannerName)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := scannerBinary(""); err != nil || got != filepath.Join(dir, scannerName) {
+		t.Errorf("on PATH: %q, %v", got, err)
 	}
 }

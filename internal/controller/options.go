@@ -57,10 +57,12 @@ type Options struct {
 	// CRDs must be installed.
 	TrivyOperatorReports bool
 
-	// ScanInProcess scans in the manager process itself. By default scans run in a long-lived scan
-	// worker child process (scan.Isolated), so a panic in one of trivy's goroutines or a fault ends
-	// only the worker: the scans in flight fail with ScanFailed and a new worker starts.
-	ScanInProcess bool
+	// ScannerCommand starts the scanner process (cmd/portcullis-scanner, the one binary that links
+	// trivy): a long-lived scan worker (scan.Isolated) and each vulnerability DB download run in it,
+	// so a panic in one of trivy's goroutines or a fault ends only the worker (the scans in flight
+	// fail with ScanFailed and a new worker starts), and the manager's memory holds none of trivy.
+	// Empty: this executable (a test binary that serves as its own worker).
+	ScannerCommand []string
 }
 
 // hostAllowed reports whether the URL's host matches AllowedRegistryHosts (or the list is empty).

@@ -33,6 +33,7 @@ import (
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/scan"
 	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
+	"github.com/portcullis-dev/portcullis/internal/scan/trivyscan"
 	"github.com/portcullis-dev/portcullis/internal/scan/vulndb"
 )
 
@@ -52,11 +53,11 @@ var testOptions = Options{
 }
 
 func TestMain(m *testing.M) {
-	if os.Getenv("PORTCULLIS_SCAN_WORKER") != "" {
+	if os.Getenv(scan.WorkerEnv) != "" {
 		// As a scan worker, this binary's trivy also has an analyzer that panics on "panic-me" files.
 		analyzer.RegisterAnalyzer(scantest.PanicAnalyzer{})
 	}
-	scan.RunWorkerIfAsked() // the manager under test scans in a worker: this test binary
+	trivyscan.RunWorkerIfAsked() // the manager under test scans in a worker: this test binary
 	os.Exit(runSuite(m))
 }
 

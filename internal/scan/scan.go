@@ -1,6 +1,9 @@
-// Package scan scans images with trivy used as a library, in-process: vulnerabilities (OS and
-// language packages, Go binaries included), exposed secrets, and misconfigurations of the image
-// config. trivy's types stay inside this package; callers see Result.
+// Package scan is the manager's side of image scanning: the Scanner interface, the Result it returns
+// (vulnerabilities of OS and language packages, Go binaries included, exposed secrets, and
+// misconfigurations of the image config), and Isolated, which runs every scan in a scanner process
+// (cmd/portcullis-scanner, package trivyscan, which links trivy). The manager itself does not link
+// trivy: a fault in trivy ends only the scanner process, and the manager binary stays small (its
+// resident memory at 10,000 images is the budget; see docs/performance.md).
 package scan
 
 import (
@@ -55,3 +58,7 @@ type Secret struct {
 type Misconfiguration struct {
 	ID, Severity, Title string
 }
+
+// DefaultMaxImageSize is the default limit on an image's size, compressed and uncompressed, in bytes
+// (10 GiB).
+const DefaultMaxImageSize = 10 << 30

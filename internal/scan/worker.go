@@ -51,12 +51,6 @@ type WorkerConfig struct {
 // ErrWorkerExited: the scan process exited (crashed) while a scan was in flight.
 var ErrWorkerExited = errors.New("the scan worker process exited")
 
-const (
-	workerEnv = "PORTCULLIS_SCAN_WORKER"
-	// workerErrPrefix starts the line a worker prints when it cannot serve (a DB that does not open).
-	workerErrPrefix = "scan worker: "
-)
-
 var _ Scanner = (*Isolated)(nil)
 
 // NewIsolated checks the DB in cfg.DBDir and returns a scanner whose child starts on the first scan.
@@ -82,7 +76,7 @@ func (s *Isolated) DBUpdatedAt() time.Time { return s.dbUpdated.Load().(time.Tim
 
 // Scan scans the image in the child. ctx's end cancels the scan in the child too.
 func (s *Isolated) Scan(ctx context.Context, image string, access Access) (Result, error) {
-	resp, err := s.call(ctx, workerRequest{Op: "scan", Image: image, Access: access})
+	resp, err := s.call(ctx, WorkerRequest{Op: "scan", Image: image, Access: access})
 	if err != nil {
 		return Result{}, err
 	}
@@ -92,7 +86,7 @@ func (s *Isolated) Scan(ctx context.Context, image string, access Access) (Resul
 // Reload makes the child load the DB in DBDir again (after an update); on failure the child keeps
 // the DB it had.
 func (s *Isolated) Reload() error {
-	resp, err := s.call(context.Background(), workerRequest{Op: "reload"})
+	resp, err := s.call(context.Background(), WorkerRequest{Op: "reload"})
 	if err != nil {
 		return err
 	}
@@ -119,34 +113,34 @@ func (s *Isolated) Close() error {
 	return nil
 }
 
-func (s *Isolated) call(ctx context.Context, req workerRequest) (workerResponse, error) {
+func (s *Isolated) call(ctx context.Context, req WorkerRequest) (WorkerResponse, error) {
 	w, err := s.running()
 	if err != nil {
-		return workerResponse{}, err
+		return WorkerResponse{}, err
 	}
 	req.ID = s.nextID.Add(1)
-	ch := make(chan workerResponse, 1)
+	ch := make(chan WorkerResponse, 1)
 	w.mu.Lock()
 	w.pending[req.ID] = ch
 	err = w.enc.Encode(req)
 	w.mu.Unlock()
 	if err != nil {
-		return workerResponse{}, w.exited(err)
+		return WorkerResponse{}, w.exited(err)
 	}
 	select {
 	case resp := <-ch:
 		if resp.Err != "" {
-			return workerResponse{}, errors.New(resp.Err)
+			return WorkerResponse{}, errors.New(resp.Err)
 		}
 		return resp, nil
 	case <-w.done:
-		return workerResponse{}, w.exited(nil)
+		return WorkerResponse{}, w.exited(nil)
 	case <-ctx.Done():
 		w.mu.Lock()
 		delete(w.pending, req.ID)
-		_ = w.enc.Encode(workerRequest{ID: req.ID, Op: "cancel"})
+		_ = w.enc.Encode(WorkerRequest{ID: req.ID, Op: "cancel"})
 		w.mu.Unlock()
-		return workerResponse{}, ctx.Err()
+		return WorkerResponse{}, ctx.Err()
 	}
 }
 
@@ -166,7 +160,7 @@ func (s *Isolated) running() (*worker, error) {
 		return nil, err
 	}
 	cmd := exec.Command(s.cfg.Command[0], s.cfg.Command[1:]...)
-	cmd.Env = append(append(os.Environ(), s.cfg.Env...), workerEnv+"="+string(cfg))
+	cmd.Env = append(append(os.Environ(), s.cfg.Env...), WorkerEnv+"="+string(cfg))
 	tail := &crashNote{}
 	cmd.Stderr = io.MultiWriter(os.Stderr, tail)
 	stdin, err := cmd.StdinPipe()
@@ -180,7 +174,7 @@ func (s *Isolated) running() (*worker, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting the scan worker %s: %w", s.cfg.Command[0], err)
 	}
-	w := &worker{cmd: cmd, stdin: stdin, enc: json.NewEncoder(stdin), pending: map[uint64]chan workerResponse{}, done: make(chan struct{}), tail: tail}
+	w := &worker{cmd: cmd, stdin: stdin, enc: json.NewEncoder(stdin), pending: map[uint64]chan WorkerResponse{}, done: make(chan struct{}), tail: tail}
 	go w.readResponses(stdout)
 	s.w = w
 	return w, nil
@@ -195,13 +189,13 @@ type worker struct {
 
 	mu      sync.Mutex // enc and pending
 	enc     *json.Encoder
-	pending map[uint64]chan workerResponse
+	pending map[uint64]chan WorkerResponse
 }
 
 func (w *worker) readResponses(stdout io.Reader) {
 	dec := json.NewDecoder(bufio.NewReader(stdout))
 	for {
-		var resp workerResponse
+		var resp WorkerResponse
 		if err := dec.Decode(&resp); err != nil {
 			break
 		}
@@ -249,7 +243,7 @@ func (c *crashNote) Write(p []byte) (int, error) {
 		}
 		line := string(c.partial[:i])
 		c.partial = c.partial[i+1:]
-		if c.first == "" && (strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ") || strings.HasPrefix(line, workerErrPrefix)) {
+		if c.first == "" && (strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ") || strings.HasPrefix(line, WorkerErrPrefix)) {
 			c.first = line
 			if len(c.first) > 512 {
 				c.first = c.first[:512] + "..."

@@ -26,7 +26,8 @@ var (
 	buildErr   error
 )
 
-// buildManager builds the manager from cmd/ once per test process and returns the binary.
+// buildManager builds the manager from cmd/ and its scanner (cmd/portcullis-scanner, beside it, where
+// the manager looks for it) once per test process and returns the manager binary.
 func buildManager(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -38,6 +39,11 @@ func buildManager(t *testing.T) string {
 		managerBin = filepath.Join(dir, "manager")
 		if out, err := exec.Command("go", "build", "-o", managerBin, "../../cmd").CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("building the manager: %v\n%s", err, out)
+			return
+		}
+		scanner := filepath.Join(dir, "portcullis-scanner")
+		if out, err := exec.Command("go", "build", "-o", scanner, "../../cmd/portcullis-scanner").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building the scanner: %v\n%s", err, out)
 		}
 	})
 	if buildErr != nil {

@@ -1,4 +1,4 @@
-package scan
+package trivyscan
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
+	"github.com/portcullis-dev/portcullis/internal/scan"
 	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
 )
 
@@ -25,11 +26,11 @@ func TestTrivyScan(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := reg.push(t, "team-a/server", img)
-	res, err := openTrivy(t, buildDB(t), 0).Scan(context.Background(), target, Access{Insecure: true})
+	res, err := openTrivy(t, buildDB(t), 0).Scan(context.Background(), target, scan.Access{Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var found *Vulnerability
+	var found *scan.Vulnerability
 	for i, v := range res.Vulnerabilities {
 		if v.ID == "CVE-2021-38561" {
 			found = &res.Vulnerabilities[i]
@@ -80,7 +81,7 @@ func TestTrivyImageConfigAndOS(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := reg.push(t, "base/debian", img)
-	res, err := openTrivy(t, buildDB(t), 0).Scan(context.Background(), target, Access{Insecure: true})
+	res, err := openTrivy(t, buildDB(t), 0).Scan(context.Background(), target, scan.Access{Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}

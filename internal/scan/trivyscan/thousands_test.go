@@ -1,4 +1,4 @@
-package scan
+package trivyscan
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
+	"github.com/portcullis-dev/portcullis/internal/scan"
 	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
 	"github.com/portcullis-dev/portcullis/internal/scan/vulndb"
 )
@@ -45,7 +46,7 @@ func TestThousandsOfFindings(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := reg.push(t, "big", img)
-	res, err := openTrivy(t, filepath.Join(out, "db"), 0).Scan(context.Background(), target, Access{Insecure: true})
+	res, err := openTrivy(t, filepath.Join(out, "db"), 0).Scan(context.Background(), target, scan.Access{Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}

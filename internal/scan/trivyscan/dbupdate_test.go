@@ -1,4 +1,4 @@
-package scan
+package trivyscan
 
 import (
 	"archive/tar"
@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/portcullis-dev/portcullis/internal/scan"
 	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
 )
 
@@ -88,6 +89,15 @@ func TestUpdateDB(t *testing.T) {
 	if updated, err := UpdateDB(ctx, dbDir, repo, true); err != nil || updated {
 		t.Fatalf("a fresh DB must not be downloaded again: %v, %v", updated, err)
 	}
+	// The same through a scanner process (this test binary), as the manager asks: no download, and
+	// a mirror that cannot be reached is an error that names it.
+	if updated, err := scan.UpdateDB(ctx, nil, dbDir, repo, true); err != nil || updated {
+		t.Fatalf("scanner process: a fresh DB must not be downloaded again: %v, %v", updated, err)
+	}
+	if _, err := scan.UpdateDB(ctx, nil, filepath.Join(t.TempDir(), "db"), []string{"127.0.0.1:1/aquasec/trivy-db:2"}, true); err == nil ||
+		!strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("scanner process, unreachable mirror: %v", err)
+	}
 
 	// Two hours later the DB is past NextUpdate and not downloaded within the last hour.
 	later := clock.With(ctx, time.Now().Add(2*time.Hour))
@@ -135,7 +145,7 @@ func TestReloadFailureKeepsTheOldDB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := tr.Scan(context.Background(), reg.push(t, "app", img), Access{Insecure: true})
+	res, err := tr.Scan(context.Background(), reg.push(t, "app", img), scan.Access{Insecure: true})
 	if err != nil || len(res.Vulnerabilities) == 0 {
 		t.Fatalf("the previous DB must still serve scans: %d findings, %v", len(res.Vulnerabilities), err)
 	}
@@ -143,8 +153,18 @@ func TestReloadFailureKeepsTheOldDB(t *testing.T) {
 
 // TestEnsureDB: at start, a DB is downloaded and installed when there is none; when the mirror cannot
 // be reached, an older DB in the cache is kept (stale, scans go on with it) and no DB at all is an
-// error that names the repository.
+// error that names the repository. The same in this process and, as the manager does it, through
+// scan.EnsureDB in a scanner process (this test binary).
 func TestEnsureDB(t *testing.T) {
+	t.Run("in process", func(t *testing.T) { testEnsureDB(t, EnsureDB) })
+	t.Run("scanner process", func(t *testing.T) {
+		testEnsureDB(t, func(ctx context.Context, dir string, repos []string, insecure bool) (bool, error) {
+			return scan.EnsureDB(ctx, nil, dir, repos, insecure)
+		})
+	})
+}
+
+func testEnsureDB(t *testing.T, EnsureDB func(context.Context, string, []string, bool) (bool, error)) {
 	ctx := context.Background()
 	reg := newCountingRegistry(t)
 	pushDB(t, reg.host, buildDB(t), time.Now().Add(time.Hour))

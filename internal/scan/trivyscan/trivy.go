@@ -1,4 +1,9 @@
-package scan
+// Package trivyscan scans images with trivy used as a library: vulnerabilities (OS and language
+// packages, Go binaries included), exposed secrets, and misconfigurations of the image config. It
+// runs in the scanner process (cmd/portcullis-scanner), never in the manager: RunWorkerIfAsked serves
+// scan.Isolated's requests and the vulnerability DB operations (scan.EnsureDB, scan.UpdateDB). trivy's
+// types stay inside this package; callers see scan.Result.
+package trivyscan
 
 import (
 	"context"
@@ -21,12 +26,14 @@ import (
 	"github.com/aquasecurity/trivy/pkg/fanal/image"
 	ftypes "github.com/aquasecurity/trivy/pkg/fanal/types"
 	"github.com/aquasecurity/trivy/pkg/fanal/walker"
-	"github.com/aquasecurity/trivy/pkg/scan"
+	tscan "github.com/aquasecurity/trivy/pkg/scan"
 	"github.com/aquasecurity/trivy/pkg/scan/langpkg"
 	"github.com/aquasecurity/trivy/pkg/scan/local"
 	"github.com/aquasecurity/trivy/pkg/scan/ospkg"
 	"github.com/aquasecurity/trivy/pkg/types"
 	"github.com/aquasecurity/trivy/pkg/vulnerability"
+
+	"github.com/portcullis-dev/portcullis/internal/scan"
 )
 
 // Trivy scans with trivy as a library against a vulnerability DB on disk. Layer analysis is cached
@@ -46,18 +53,15 @@ type Trivy struct {
 
 type metadataTime = func() (metadata.Metadata, error)
 
-var _ Scanner = (*Trivy)(nil)
-
-// DefaultMaxImageSize is the default limit on an image's size, compressed and uncompressed, in bytes.
-const DefaultMaxImageSize = 10 << 30
+var _ scan.Scanner = (*Trivy)(nil)
 
 // NewTrivy opens the DB in dbDir (trivy.db + metadata.json, as portcullis-vulndb or trivy's OCI DB
-// artifact lay them out) and the layer cache in cacheDir. maxImageSize (bytes, 0: DefaultMaxImageSize)
+// artifact lay them out) and the layer cache in cacheDir. maxImageSize (bytes, 0: scan.DefaultMaxImageSize)
 // refuses an image whose layers, compressed or uncompressed, are larger: a decompression bomb fails
 // its scan with a reason instead of filling memory or disk.
 func NewTrivy(dbDir, cacheDir string, maxImageSize int64) (*Trivy, error) {
 	if maxImageSize <= 0 {
-		maxImageSize = DefaultMaxImageSize
+		maxImageSize = scan.DefaultMaxImageSize
 	}
 	for _, f := range []string{"trivy.db", "metadata.json"} {
 		if _, err := os.Stat(filepath.Join(dbDir, f)); err != nil {
@@ -103,7 +107,7 @@ func (t *Trivy) Close() error {
 
 // Scan analyses the image from the registry (layers not in the cache are downloaded) and matches it
 // against the DB. A panic inside trivy is recovered and returned as an error.
-func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result, err error) {
+func (t *Trivy) Scan(ctx context.Context, ref string, access scan.Access) (res scan.Result, err error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	defer func() {
@@ -127,11 +131,11 @@ func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result
 	}
 	rawImg, cleanup, err := image.NewContainerImage(ctx, ref, imgOpt)
 	if err != nil {
-		return Result{}, fmt.Errorf("opening %s: %w", ref, err)
+		return scan.Result{}, fmt.Errorf("opening %s: %w", ref, err)
 	}
 	defer cleanup()
 	if err := checkCompressedSize(rawImg, t.maxSize); err != nil {
-		return Result{}, fmt.Errorf("scanning %s: %w", ref, err)
+		return scan.Result{}, fmt.Errorf("scanning %s: %w", ref, err)
 	}
 	img := newEscapeCounter(rawImg, t.maxSize)
 	// Offline: no Rekor SBOM look-ups for unpackaged binaries (the unpackaged post handler).
@@ -141,9 +145,9 @@ func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result
 		// filesystem: skip them rather than analyse them under a path outside the root.
 		WalkerOption: walker.Option{SkipFiles: []string{"../**"}, SkipDirs: []string{"../**"}}})
 	if err != nil {
-		return Result{}, fmt.Errorf("preparing %s: %w", ref, err)
+		return scan.Result{}, fmt.Errorf("preparing %s: %w", ref, err)
 	}
-	report, err := scan.NewService(t.service, art).ScanArtifact(ctx, types.ScanOptions{
+	report, err := tscan.NewService(t.service, art).ScanArtifact(ctx, types.ScanOptions{
 		PkgTypes:         []string{types.PkgTypeOS, types.PkgTypeLibrary},
 		PkgRelationships: ftypes.Relationships,
 		Scanners:         types.Scanners{types.VulnerabilityScanner, types.SecretScanner},
@@ -152,7 +156,7 @@ func (t *Trivy) Scan(ctx context.Context, ref string, access Access) (res Result
 		VulnSeveritySources: []dbtypes.SourceID{"auto"},
 	})
 	if err != nil {
-		return Result{}, fmt.Errorf("scanning %s: %w", ref, err)
+		return scan.Result{}, fmt.Errorf("scanning %s: %w", ref, err)
 	}
 	res = convert(report)
 	res.EscapingEntries = img.total()
@@ -182,21 +186,21 @@ func checkCompressedSize(img ftypes.Image, max int64) error {
 }
 
 // convert maps trivy's report to Result.
-func convert(r types.Report) Result {
-	var out Result
+func convert(r types.Report) scan.Result {
+	var out scan.Result
 	for _, res := range r.Results {
 		for _, v := range res.Vulnerabilities {
-			out.Vulnerabilities = append(out.Vulnerabilities, Vulnerability{
+			out.Vulnerabilities = append(out.Vulnerabilities, scan.Vulnerability{
 				ID: v.VulnerabilityID, Package: v.PkgName, InstalledVersion: v.InstalledVersion,
 				FixedVersion: v.FixedVersion, Severity: v.Severity, Title: v.Title,
 			})
 		}
 		for _, s := range res.Secrets {
-			out.Secrets = append(out.Secrets, Secret{RuleID: s.RuleID, Severity: s.Severity, Path: res.Target, Line: s.StartLine})
+			out.Secrets = append(out.Secrets, scan.Secret{RuleID: s.RuleID, Severity: s.Severity, Path: res.Target, Line: s.StartLine})
 		}
 		for _, m := range res.Misconfigurations {
 			if m.Status == types.MisconfStatusFailure {
-				out.Misconfigurations = append(out.Misconfigurations, Misconfiguration{ID: m.ID, Severity: m.Severity, Title: m.Title})
+				out.Misconfigurations = append(out.Misconfigurations, scan.Misconfiguration{ID: m.ID, Severity: m.Severity, Title: m.Title})
 			}
 		}
 	}

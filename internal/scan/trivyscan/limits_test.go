@@ -1,4 +1,4 @@
-package scan
+package trivyscan
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/portcullis-dev/portcullis/internal/scan"
 	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
 	"github.com/portcullis-dev/portcullis/internal/scan/vulndb"
 )
@@ -54,7 +55,7 @@ func (r *countingRegistry) downloads(digest string) int {
 func buildDB(t *testing.T) string {
 	t.Helper()
 	out := t.TempDir()
-	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", vulndb.ShippedOSV), out); err != nil {
+	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", "..", vulndb.ShippedOSV), out); err != nil {
 		t.Fatal(err)
 	}
 	return filepath.Join(out, "db")
@@ -78,13 +79,13 @@ func TestLayerCache(t *testing.T) {
 	target := reg.host + "/app@" + d.String()
 	cacheDir := t.TempDir()
 
-	scanOnce := func(dbDir string, sizeChecked bool) Result {
+	scanOnce := func(dbDir string, sizeChecked bool) scan.Result {
 		tr, err := NewTrivy(dbDir, cacheDir, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer tr.Close()
-		res, err := tr.Scan(context.Background(), target, Access{Insecure: true, SizeChecked: sizeChecked})
+		res, err := tr.Scan(context.Background(), target, scan.Access{Insecure: true, SizeChecked: sizeChecked})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +115,7 @@ func TestLayerCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	third, err := tr.Scan(context.Background(), otherTarget, Access{Insecure: true})
+	third, err := tr.Scan(context.Background(), otherTarget, scan.Access{Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +138,7 @@ func TestCompressedSizeLimit(t *testing.T) {
 	target := reg.push(t, "big", img)
 	layers, _ := img.Layers()
 	ld, _ := layers[0].Digest()
-	_, err = openTrivy(t, buildDB(t), 16<<10).Scan(context.Background(), target, Access{Insecure: true})
+	_, err = openTrivy(t, buildDB(t), 16<<10).Scan(context.Background(), target, scan.Access{Insecure: true})
 	if err == nil || !strings.Contains(err.Error(), "compressed image size") {
 		t.Fatalf("want the compressed size to refuse the image, got %v", err)
 	}
@@ -155,7 +156,7 @@ func TestMaxImageSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := reg.push(t, "bomb", img)
-	_, err = openTrivy(t, buildDB(t), 8<<20).Scan(context.Background(), target, Access{Insecure: true})
+	_, err = openTrivy(t, buildDB(t), 8<<20).Scan(context.Background(), target, scan.Access{Insecure: true})
 	if err == nil || !strings.Contains(err.Error(), "exceeds maximum allowed size") {
 		t.Fatalf("want the size limit to refuse the image, got %v", err)
 	}
@@ -176,7 +177,7 @@ func TestEscapingTarEntriesAreSkipped(t *testing.T) {
 	}
 	target := reg.push(t, "escape", img)
 	tr := openTrivy(t, buildDB(t), 0)
-	res, err := tr.Scan(context.Background(), target, Access{Insecure: true})
+	res, err := tr.Scan(context.Background(), target, scan.Access{Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +192,7 @@ func TestEscapingTarEntriesAreSkipped(t *testing.T) {
 	if res.EscapingEntries != 1 {
 		t.Fatalf("EscapingEntries = %d, want 1", res.EscapingEntries)
 	}
-	again, err := tr.Scan(context.Background(), target, Access{Insecure: true, SizeChecked: true})
+	again, err := tr.Scan(context.Background(), target, scan.Access{Insecure: true, SizeChecked: true})
 	if err != nil || again.EscapingEntries != -1 {
 		t.Fatalf("a rescan from the analysis cache reads no layer: EscapingEntries %d, %v", again.EscapingEntries, err)
 	}

@@ -1,4 +1,4 @@
-package scan
+package trivyscan
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
+	"github.com/portcullis-dev/portcullis/internal/scan"
 	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
 )
 
@@ -24,12 +25,12 @@ func TestMain(m *testing.M) {
 	if os.Getenv(panicEnv) == "1" {
 		analyzer.RegisterAnalyzer(scantest.PanicAnalyzer{})
 	}
-	RunWorkerIfAsked() // this test binary is also the scan worker of the Isolated tests
+	RunWorkerIfAsked() // this test binary is also the scan worker of the scan.Isolated tests
 	os.Exit(m.Run())
 }
 
 // TestIsolatedSurvivesAPanicInTrivy scans through a worker process whose trivy has an analyzer that
-// panics in trivy's own goroutine: the scan fails with ErrWorkerExited and the panic's message, this
+// panics in trivy's own goroutine: the scan fails with scan.ErrWorkerExited and the panic's message, this
 // process lives on, and the next scan (in a new worker) finds the real CVE of the Go binary.
 func TestIsolatedSurvivesAPanicInTrivy(t *testing.T) {
 	reg := newCountingRegistry(t)
@@ -42,7 +43,7 @@ func TestIsolatedSurvivesAPanicInTrivy(t *testing.T) {
 		t.Fatal(err)
 	}
 	hostileRef, vulnRef := reg.push(t, "bad/hostile", hostile), reg.push(t, "team-a/server", vuln)
-	s, err := NewIsolated(WorkerConfig{DBDir: buildDB(t), CacheDir: t.TempDir(), Env: []string{panicEnv + "=1"}})
+	s, err := scan.NewIsolated(scan.WorkerConfig{DBDir: buildDB(t), CacheDir: t.TempDir(), Env: []string{panicEnv + "=1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,11 +51,11 @@ func TestIsolatedSurvivesAPanicInTrivy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	_, err = s.Scan(ctx, hostileRef, Access{Insecure: true})
-	if !errors.Is(err, ErrWorkerExited) || !strings.Contains(err.Error(), "panic: "+scantest.PanicMessage) {
-		t.Fatalf("scan of the hostile image: %v; want ErrWorkerExited with the panic", err)
+	_, err = s.Scan(ctx, hostileRef, scan.Access{Insecure: true})
+	if !errors.Is(err, scan.ErrWorkerExited) || !strings.Contains(err.Error(), "panic: "+scantest.PanicMessage) {
+		t.Fatalf("scan of the hostile image: %v; want scan.ErrWorkerExited with the panic", err)
 	}
-	res, err := s.Scan(ctx, vulnRef, Access{Insecure: true})
+	res, err := s.Scan(ctx, vulnRef, scan.Access{Insecure: true})
 	if err != nil {
 		t.Fatalf("the next scan (new worker): %v", err)
 	}
@@ -70,7 +71,7 @@ func TestIsolatedSurvivesAPanicInTrivy(t *testing.T) {
 	if err := s.Reload(); err == nil || !strings.Contains(err.Error(), "no downloaded DB to load") {
 		t.Errorf("reload in the worker: %v", err)
 	}
-	if _, err := s.Scan(ctx, vulnRef, Access{Insecure: true}); err != nil {
+	if _, err := s.Scan(ctx, vulnRef, scan.Access{Insecure: true}); err != nil {
 		t.Errorf("scan after a failed reload: %v", err)
 	}
 }
@@ -80,17 +81,17 @@ func TestIsolatedSurvivesAPanicInTrivy(t *testing.T) {
 func TestIsolatedCancel(t *testing.T) {
 	reg := newCountingRegistry(t)
 	ref := reg.push(t, "team-a/clean", registrytest.RandomImage(t))
-	s, err := NewIsolated(WorkerConfig{DBDir: buildDB(t), CacheDir: t.TempDir()})
+	s, err := scan.NewIsolated(scan.WorkerConfig{DBDir: buildDB(t), CacheDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	done, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := s.Scan(done, ref, Access{Insecure: true}); !errors.Is(err, context.Canceled) {
+	if _, err := s.Scan(done, ref, scan.Access{Insecure: true}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled scan: %v", err)
 	}
-	if _, err := s.Scan(context.Background(), ref, Access{Insecure: true}); err != nil {
+	if _, err := s.Scan(context.Background(), ref, scan.Access{Insecure: true}); err != nil {
 		t.Fatalf("scan after a cancelled one: %v", err)
 	}
 }
@@ -98,7 +99,7 @@ func TestIsolatedCancel(t *testing.T) {
 // TestIsolatedWorkerCannotStart: a worker whose DB does not open exits, and the scan says why.
 func TestIsolatedWorkerCannotStart(t *testing.T) {
 	dbDir := buildDB(t)
-	s, err := NewIsolated(WorkerConfig{DBDir: dbDir, CacheDir: t.TempDir()})
+	s, err := scan.NewIsolated(scan.WorkerConfig{DBDir: dbDir, CacheDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,8 +107,8 @@ func TestIsolatedWorkerCannotStart(t *testing.T) {
 	if err := os.Remove(filepath.Join(dbDir, "trivy.db")); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.Scan(context.Background(), "127.0.0.1:1/none@sha256:"+strings.Repeat("0", 64), Access{Insecure: true})
-	if !errors.Is(err, ErrWorkerExited) || !strings.Contains(err.Error(), "scan worker: vulnerability DB") {
+	_, err = s.Scan(context.Background(), "127.0.0.1:1/none@sha256:"+strings.Repeat("0", 64), scan.Access{Insecure: true})
+	if !errors.Is(err, scan.ErrWorkerExited) || !strings.Contains(err.Error(), "scan worker: vulnerability DB") {
 		t.Fatalf("scan with a broken DB: %v", err)
 	}
 }

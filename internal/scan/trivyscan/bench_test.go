@@ -1,4 +1,4 @@
-package scan
+package trivyscan
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/portcullis-dev/portcullis/internal/scan"
 	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
 	"github.com/portcullis-dev/portcullis/internal/scan/vulndb"
 )
@@ -31,7 +32,7 @@ func BenchmarkScan100(b *testing.B) {
 		b.Fatal("PORTCULLIS_TRIVY_BIN is not set: run `make bench`")
 	}
 	dbRoot := b.TempDir()
-	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", vulndb.ShippedOSV), dbRoot); err != nil {
+	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", "..", vulndb.ShippedOSV), dbRoot); err != nil {
 		b.Fatal(err)
 	}
 	dbDir := filepath.Join(dbRoot, "db")
@@ -77,14 +78,14 @@ func BenchmarkScan100(b *testing.B) {
 		}
 		start := time.Now()
 		for _, r := range refs {
-			if _, err := tr.Scan(ctx, r, Access{Insecure: true}); err != nil {
+			if _, err := tr.Scan(ctx, r, scan.Access{Insecure: true}); err != nil {
 				b.Fatal(err)
 			}
 		}
 		cold += time.Since(start)
 		start = time.Now()
 		for _, r := range refs {
-			if _, err := tr.Scan(ctx, r, Access{Insecure: true, SizeChecked: true}); err != nil {
+			if _, err := tr.Scan(ctx, r, scan.Access{Insecure: true, SizeChecked: true}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -1,0 +1,73 @@
+package scan
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+)
+
+// EnsureDB prepares dir for the first scans at start, in a scanner process (command; default this
+// executable): it downloads and installs trivy's DB when dir has none or the one it has is due. When
+// the download fails but dir already holds a DB (a persistent cache volume, a pod restart), the
+// older DB is kept and the error is returned with stale=true: scanning goes on and the caller
+// retries later. With no DB at all the error is fatal (stale=false).
+func EnsureDB(ctx context.Context, command []string, dir string, repositories []string, insecure bool) (stale bool, err error) {
+	resp, err := runDB(ctx, command, DBRequest{Op: "ensure", Dir: dir, Repositories: repositories, Insecure: insecure})
+	if err != nil {
+		return false, err
+	}
+	if resp.Err != "" {
+		return resp.Stale, errors.New(resp.Err)
+	}
+	return false, nil
+}
+
+// UpdateDB downloads trivy's DB into dir+".new", in a scanner process, when the one in dir is due;
+// it reports whether a new DB is ready for Isolated.Reload.
+func UpdateDB(ctx context.Context, command []string, dir string, repositories []string, insecure bool) (bool, error) {
+	resp, err := runDB(ctx, command, DBRequest{Op: "update", Dir: dir, Repositories: repositories, Insecure: insecure})
+	if err != nil {
+		return false, err
+	}
+	if resp.Err != "" {
+		return false, errors.New(resp.Err)
+	}
+	return resp.Updated, nil
+}
+
+// runDB starts command with req in DBEnv and reads its one DBResponse from stdout. The process's
+// stderr goes to this process's stderr (its logs).
+func runDB(ctx context.Context, command []string, req DBRequest) (DBResponse, error) {
+	if len(command) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return DBResponse{}, fmt.Errorf("locating this executable for the scanner: %w", err)
+		}
+		command = []string{exe}
+	}
+	raw, err := json.Marshal(req)
+	if err != nil {
+		return DBResponse{}, err
+	}
+	cmd := exec.CommandContext(ctx, command[0], command[1:]...)
+	cmd.Env = append(os.Environ(), DBEnv+"="+string(raw))
+	var out bytes.Buffer
+	tail := &crashNote{}
+	cmd.Stdout, cmd.Stderr = &out, io.MultiWriter(os.Stderr, tail)
+	runErr := cmd.Run()
+	var resp DBResponse
+	if err := json.Unmarshal(bytes.TrimSpace(out.Bytes()), &resp); err != nil {
+		msg := tail.note()
+		if msg == "" && runErr != nil {
+			msg = runErr.Error()
+		}
+		return DBResponse{}, fmt.Errorf("the scanner %s did not perform the DB %s: %s", command[0], req.Op, strings.TrimSpace(msg))
+	}
+	return resp, nil
+}
