@@ -103,6 +103,17 @@ type KeyAuthority struct {
 	// +kubebuilder:validation:XValidation:rule="self.contains('-----BEGIN PUBLIC KEY-----')",message="data must be a PEM public key"
 	// +optional
 	Data string `json:"data,omitempty"`
+	// TrustedRootRef names a sigstore trusted root (`trusted_root.json`) whose transparency logs
+	// (`tlogs`) verify the signature's Rekor entry offline, as `cosign verify --key` does with the
+	// public-good or a private Rekor: the entry's signed entry timestamp (legacy `.sig` signatures,
+	// the `dev.sigstore.cosign/bundle` annotation) or its inclusion proof and promise (sigstore
+	// bundles) must be signed by one of those logs and record this very signature and key. With it,
+	// signatures made by `cosign sign --key` with a transparency log verify without
+	// ignoreTransparencyLog; a signature with no entry, or an entry of another log, fails with
+	// TransparencyLogUnverifiable. Only the root's `tlogs` are read. Without it a key authority
+	// cannot check a transparency log and needs ignoreTransparencyLog: true.
+	// +optional
+	TrustedRootRef *TrustedRootReference `json:"trustedRootRef,omitempty"`
 }
 
 // KeylessAuthority is a signer identity in a Fulcio certificate: the OIDC issuer and the subject,

@@ -59,6 +59,9 @@ func policyRefs(p *v1alpha1.RepositoryPolicy, kind string) []string {
 		if a.Keyless != nil && trustedRootKind(a.Keyless.TrustedRootRef) == kind {
 			names = append(names, a.Keyless.TrustedRootRef.Name)
 		}
+		if a.Key != nil && a.Key.TrustedRootRef != nil && trustedRootKind(*a.Key.TrustedRootRef) == kind {
+			names = append(names, a.Key.TrustedRootRef.Name)
+		}
 	}
 	return names
 }

@@ -20,7 +20,8 @@ import (
 )
 
 // readMaterial reads, from the policy's namespace only, what each authority verifies with: the PEM
-// public key (key.data or the referenced Secret key) or the trusted_root.json (ConfigMap or Secret).
+// public key (key.data or the referenced Secret key) and a key authority's optional trusted root
+// (under verify.KeyTrustedRoot), or a keyless authority's trusted_root.json (ConfigMap or Secret).
 // A missing object or a key that does not parse stalls; an API error is transient.
 func readMaterial(ctx context.Context, c client.Reader, ns string, spec *v1alpha1.VerificationSpec) (verify.Material, outcome, bool, error) {
 	m := verify.Material{}
@@ -47,6 +48,13 @@ func readMaterial(ctx context.Context, c client.Reader, ns string, spec *v1alpha
 				return nil, o, ok, err
 			}
 			m[a.Name] = data
+		}
+		if a.Key != nil && a.Key.TrustedRootRef != nil {
+			data, o, ok, err := readTrustedRoot(ctx, c, ns, *a.Key.TrustedRootRef)
+			if !ok || err != nil {
+				return nil, o, ok, err
+			}
+			m[verify.KeyTrustedRoot(a.Name)] = data
 		}
 	}
 	return m, outcome{}, true, nil

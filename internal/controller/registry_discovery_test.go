@@ -241,7 +241,7 @@ func TestDiscoveryLifecycle(t *testing.T) {
 
 	// Steady state: nothing changed, so the pass writes nothing and sends one catalog request, one tags
 	// request per governed repository and one HEAD per selected tag.
-	time.Sleep(300 * time.Millisecond) // let the IA controller settle its own writes
+	time.Sleep(summaryDelay + 500*time.Millisecond) // let the IA and policy controllers settle their own writes
 	writesBefore, reqBefore := writeCount(ns), px.snapshot()
 	requestPass(t, reg)
 	time.Sleep(300 * time.Millisecond)

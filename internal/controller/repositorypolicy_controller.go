@@ -6,18 +6,21 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/policy"
@@ -118,11 +121,15 @@ func (r *RepositoryPolicyReconciler) summarize(ctx context.Context, p *v1alpha1.
 		client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("listing ImageAttestations: %w", err)
 	}
-	slices.SortFunc(list.Items, func(a, b v1alpha1.ImageAttestation) int { return strings.Compare(a.Name, b.Name) })
 	st := &p.Status
 	st.CompliantImages, st.NonCompliantImages, st.PendingImages, st.NonCompliant = 0, 0, 0, nil
 	repos := map[string]bool{}
 	only := []v1alpha1.RepositoryPolicy{*p}
+	type nonCompliant struct {
+		ia      *v1alpha1.ImageAttestation
+		reasons []string
+	}
+	var failing []nonCompliant // sorted by name at the end: the first maxListedNonCompliant are listed
 	for i := range list.Items {
 		ia := &list.Items[i]
 		if len(selectingPolicies(only, ia)) == 0 {
@@ -137,14 +144,16 @@ func (r *RepositoryPolicyReconciler) summarize(ctx context.Context, p *v1alpha1.
 			st.CompliantImages++
 		default:
 			st.NonCompliantImages++
-			if len(st.NonCompliant) < maxListedNonCompliant {
-				v := v1alpha1.ImageVerdict{ImageAttestation: ia.Name, Repository: ia.Spec.Repository, Digest: ia.Spec.Digest, Reasons: slices.Clone(res.Reasons)}
-				if len(ia.Spec.Tags) > 0 {
-					v.Tag = ia.Spec.Tags[0]
-				}
-				st.NonCompliant = append(st.NonCompliant, v)
-			}
+			failing = append(failing, nonCompliant{ia, res.Reasons})
 		}
+	}
+	slices.SortFunc(failing, func(a, b nonCompliant) int { return strings.Compare(a.ia.Name, b.ia.Name) })
+	for _, f := range failing[:min(len(failing), maxListedNonCompliant)] {
+		v := v1alpha1.ImageVerdict{ImageAttestation: f.ia.Name, Repository: f.ia.Spec.Repository, Digest: f.ia.Spec.Digest, Reasons: slices.Clone(f.reasons)}
+		if len(f.ia.Spec.Tags) > 0 {
+			v.Tag = f.ia.Spec.Tags[0]
+		}
+		st.NonCompliant = append(st.NonCompliant, v)
 	}
 	st.MatchedRepositories = int32(len(repos))
 	return nil
@@ -198,9 +207,36 @@ func (r *RepositoryPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(createOrDelete())).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexSecretRefs))).
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(enqueueReferrers(r.Client, newList, indexConfigMapRefs))).
-		Watches(&v1alpha1.ImageAttestation{}, handler.EnqueueRequestsFromMapFunc(byImage), builder.WithPredicates(verdictChanged())).
+		Watches(&v1alpha1.ImageAttestation{}, coalesced(byImage, summaryDelay), builder.WithPredicates(verdictChanged())).
 		Named("repositorypolicy").
 		Complete(r)
+}
+
+// summaryDelay is how long a verdict change waits before its policies are counted again: during a
+// first pass thousands of verdicts a minute change, and counting a policy lists all of its Registry's
+// ImageAttestations, so the counts in status are at most this much behind and cost one count (and at
+// most one status write) per policy per delay, not one per verdict.
+const summaryDelay = 2 * time.Second
+
+// coalesced is mapFn's event handler that enqueues its requests after delay. The workqueue keeps
+// one pending add per request, so a burst of events within delay costs one reconcile.
+func coalesced(mapFn handler.MapFunc, delay time.Duration) handler.EventHandler {
+	add := func(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		for _, req := range mapFn(ctx, o) {
+			q.AddAfter(req, delay)
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.Object, q)
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.ObjectNew, q)
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.Object, q)
+		},
+	}
 }
 
 // enforcementOutcomeChanged passes policy updates whose Harbor write-back started or stopped

@@ -2,8 +2,17 @@ package controller
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"testing"
+	"time"
 
+	"github.com/sigstore/sigstore-go/pkg/root"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -111,6 +120,32 @@ func TestPolicyReferencesStall(t *testing.T) {
 		waitFor(t, pol, "Ready", policyReady)
 	})
 
+	t.Run("key with a trusted root", func(t *testing.T) {
+		pol := validPolicy()
+		pol.Name, pol.Namespace = "key-logs", ns
+		pol.Spec.Verification.Authorities = []v1alpha1.Authority{{Name: "k", Key: &v1alpha1.KeyAuthority{Data: testPubKey,
+			TrustedRootRef: &v1alpha1.TrustedRootReference{Name: "key-logs"}}}}
+		pol.Spec.Verification.Attestations = nil
+		if err := k8sClient.Create(ctx, pol); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, pol, "Stalled ConfigMapNotFound", policyStalled(v1alpha1.ConfigMapNotFoundReason))
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "key-logs", Namespace: ns},
+			Data: map[string]string{"trusted_root.json": `{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`}}
+		if err := k8sClient.Create(ctx, cm); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, pol, "Stalled InvalidSpec (no log)", policyStalled(v1alpha1.InvalidSpecReason))
+		if c := findCondition(pol, v1alpha1.StalledCondition); !containsAll(c.Message, "no transparency log") {
+			t.Fatalf("message: %q", c.Message)
+		}
+		cm.Data = map[string]string{"trusted_root.json": string(logRootJSON(t))}
+		if err := k8sClient.Update(ctx, cm); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, pol, "Ready", policyReady)
+	})
+
 	t.Run("invalid pattern", func(t *testing.T) {
 		pol := validPolicy()
 		pol.Name, pol.Namespace = "pattern", ns
@@ -161,4 +196,29 @@ func TestPolicyReferencesStall(t *testing.T) {
 		})
 		waitFor(t, pol, "Ready", policyReady)
 	})
+}
+
+// logRootJSON is a trusted_root.json with one transparency log (a fresh key) and nothing else.
+func logRootJSON(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := sha256.Sum256(der)
+	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, nil, nil, nil, map[string]*root.TransparencyLog{hex.EncodeToString(id[:]): {
+		BaseURL: "https://rekor.test", ID: id[:], ValidityPeriodStart: time.Now().Add(-time.Hour), HashFunc: crypto.SHA256,
+		PublicKey: &key.PublicKey, SignatureHashFunc: crypto.SHA256}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := tr.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

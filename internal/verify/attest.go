@@ -80,8 +80,8 @@ func (v *Verifier) checkAttestation(ctx context.Context, req attestation, atts [
 	a := v.authorities[req.authority]
 	r := AttestationResult{Name: req.name, PredicateType: req.predicateType, Authority: a.name,
 		Reason: ReasonAttestationMissing, Message: fmt.Sprintf("no attestation of type %s signed by %s", req.predicateType, a.name)}
-	if a.keyless == nil && !a.ignoreTlog {
-		r.Reason, r.Message = ReasonTransparencyLogUnverifiable, "the authority requires a transparency-log entry, which cannot be verified for a key authority; set ignoreTransparencyLog: true"
+	if a.tlogUnverifiable() {
+		r.Reason, r.Message = ReasonTransparencyLogUnverifiable, "the authority requires a transparency-log entry, which a key authority verifies only with key.trustedRootRef (the log's keys); set it, or ignoreTransparencyLog: true"
 		return r
 	}
 	co := a.checkOpts(cosign.IntotoSubjectClaimVerifier)

@@ -175,8 +175,8 @@ type bundleCheck struct {
 }
 
 // compileBundleCheck builds the sigstore-go verifier for an authority: a key authority trusts
-// exactly its key (no observer timestamp needed; a transparency log is handled as for legacy
-// signatures); a keyless authority trusts its trusted root, requires SCTs unless ignoreSCT, a log
+// exactly its key (no observer timestamp needed) and, with a trusted root (key.trustedRootRef),
+// requires an entry of one of its transparency logs, checked at its integrated time; a keyless authority trusts its trusted root, requires SCTs unless ignoreSCT, a log
 // entry unless ignoreTransparencyLog, and checks the certificate at the log's integrated time, the
 // signed timestamp (useSignedTimestamps) or, with neither, the current time.
 func compileBundleCheck(a authority) (*bundleCheck, error) {
@@ -186,7 +186,14 @@ func compileBundleCheck(a authority) (*bundleCheck, error) {
 	if a.keyless == nil {
 		key := root.NewExpiringKey(a.verifier, time.Time{}, time.Time{})
 		tm = root.NewTrustedPublicKeyMaterial(func(string) (root.TimeConstrainedVerifier, error) { return key, nil })
-		vopts = append(vopts, sgverify.WithNoObserverTimestamps())
+		if a.keyLogs != nil && !a.ignoreTlog {
+			// As cosign v3 verifies `--key` with a trusted root: the key, and a log entry of one of
+			// the root's logs (inclusion proof and promise) that records this signature and key.
+			tm = root.TrustedMaterialCollection{tm, a.keyLogs}
+			vopts = append(vopts, sgverify.WithTransparencyLog(1), sgverify.WithIntegratedTimestamps(1))
+		} else {
+			vopts = append(vopts, sgverify.WithNoObserverTimestamps())
+		}
 		popts = append(popts, sgverify.WithKey())
 	} else {
 		k := a.keyless

@@ -25,6 +25,7 @@ import (
 	"github.com/sigstore/cosign/v2/pkg/oci"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	sigsig "github.com/sigstore/cosign/v2/pkg/signature"
+	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
@@ -69,8 +70,13 @@ const Checks = "v2"
 var ErrRegistry = errors.New("fetching signatures failed")
 
 // Material maps an authority name to what the controller read for it: the PEM public key of a key
-// authority (key.data or the referenced Secret), the trusted_root.json of a keyless authority.
+// authority (key.data or the referenced Secret), the trusted_root.json of a keyless authority; and
+// KeyTrustedRoot(name) to a key authority's optional trusted root (key.trustedRootRef).
 type Material map[string][]byte
+
+// KeyTrustedRoot is the Material entry of a key authority's trusted root (authority names are DNS
+// labels, so it never collides with one).
+func KeyTrustedRoot(authority string) string { return authority + "/trusted-root" }
 
 // Verifier verifies digests against one compiled verification spec. Safe for concurrent use.
 type Verifier struct {
@@ -116,7 +122,16 @@ type authority struct {
 	verifier   signature.Verifier // key authorities
 	keyless    *keyless           // keyless authorities
 	ignoreTlog bool
-	bundle     *bundleCheck // sigstore-go, for bundle-format signatures and attestations
+	// keyLogs is a key authority's trusted root (key.trustedRootRef): the transparency logs its
+	// signatures' entries are verified against. Nil: a key authority cannot check a log.
+	keyLogs *root.TrustedRoot
+	bundle  *bundleCheck // sigstore-go, for bundle-format signatures and attestations
+}
+
+// tlogUnverifiable reports whether the authority requires a transparency-log entry it has no log
+// keys to verify (a key authority without a trusted root and without ignoreTransparencyLog).
+func (a authority) tlogUnverifiable() bool {
+	return a.keyless == nil && !a.ignoreTlog && a.keyLogs == nil
 }
 
 // Compile builds a Verifier from a policy's verification spec and the keys read for it. It fails
@@ -140,6 +155,16 @@ func Compile(spec *v1alpha1.VerificationSpec, material Material, remoteOpts ...r
 				return nil, fmt.Errorf("authority %q: %w", a.Name, err)
 			}
 			ca.verifier = ver
+			if rootJSON, ok := material[KeyTrustedRoot(a.Name)]; ok {
+				tr, err := root.NewTrustedRootFromJSON(rootJSON)
+				if err != nil {
+					return nil, fmt.Errorf("authority %q: parsing the trusted root: %w", a.Name, err)
+				}
+				if len(tr.RekorLogs()) == 0 {
+					return nil, fmt.Errorf("authority %q: the trusted root lists no transparency log (tlogs)", a.Name)
+				}
+				ca.keyLogs = tr
+			}
 		case a.Keyless != nil:
 			kl, err := compileKeyless(a.Keyless, data)
 			if err != nil {
@@ -369,7 +394,7 @@ func (a authority) check(ctx context.Context, sigs []oci.Signature, bundles []fo
 			best = best.worse(classifyFailure(a.keyless != nil, err))
 			continue
 		}
-		if a.keyless == nil && !a.ignoreTlog {
+		if a.tlogUnverifiable() {
 			best = best.worse(tlogUnverifiable)
 			continue
 		}
@@ -390,7 +415,7 @@ func (a authority) check(ctx context.Context, sigs []oci.Signature, bundles []fo
 			best = best.worse(classifyBundleFailure(a.keyless != nil, err))
 			continue
 		}
-		if a.keyless == nil && !a.ignoreTlog {
+		if a.tlogUnverifiable() {
 			best = best.worse(tlogUnverifiable)
 			continue
 		}
@@ -407,7 +432,8 @@ func (a authority) check(ctx context.Context, sigs []oci.Signature, bundles []fo
 
 // checkOpts are cosign's options for this authority. The claim verifier ties the signed payload to
 // the digest: without it cosign checks only that the authority signed *something*, and a signature
-// copied from another image would pass. A key authority's transparency log is handled by check.
+// copied from another image would pass. A key authority checks the transparency log only with a
+// trusted root (key.trustedRootRef); without one, check reports TransparencyLogUnverifiable.
 func (a authority) checkOpts(claims func(oci.Signature, v1.Hash, map[string]any) error) *cosign.CheckOpts {
 	co := &cosign.CheckOpts{ClaimVerifier: claims, IgnoreTlog: true, IgnoreSCT: true}
 	if a.keyless != nil {
@@ -415,6 +441,11 @@ func (a authority) checkOpts(claims func(oci.Signature, v1.Hash, map[string]any)
 		co.IgnoreTlog = a.ignoreTlog
 	} else {
 		co.SigVerifier = a.verifier
+		if a.keyLogs != nil && !a.ignoreTlog {
+			// The Rekor bundle annotation's signed entry timestamp, checked against the root's logs;
+			// never an online lookup.
+			co.IgnoreTlog, co.TrustedMaterial, co.Offline = false, a.keyLogs, true
+		}
 	}
 	return co
 }

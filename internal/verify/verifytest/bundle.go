@@ -29,8 +29,8 @@ const CosignSignPredicateType = "https://sigstore.dev/cosign/sign/v1"
 // BundleSigner signs as cosign v3 does by default (`cosign sign`/`cosign attest` with the bundle
 // format): sigstore-go's signer, a sigstore bundle v0.3 stored by cosign's own writer as an OCI 1.1
 // referrer of the image (through the referrers fallback tag `sha256-<hex>` on registries without the
-// referrers API). No transparency log, no timestamp: the tests' authorities set
-// ignoreTransparencyLog.
+// referrers API). No timestamp; no transparency log unless Logs is set (the tests' authorities
+// otherwise set ignoreTransparencyLog).
 type BundleSigner struct {
 	// Keypair signs (an ECDSA P-256 key, as `cosign generate-key-pair` makes).
 	Keypair sign.Keypair
@@ -38,6 +38,9 @@ type BundleSigner struct {
 	PublicPEM []byte
 	// Certificates, when set, makes keyless bundles: it issues the certificate (Fulcio's role).
 	Certificates sign.CertificateProvider
+	// Logs, when set, record each bundle in these transparency logs (`cosign sign --key` with
+	// Rekor): sigstore-go's own sign.Rekor with an injected client.
+	Logs []sign.Transparency
 }
 
 // NewBundleSigner makes a signer with a fresh ECDSA P-256 key.
@@ -143,7 +146,7 @@ func (s BundleSigner) DSSEBundle(t testing.TB, statement []byte) []byte {
 }
 
 func (s BundleSigner) makeBundle(content sign.Content) ([]byte, error) {
-	pb, err := sign.Bundle(content, s.Keypair, sign.BundleOptions{CertificateProvider: s.Certificates, Context: context.Background()})
+	pb, err := sign.Bundle(content, s.Keypair, sign.BundleOptions{CertificateProvider: s.Certificates, TransparencyLogs: s.Logs, Context: context.Background()})
 	if err != nil {
 		return nil, err
 	}
