@@ -57,9 +57,9 @@ type VerificationSpec struct {
 
 	// RecheckInterval is how long a verification result stands for an unchanged digest (a Go
 	// duration; default 24h; from 1m to 720h). A digest is verified again before then when its
-	// signature or attestation tags change (the listing sees their digests change), when this
-	// policy's verification spec or key material changes, and, on registries with the OCI referrers
-	// API (where signatures stored as referrers are not tags), every Registry interval.
+	// signature or attestation tags change (the listing sees their digests change), when its
+	// referrers change (on registries with the OCI referrers API, one referrers GET per digest each
+	// Registry interval tells), and when this policy's verification spec or key material changes.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('720h')",message="recheckInterval must be between 1m and 720h"

@@ -19,6 +19,7 @@ import (
 func TestFailureReasons(t *testing.T) {
 	two := &v1alpha1.VerificationSpec{Authorities: []v1alpha1.Authority{{Name: "a"}, {Name: "b"}}}
 	oneOfTwo := &v1alpha1.VerificationSpec{Authorities: two.Authorities, Require: ptr(int32(1))}
+	indexOnly := &v1alpha1.VerificationSpec{Authorities: two.Authorities, IndexPolicy: v1alpha1.IndexPolicyIndex}
 	auth := func(ok bool, reason string) verify.AuthorityResult {
 		return verify.AuthorityResult{Verified: ok, Reason: reason}
 	}
@@ -40,6 +41,11 @@ func TestFailureReasons(t *testing.T) {
 				{Platform: "linux/amd64", Result: verify.Result{Verified: true}},
 				{Platform: "linux/arm64", Result: verify.Result{Authorities: []verify.AuthorityResult{auth(true, ""), auth(false, verify.ReasonSignatureInvalid)}}},
 			}}, "SignatureInvalid,SignatureMissing"},
+		{"index policy Index: the platforms only inform", indexOnly, verify.ImageResult{
+			Result: verify.Result{Authorities: []verify.AuthorityResult{auth(false, verify.ReasonSignatureMissing), auth(false, verify.ReasonSignatureMissing)}},
+			Platforms: []verify.PlatformResult{
+				{Platform: "linux/arm64", Result: verify.Result{Authorities: []verify.AuthorityResult{auth(true, ""), auth(false, verify.ReasonSignatureInvalid)}}},
+			}}, "SignatureMissing"},
 	}
 	for _, tc := range cases {
 		if got := strings.Join(failureReasons(tc.res, tc.spec), ","); got != tc.want {

@@ -109,6 +109,20 @@ func (r *ImageAttestationReconciler) verifySignatures(ctx context.Context, ia *v
 		return nil, err
 	}
 	outcomes := map[string]*policy.SignatureOutcome{}
+	// On a registry with the referrers API, signatures stored as referrers are not tags, so the
+	// listing does not see them change: one referrers GET per digest tells whether a stored result
+	// still holds.
+	referrers := "-"
+	if needsVerification(policies) && !rc.NoReferrersAPI() {
+		platforms := make([]string, 0, len(ia.Spec.Platforms))
+		for _, p := range ia.Spec.Platforms {
+			platforms = append(platforms, p.Digest)
+		}
+		if referrers, err = verify.ReferrersFingerprint(ctx, digest, platforms, rc.RemoteOptions()...); err != nil {
+			rc.Forget(err)
+			return nil, err
+		}
+	}
 	var results []v1alpha1.SignatureResult
 	var failures []string
 	required := 0
@@ -118,7 +132,7 @@ func (r *ImageAttestationReconciler) verifySignatures(ctx context.Context, ia *v
 			continue
 		}
 		required++
-		res, err := r.verifyWithPolicy(ctx, p, digest, ia, rc, recheckAfter(p.Spec.Verification, reg, rc))
+		res, err := r.verifyWithPolicy(ctx, p, digest, ia, rc, referrers, recheckAfter(p.Spec.Verification))
 		if err != nil {
 			var stall policyError
 			if errors.As(err, &stall) {
@@ -163,8 +177,9 @@ func (r *ImageAttestationReconciler) verifySignatures(ctx context.Context, ia *v
 }
 
 // failureReasons lists the distinct reasons a result fails: the failing authorities' reasons when
-// fewer than `require` verified, every failing attestation's reason, and for an index checked through
-// its platforms the platforms' reasons. Empty when the result verified.
+// fewer than `require` verified, every failing attestation's reason, and for an index whose
+// indexPolicy looks at its platforms (Platforms, Either) the platforms' reasons. Empty when the
+// result verified.
 func failureReasons(res verify.ImageResult, spec *v1alpha1.VerificationSpec) []string {
 	if res.Verified {
 		return nil
@@ -193,13 +208,20 @@ func failureReasons(res verify.ImageResult, spec *v1alpha1.VerificationSpec) []s
 		}
 	}
 	add(res.Result)
+	if spec.IndexPolicy == v1alpha1.IndexPolicyIndex {
+		return sortedUnique(out) // the platforms' results only inform: the index digest decides
+	}
 	for _, p := range res.Platforms {
 		if !p.Result.Verified {
 			add(p.Result)
 		}
 	}
-	slices.Sort(out)
-	return slices.Compact(out)
+	return sortedUnique(out)
+}
+
+func sortedUnique(s []string) []string {
+	slices.Sort(s)
+	return slices.Compact(s)
 }
 
 // policyError is a policy whose verification cannot be compiled (its own status says Stalled).
@@ -209,7 +231,7 @@ func (e policyError) Error() string { return e.msg }
 
 // verifyWithPolicy verifies the image against one policy, from the cache when fresh.
 func (r *ImageAttestationReconciler) verifyWithPolicy(ctx context.Context, p *v1alpha1.RepositoryPolicy, digest name.Digest,
-	ia *v1alpha1.ImageAttestation, rc *registry.Client, maxAge time.Duration) (verify.ImageResult, error) {
+	ia *v1alpha1.ImageAttestation, rc *registry.Client, referrers string, maxAge time.Duration) (verify.ImageResult, error) {
 	material, o, ok, err := readMaterial(ctx, r.APIReader, p.Namespace, p.Spec.Verification)
 	if err != nil {
 		return verify.ImageResult{}, err
@@ -229,9 +251,9 @@ func (r *ImageAttestationReconciler) verifyWithPolicy(ctx context.Context, p *v1
 	if err != nil {
 		return verify.ImageResult{}, policyError{err.Error()}
 	}
-	// The result stands while the digest's signature and attestation tags are the ones it was
-	// computed from, on the same registry.
-	rkey := store.Key(ia.Spec.Digest, key, digest.String(), accessoriesHash(ia.Spec.Accessories))
+	// The result stands while the digest's signature and attestation tags and its referrers are the
+	// ones it was computed from, on the same registry.
+	rkey := store.Key(ia.Spec.Digest, key, digest.String(), accessoriesHash(ia.Spec.Accessories), referrers)
 	if res, ok := r.verification.cached(rkey, maxAge); ok {
 		return res, nil
 	}
@@ -250,18 +272,23 @@ func (r *ImageAttestationReconciler) verifyWithPolicy(ctx context.Context, p *v1
 // defaultRecheckInterval is spec.verification.recheckInterval's default.
 const defaultRecheckInterval = 24 * time.Hour
 
-// recheckAfter is how long a verification result stands: the policy's recheckInterval (default
-// 24h), or the Registry's interval when the registry has the referrers API, since signatures stored
-// as referrers are not tags and a listing does not see them change.
-func recheckAfter(spec *v1alpha1.VerificationSpec, reg *v1alpha1.Registry, rc *registry.Client) time.Duration {
-	d := defaultRecheckInterval
+// recheckAfter is how long a verification result stands for an unchanged digest (the same
+// supply-chain tags and referrers): the policy's recheckInterval, default 24h.
+func recheckAfter(spec *v1alpha1.VerificationSpec) time.Duration {
 	if spec.RecheckInterval != nil && spec.RecheckInterval.Duration > 0 {
-		d = spec.RecheckInterval.Duration
+		return spec.RecheckInterval.Duration
 	}
-	if !rc.NoReferrersAPI() {
-		d = min(d, registryInterval(reg))
+	return defaultRecheckInterval
+}
+
+// needsVerification reports whether one of the policies verifies signatures.
+func needsVerification(policies []v1alpha1.RepositoryPolicy) bool {
+	for i := range policies {
+		if policies[i].Spec.Verification != nil {
+			return true
+		}
 	}
-	return d
+	return false
 }
 
 // knownOf is what the last listing found of the image's supply-chain tags; nil when the

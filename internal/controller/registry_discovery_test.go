@@ -78,6 +78,8 @@ func kindOfPath(p string) string {
 		return "catalog"
 	case strings.HasSuffix(p, "/tags/list"):
 		return "tags"
+	case strings.Contains(p, "/referrers/"):
+		return "referrers"
 	case strings.Contains(p, "/manifests/"):
 		return "manifest"
 	}

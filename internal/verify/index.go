@@ -30,16 +30,18 @@ type PlatformResult struct {
 // platform's, combined by the policy's indexPolicy.
 type ImageResult struct {
 	Result
-	// Platforms holds the children's results when the index policy looked at them.
+	// Platforms holds each platform manifest's result for an index (under indexPolicy Index they
+	// only inform: the index digest alone decides).
 	Platforms []PlatformResult
 	// Level says what was found signed, so a user can see why an index passes or fails.
 	Level string
 }
 
 // VerifyImage verifies digest and, when isIndex (an OCI image index or Docker manifest list),
-// applies indexPolicy: Index needs the index digest verified, Platforms every platform manifest,
-// Either one of the two (default). The platform manifests are read from the index itself, fetched by
-// digest, so none can be left out.
+// verifies every platform manifest too and applies indexPolicy: Index needs the index digest
+// verified, Platforms every platform manifest, Either one of the two (default). Level and Platforms
+// report what is signed whatever the policy. The platform manifests are read from the index itself,
+// fetched by digest, so none can be left out.
 func (v *Verifier) VerifyImage(ctx context.Context, digest name.Digest, isIndex bool, indexPolicy v1alpha1.IndexPolicy) (ImageResult, error) {
 	top, err := v.Verify(ctx, digest)
 	if err != nil {
@@ -55,9 +57,9 @@ func (v *Verifier) VerifyImage(ctx context.Context, digest name.Digest, isIndex 
 	if top.Verified {
 		out.Level = LevelIndex
 	}
-	if indexPolicy == v1alpha1.IndexPolicyIndex || (indexPolicy != v1alpha1.IndexPolicyPlatforms && top.Verified) {
-		return out, nil // the index decides; the platforms need not be fetched
-	}
+	// The platforms are verified under every policy, also when the index alone decides: the result
+	// then says which level is signed, so a user who signed the platforms under indexPolicy Index (or
+	// the index under Platforms) sees that the wrong level was signed.
 	platforms, err := v.platforms(ctx, digest)
 	if err != nil {
 		return ImageResult{}, err
@@ -81,9 +83,12 @@ func (v *Verifier) VerifyImage(ctx context.Context, digest name.Digest, isIndex 
 	case all:
 		out.Level = LevelPlatforms
 	}
-	if indexPolicy == v1alpha1.IndexPolicyPlatforms {
+	switch indexPolicy {
+	case v1alpha1.IndexPolicyIndex:
+		out.Verified = top.Verified
+	case v1alpha1.IndexPolicyPlatforms:
 		out.Verified = all
-	} else { // Either
+	default: // Either
 		out.Verified = top.Verified || all
 	}
 	return out, nil

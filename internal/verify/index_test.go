@@ -49,7 +49,9 @@ func TestIndexPolicy(t *testing.T) {
 		level  string
 	}{
 		{signed{true, false}, v1alpha1.IndexPolicyIndex, true, LevelIndex},
-		{signed{false, true}, v1alpha1.IndexPolicyIndex, false, LevelNone},
+		{signed{false, true}, v1alpha1.IndexPolicyIndex, false, LevelPlatforms}, // the wrong level signed: said so
+		{signed{true, true}, v1alpha1.IndexPolicyIndex, true, LevelIndex + "+" + LevelPlatforms},
+		{signed{true, true}, v1alpha1.IndexPolicyEither, true, LevelIndex + "+" + LevelPlatforms},
 		{signed{true, false}, v1alpha1.IndexPolicyPlatforms, false, LevelIndex},
 		{signed{false, true}, v1alpha1.IndexPolicyPlatforms, true, LevelPlatforms},
 		{signed{true, true}, v1alpha1.IndexPolicyPlatforms, true, LevelIndex + "+" + LevelPlatforms},
@@ -75,6 +77,9 @@ func TestIndexPolicy(t *testing.T) {
 			}
 			if res.Verified != tc.want || res.Level != tc.level {
 				t.Fatalf("verified %v level %s, want %v %s (%+v)", res.Verified, res.Level, tc.want, tc.level, res)
+			}
+			if len(res.Platforms) != len(plats) {
+				t.Fatalf("%d platform results, want %d under every index policy", len(res.Platforms), len(plats))
 			}
 			if !tc.signed.index && res.Authorities[0].Reason != ReasonSignatureMissing {
 				t.Fatalf("the unsigned index must say SignatureMissing: %+v", res.Authorities)

@@ -64,7 +64,9 @@ const (
 // Checks names the signature formats and checks Verify implements; it changes whenever a digest
 // could verify differently with the same policy and signatures (callers key stored results with it).
 // v2: sigstore bundles (cosign v3) as referrers and through the referrers fallback tag.
-const Checks = "v2"
+// v3: an index's platform manifests are verified under every index policy (the signed level is
+// reported).
+const Checks = "v3"
 
 // ErrRegistry wraps a failure to fetch signatures: transient, never a failed verification.
 var ErrRegistry = errors.New("fetching signatures failed")
