@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -29,7 +30,16 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/controller"
 )
 
+// defaultGCPercent is the manager's Go GC target unless GOGC is set: the heap may grow to 1.5 times
+// the live heap between collections instead of twice, which keeps the manager at 10,000
+// ImageAttestations under 256 MiB resident while it lists (docs/performance.md) for a few percent
+// more CPU.
+const defaultGCPercent = 50
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)
 		os.Exit(1)

@@ -67,7 +67,7 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 		return record(err)
 	}
 	u, _ := url.Parse(reg.Spec.URL)
-	w := &harborWrites{Client: hc, k8s: r.Client, pol: pol, host: u.Host, now: r.now}
+	w := &harborWrites{Client: hc, k8s: r.Client, reader: r.APIReader, pol: pol, host: u.Host, now: r.now}
 	secrets, taken, err := r.robotSecrets(ctx, pol)
 	if err != nil {
 		return record(err)

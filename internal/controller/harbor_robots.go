@@ -190,10 +190,13 @@ func (p *harborPlanner) planStraySecrets() {
 // robot Secrets.
 type harborWrites struct {
 	*harbor.Client
-	k8s  client.Client
-	pol  *v1alpha1.RepositoryPolicy
-	host string // the registry host the credentials are for
-	now  func() time.Time
+	k8s client.Client
+	// reader reads Secrets uncached (the manager's API reader): a typed Get through the cached
+	// client would start an informer holding every Secret of the cluster.
+	reader client.Reader
+	pol    *v1alpha1.RepositoryPolicy
+	host   string // the registry host the credentials are for
+	now    func() time.Time
 }
 
 // dockerConfig is a kubernetes.io/dockerconfigjson document for one registry host.
@@ -211,7 +214,7 @@ func (w *harborWrites) writeRobotSecret(ctx context.Context, spec v1alpha1.Robot
 		return err
 	}
 	s := &corev1.Secret{}
-	err = w.k8s.Get(ctx, client.ObjectKey{Namespace: w.pol.Namespace, Name: spec.SecretName}, s)
+	err = w.reader.Get(ctx, client.ObjectKey{Namespace: w.pol.Namespace, Name: spec.SecretName}, s)
 	switch {
 	case apierrors.IsNotFound(err):
 		s = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: w.pol.Namespace, Name: spec.SecretName}, Type: corev1.SecretTypeDockerConfigJson}

@@ -20,6 +20,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -99,6 +100,7 @@ func runSuite(m *testing.M) int {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 testScheme,
 		NewClient:              countingClient,
+		NewCache:               secretGuardedCache,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 	})
@@ -141,7 +143,53 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "creating client:", err)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if n := typedSecretReads.Load(); n > 0 && code == 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: the manager read Secrets %d times through its cache: a typed Secret informer holds every Secret of the cluster in memory; read them with the APIReader (metadata-only watches are fine)\n", n)
+		return 1
+	}
+	return code
+}
+
+// typedSecretReads counts the manager's reads of typed Secrets through its cache (Get, List or an
+// informer), which start an informer caching every Secret's data. The suite fails if any happens.
+var typedSecretReads atomic.Int64
+
+// secretGuardedCache is the manager's cache, counting typed Secret reads (typedSecretReads).
+func secretGuardedCache(cfg *rest.Config, opts crcache.Options) (crcache.Cache, error) {
+	c, err := crcache.New(cfg, opts)
+	return &secretGuard{Cache: c}, err
+}
+
+type secretGuard struct{ crcache.Cache }
+
+func typedSecret(o runtime.Object) bool {
+	switch o.(type) {
+	case *corev1.Secret, *corev1.SecretList:
+		return true
+	}
+	return false
+}
+
+func (g *secretGuard) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if typedSecret(obj) {
+		typedSecretReads.Add(1)
+	}
+	return g.Cache.Get(ctx, key, obj, opts...)
+}
+
+func (g *secretGuard) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if typedSecret(list) {
+		typedSecretReads.Add(1)
+	}
+	return g.Cache.List(ctx, list, opts...)
+}
+
+func (g *secretGuard) GetInformer(ctx context.Context, obj client.Object, opts ...crcache.InformerGetOption) (crcache.Informer, error) {
+	if typedSecret(obj) {
+		typedSecretReads.Add(1)
+	}
+	return g.Cache.GetInformer(ctx, obj, opts...)
 }
 
 // writes counts the manager's writes to the API server, by namespace ("ns") and, for status writes,
