@@ -121,16 +121,22 @@ func certPEM(c *x509.Certificate) []byte {
 func signKeyless(t *testing.T, subject name.Digest, ca testCA, cert *x509.Certificate, key *ecdsa.PrivateKey,
 	extra ...func(payload, raw []byte) static.Option) {
 	t.Helper()
-	p, _ := (&payload.Cosign{Image: subject}).MarshalJSON()
 	signer, err := signature.LoadSigner(key, crypto.SHA256)
 	if err != nil {
 		t.Fatal(err)
 	}
+	signWith(t, subject, signer, []static.Option{static.WithCertChain(certPEM(cert), certPEM(ca.cert))}, extra...)
+}
+
+// signWith signs subject's simple-signing payload with signer and attaches the signature under
+// cosign's `.sig` tag with opts, plus the options extra makes from the payload and raw signature.
+func signWith(t *testing.T, subject name.Digest, signer signature.Signer, opts []static.Option, extra ...func(payload, raw []byte) static.Option) {
+	t.Helper()
+	p, _ := (&payload.Cosign{Image: subject}).MarshalJSON()
 	raw, err := signer.SignMessage(strings.NewReader(string(p)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := []static.Option{static.WithCertChain(certPEM(cert), certPEM(ca.cert))}
 	for _, e := range extra {
 		opts = append(opts, e(p, raw))
 	}

@@ -13,8 +13,6 @@ import (
 	"github.com/go-openapi/strfmt"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/sigstore/cosign/v2/pkg/cosign/bundle"
-	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
-	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
 	"github.com/sigstore/rekor/pkg/generated/client/entries"
 	"github.com/sigstore/rekor/pkg/generated/models"
@@ -23,7 +21,6 @@ import (
 	sgsign "github.com/sigstore/sigstore-go/pkg/sign"
 	"github.com/sigstore/sigstore-go/pkg/testing/ca"
 	"github.com/sigstore/sigstore-go/pkg/tlog"
-	"github.com/sigstore/sigstore/pkg/signature/payload"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/verify/verifytest"
@@ -54,29 +51,11 @@ func testRekorLogs(r testRekor) map[string]*root.TransparencyLog {
 // entry, as --tlog-upload=false).
 func signKeyWithLog(t *testing.T, subject name.Digest, k keyPair, logEntry func(payload, raw []byte) *bundle.RekorBundle) {
 	t.Helper()
-	p, _ := (&payload.Cosign{Image: subject}).MarshalJSON()
-	raw, err := k.signer.SignMessage(strings.NewReader(string(p)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var opts []static.Option
+	var extra []func(payload, raw []byte) static.Option
 	if logEntry != nil {
-		opts = append(opts, static.WithBundle(logEntry(p, raw)))
+		extra = append(extra, func(p, raw []byte) static.Option { return static.WithBundle(logEntry(p, raw)) })
 	}
-	sig, err := static.NewSignature(p, base64.StdEncoding.EncodeToString(raw), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	se, err := ociremote.SignedEntity(subject)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if se, err = mutate.AttachSignatureToEntity(se, sig); err != nil {
-		t.Fatal(err)
-	}
-	if err := ociremote.WriteSignatures(subject.Context(), se); err != nil {
-		t.Fatal(err)
-	}
+	signWith(t, subject, k.signer, nil, extra...)
 }
 
 func keyWithRootPolicy(ignoreTlog bool) *v1alpha1.VerificationSpec {
