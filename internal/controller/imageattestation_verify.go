@@ -104,6 +104,10 @@ func (v *verification) remember(key string, e verificationEntry) {
 // by name. A registry failure returns an error and leaves the last verdict in place.
 func (r *ImageAttestationReconciler) verifySignatures(ctx context.Context, ia *v1alpha1.ImageAttestation, reg *v1alpha1.Registry,
 	rc *registry.Client, policies []v1alpha1.RepositoryPolicy) (map[string]*policy.SignatureOutcome, error) {
+	// A registry that answers slowly (a body dripped byte by byte) must not hold a worker: past the
+	// deadline the verification is a registry error, retried, and the last verdict stands.
+	ctx, cancel := context.WithTimeout(ctx, verifyTimeout)
+	defer cancel()
 	digest, err := digestRef(reg, ia)
 	if err != nil {
 		return nil, err
@@ -268,6 +272,10 @@ func (r *ImageAttestationReconciler) verifyWithPolicy(ctx context.Context, p *v1
 	r.verification.put(ctx, rkey, res)
 	return res, nil
 }
+
+// verifyTimeout bounds the verification of one image against all its policies, registry requests
+// included.
+var verifyTimeout = 2 * time.Minute
 
 // defaultRecheckInterval is spec.verification.recheckInterval's default.
 const defaultRecheckInterval = 24 * time.Hour
