@@ -61,6 +61,7 @@ type flags struct {
 	maxImageSize           int64
 	trivyOperatorReports   bool
 	scannerBinary          string
+	scanInProcess          bool // deprecated, ignored
 	vulnDBRepositories     string
 	vulnDBRefresh          time.Duration
 	watchNamespaces        string
@@ -106,6 +107,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 		"Address of Go's /debug/pprof endpoints for profiling memory and CPU, e.g. 127.0.0.1:6060; 0 disables them. Bind it to loopback only.")
 	fs.StringVar(&f.cacheDir, "cache-dir", "/var/cache/portcullis", "Folder for the scan caches.")
 	fs.Int64Var(&f.maxImageSize, "max-image-size", 10<<30, "Largest image scanned, in bytes, compressed or uncompressed (decompression bombs are refused).")
+	fs.BoolVar(&f.scanInProcess, "scan-in-process", false,
+		"Deprecated and ignored: the manager no longer links trivy; scans always run in portcullis-scanner (see --scanner-binary).")
 	fs.StringVar(&f.scannerBinary, "scanner-binary", "",
 		"Path of the portcullis-scanner binary, the scan worker that links trivy (scans and DB downloads run in it, never in the manager). Empty: portcullis-scanner beside this executable, else on PATH.")
 	fs.BoolVar(&f.trivyOperatorReports, "trivy-operator-reports", false,
@@ -203,6 +206,9 @@ func run() error {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zo)))
 	log := ctrl.Log.WithName("setup")
+	if f.scanInProcess {
+		log.Info("--scan-in-process is deprecated and ignored: scans run in the portcullis-scanner process")
+	}
 
 	var tlsOpts []func(*tls.Config)
 	if !f.enableHTTP2 {

@@ -60,6 +60,7 @@ type VerificationSpec struct {
 	// signature or attestation tags change (the listing sees their digests change), when its
 	// referrers change (on registries with the OCI referrers API, one referrers GET per digest each
 	// Registry interval tells), and when this policy's verification spec or key material changes.
+	// With signatureRepository (tags the listing does not read), at most the Registry's interval.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('720h')",message="recheckInterval must be between 1m and 720h"

@@ -38,6 +38,7 @@ type verification struct {
 	mu        sync.Mutex
 	verifiers map[string]*verify.Verifier  // policy UID/generation/material hash
 	results   map[string]verificationEntry // verifier key + digest
+	referrers map[string]referrersSeen     // digest -> its last referrers fingerprint
 	// store keeps every result across restarts (nil: memory only).
 	store *store.Store
 }
@@ -117,14 +118,37 @@ func (r *ImageAttestationReconciler) verifySignatures(ctx context.Context, ia *v
 	// listing does not see them change: one referrers GET per digest tells whether a stored result
 	// still holds.
 	referrers := "-"
+	// unchanged confirms, once, after a fresh verification, that the referrers did not change while
+	// it ran: a result is stored under the fingerprint it was computed from, or not at all.
+	unchanged := func() bool { return true }
 	if needsVerification(policies) && !rc.NoReferrersAPI() {
 		platforms := make([]string, 0, len(ia.Spec.Platforms))
 		for _, p := range ia.Spec.Platforms {
 			platforms = append(platforms, p.Digest)
 		}
-		if referrers, err = verify.ReferrersFingerprint(ctx, digest, platforms, rc.RemoteOptions()...); err != nil {
-			rc.Forget(err)
-			return nil, err
+		var confirmed *bool
+		unchanged = func() bool {
+			if confirmed == nil {
+				again, err := verify.ReferrersFingerprint(ctx, digest, platforms, rc.RemoteOptions()...)
+				same := err == nil && again == referrers
+				confirmed = &same
+			}
+			return *confirmed
+		}
+		fp, err := verify.ReferrersFingerprint(ctx, digest, platforms, rc.RemoteOptions()...)
+		switch {
+		case err == nil:
+			referrers = fp
+			r.verification.sawReferrers(ia.Spec.Digest, fp)
+		default:
+			// A referrers endpoint that fails for a moment (429, 5xx) does not void the stored
+			// results: the last fingerprint stands for a Registry interval.
+			last, ok := r.verification.lastReferrers(ia.Spec.Digest, registryInterval(reg))
+			if !ok {
+				rc.Forget(err)
+				return nil, err
+			}
+			referrers = last
 		}
 	}
 	var results []v1alpha1.SignatureResult
@@ -136,7 +160,7 @@ func (r *ImageAttestationReconciler) verifySignatures(ctx context.Context, ia *v
 			continue
 		}
 		required++
-		res, err := r.verifyWithPolicy(ctx, p, digest, ia, rc, referrers, recheckAfter(p.Spec.Verification))
+		res, err := r.verifyWithPolicy(ctx, p, digest, ia, rc, referrers, unchanged, recheckAfter(p.Spec.Verification, reg))
 		if err != nil {
 			var stall policyError
 			if errors.As(err, &stall) {
@@ -235,7 +259,7 @@ func (e policyError) Error() string { return e.msg }
 
 // verifyWithPolicy verifies the image against one policy, from the cache when fresh.
 func (r *ImageAttestationReconciler) verifyWithPolicy(ctx context.Context, p *v1alpha1.RepositoryPolicy, digest name.Digest,
-	ia *v1alpha1.ImageAttestation, rc *registry.Client, referrers string, maxAge time.Duration) (verify.ImageResult, error) {
+	ia *v1alpha1.ImageAttestation, rc *registry.Client, referrers string, unchanged func() bool, maxAge time.Duration) (verify.ImageResult, error) {
 	material, o, ok, err := readMaterial(ctx, r.APIReader, p.Namespace, p.Spec.Verification)
 	if err != nil {
 		return verify.ImageResult{}, err
@@ -269,7 +293,9 @@ func (r *ImageAttestationReconciler) verifyWithPolicy(ctx context.Context, p *v1
 		rc.Forget(err)
 		return verify.ImageResult{}, err
 	}
-	r.verification.put(ctx, rkey, res)
+	if unchanged() {
+		r.verification.put(ctx, rkey, res)
+	}
 	return res, nil
 }
 
@@ -281,12 +307,18 @@ var verifyTimeout = 2 * time.Minute
 const defaultRecheckInterval = 24 * time.Hour
 
 // recheckAfter is how long a verification result stands for an unchanged digest (the same
-// supply-chain tags and referrers): the policy's recheckInterval, default 24h.
-func recheckAfter(spec *v1alpha1.VerificationSpec) time.Duration {
+// supply-chain tags and referrers): the policy's recheckInterval, default 24h. With
+// signatureRepository, the signatures' tags live in a repository the listing does not read, so a
+// change to them is not seen: the result then stands for at most the Registry's interval.
+func recheckAfter(spec *v1alpha1.VerificationSpec, reg *v1alpha1.Registry) time.Duration {
+	d := defaultRecheckInterval
 	if spec.RecheckInterval != nil && spec.RecheckInterval.Duration > 0 {
-		return spec.RecheckInterval.Duration
+		d = spec.RecheckInterval.Duration
 	}
-	return defaultRecheckInterval
+	if spec.SignatureRepository != "" {
+		d = min(d, registryInterval(reg))
+	}
+	return d
 }
 
 // needsVerification reports whether one of the policies verifies signatures.
@@ -407,4 +439,28 @@ func selectingPolicies(all []v1alpha1.RepositoryPolicy, ia *v1alpha1.ImageAttest
 		}
 	}
 	return out
+}
+
+// referrersSeen is the last referrers fingerprint read for a digest.
+type referrersSeen struct {
+	fingerprint string
+	at          time.Time
+}
+
+// sawReferrers records digest's referrers fingerprint.
+func (v *verification) sawReferrers(digest, fp string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.referrers == nil || len(v.referrers) >= maxCachedResults {
+		v.referrers = map[string]referrersSeen{}
+	}
+	v.referrers[digest] = referrersSeen{fp, time.Now()}
+}
+
+// lastReferrers is digest's last fingerprint when it was read within maxAge.
+func (v *verification) lastReferrers(digest string, maxAge time.Duration) (string, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s, ok := v.referrers[digest]
+	return s.fingerprint, ok && time.Since(s.at) < maxAge
 }

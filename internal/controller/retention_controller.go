@@ -35,10 +35,11 @@ const (
 // Generic; on Harbor the HarborReconciler pushes the rules to Harbor's own retention): once per
 // Registry interval, and whenever the policy changes, it plans each governed repository with
 // policy.PlanRetention from the inventory the Registry's listing keeps (the ImageAttestations' tags,
-// platforms and supply-chain tags; creation times read once per digest and cached), so a plan costs
-// no listing of its own, and writes the plan to status.retention. Only in mode Enforce with dryRun
-// false, for a repository whose plan deletes something, it lists the repository from the registry,
-// plans again from that listing, and deletes up to maxDeletionsPerPass digests by digest. Every pass
+// platforms and supply-chain tags; creation times read once per digest and cached), so a plan that
+// keeps everything costs no listing of its own. A repository whose plan deletes something is listed
+// from the registry and planned again from that listing (the inventory holds only selected tags), the
+// plan is written to status.retention, and only in mode Enforce with dryRun false are up to
+// maxDeletionsPerPass digests deleted by digest. Every pass
 // plans afresh, so a pass that stopped midway (restart, error, budget) resumes without deleting
 // anything twice: deleted digests are gone from the listing, and a digest already gone counts as
 // done. Deletions in a repository happen only when a second listing, just before them, matches the
@@ -207,8 +208,8 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 	var deleted, planned, flagged []v1alpha1.RetentionItem
 	for _, repo := range repos {
 		// The plan comes from the inventory the Registry's listing keeps (no second listing of the
-		// registry); only a pass that would delete lists the repository itself, plans again from that,
-		// and lists once more just before deleting.
+		// registry); a plan that would delete something lists the repository itself and plans again
+		// from that, and a deleting pass lists once more just before deleting.
 		lst, err := r.inventoryListing(ctx, rc, repo, inventory[repo])
 		if err != nil {
 			stopped = fmt.Errorf("reading %s: %w", repo, err)
@@ -222,7 +223,9 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 			stopped = err
 			break
 		}
-		if mayDelete && budget > 0 && len(plan.Delete) > 0 {
+		if len(plan.Delete) > 0 {
+			// The inventory holds only the tags some policy selects, and it may be an interval
+			// old: a plan that deletes anything, dry run or not, is made again from the registry.
 			if lst, err = r.list(ctx, rc, repo); err != nil {
 				stopped = fmt.Errorf("listing %s: %w", repo, err)
 				break

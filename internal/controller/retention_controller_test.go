@@ -265,11 +265,12 @@ func TestRetentionPlansFromInventory(t *testing.T) {
 	if st := pol.Status.Retention; st.ToDelete != 1 || st.Items[0].Tags[0] != "v1" {
 		t.Fatalf("first plan %+v: want v1 planned for deletion", st)
 	}
+	// Keeping all four: planned from the inventory alone.
 	before := px.snapshot()
-	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Retention.Rules[0].KeepLatest = ptrTo(int32(2)) })
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Retention.Rules[0].KeepLatest = ptrTo(int32(4)) })
 	waitFor(t, pol, "a second plan", planned)
-	if st := pol.Status.Retention; st.ToDelete != 2 || st.Kept != 2 {
-		t.Fatalf("second plan %+v: want v1 and v2 planned for deletion", st)
+	if st := pol.Status.Retention; st.ToDelete != 0 || st.Kept != 4 {
+		t.Fatalf("second plan %+v: want all four kept", st)
 	}
 	after := px.snapshot()
 	// A listing is a tag list and a HEAD per tag (blob and manifest GETs may be the scanner's, which
@@ -278,5 +279,16 @@ func TestRetentionPlansFromInventory(t *testing.T) {
 		if n := after[k] - before[k]; n != 0 {
 			t.Errorf("planning again cost %d %s requests, want none (requests %v -> %v)", n, k, before, after)
 		}
+	}
+	// A plan that deletes, dry run included, is made again from a listing of the repository (the
+	// inventory holds only the tags some policy selects).
+	before = px.snapshot()
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Retention.Rules[0].KeepLatest = ptrTo(int32(2)) })
+	waitFor(t, pol, "a third plan", planned)
+	if st := pol.Status.Retention; st.ToDelete != 2 || st.Kept != 2 {
+		t.Fatalf("third plan %+v: want v1 and v2 planned for deletion", st)
+	}
+	if n := px.snapshot()["GET tags"] - before["GET tags"]; n != 1 {
+		t.Errorf("a deleting plan listed the repository %d times, want 1", n)
 	}
 }

@@ -80,6 +80,10 @@ func (r *RetentionReconciler) inventoryListing(ctx context.Context, rc *registry
 		var err error
 		d := ia.Spec.Digest
 		if img.Created, err = r.created.get(d, func() (time.Time, error) { return rc.Created(ctx, repo, d) }); err != nil {
+			if errors.Is(err, registry.ErrNotFound) {
+				out.complete = false // deleted since the last listing: not planned, nothing deleted
+				continue
+			}
 			return out, err
 		}
 		for _, p := range ia.Spec.Platforms {
@@ -149,6 +153,10 @@ func (r *RetentionReconciler) list(ctx context.Context, rc *registry.Client, rep
 			continue
 		}
 		if img.Created, err = r.created.get(d, func() (time.Time, error) { return rc.Created(ctx, repo, d) }); err != nil {
+			if errors.Is(err, registry.ErrNotFound) {
+				out.complete = false // deleted since the last listing: not planned, nothing deleted
+				continue
+			}
 			return out, err
 		}
 		if index[d] {

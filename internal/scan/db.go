@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 )
 
@@ -20,7 +21,9 @@ import (
 func EnsureDB(ctx context.Context, command []string, dir string, repositories []string, insecure bool) (stale bool, err error) {
 	resp, err := runDB(ctx, command, DBRequest{Op: "ensure", Dir: dir, Repositories: repositories, Insecure: insecure})
 	if err != nil {
-		return false, err
+		// The scanner process failed (killed at the deadline, crashed, missing): an older DB in
+		// dir still serves, as when the download itself fails.
+		return hasDB(dir), err
 	}
 	if resp.Err != "" {
 		return resp.Stale, errors.New(resp.Err)
@@ -70,4 +73,14 @@ func runDB(ctx context.Context, command []string, req DBRequest) (DBResponse, er
 		return DBResponse{}, fmt.Errorf("the scanner %s did not perform the DB %s: %s", command[0], req.Op, strings.TrimSpace(msg))
 	}
 	return resp, nil
+}
+
+// hasDB reports whether dir holds a trivy DB (non-empty trivy.db and metadata.json).
+func hasDB(dir string) bool {
+	for _, f := range []string{"trivy.db", "metadata.json"} {
+		if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Size() == 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -112,6 +112,14 @@ func TestKeyAuthorityTransparencyLog(t *testing.T) {
 		})
 	}
 
+	// A signature by another key, logged by the trusted log: the key is what is wrong (cosign checks
+	// the log first; the reason must not blame the log).
+	byOther := reg.pushImage(t, "kl-other")
+	signKeyWithLog(t, byOther, other, func(p, raw []byte) *bundle.RekorBundle { return rekor.bundleFor(t, p, raw, other.pubPEM, now) })
+	if res, err := v.Verify(ctx, byOther); err != nil || res.Verified || res.Authorities[0].Reason != ReasonKeyMismatch {
+		t.Fatalf("another key's logged signature: %+v, %v; want KeyMismatch", res, err)
+	}
+
 	// The same signature with the trusted root but ignoreTransparencyLog, and without the root: as
 	// before (accepted; TransparencyLogUnverifiable with the advice to set trustedRootRef).
 	digest := reg.pushImage(t, "kl-noroot")
@@ -205,6 +213,15 @@ func TestKeyAuthorityTransparencyLogBundles(t *testing.T) {
 	spec := keyWithRootPolicy(false)
 	spec.Attestations = []v1alpha1.AttestationRequirement{{Name: "provenance", Authority: "release", PredicateType: "https://slsa.dev/provenance/v1"}}
 	v := compile(t, spec, Material{"release": signer.PublicPEM, KeyTrustedRoot("release"): logOnlyRoot(t, virtualLogs(t, trusted))})
+
+	// A bundle by another key, recorded by the trusted log: KeyMismatch, not a log problem.
+	other := verifytest.NewBundleSigner(t)
+	other.Logs = []sgsign.Transparency{sgsign.NewRekor(&sgsign.RekorOptions{Client: fakeRekor{trusted}})}
+	byOther, _ := reg.push(t, "kb/other")
+	other.SignBundle(t, byOther)
+	if res, err := v.Verify(ctx, byOther); err != nil || res.Verified || res.Authorities[0].Reason != ReasonKeyMismatch {
+		t.Fatalf("another key's logged bundle: %+v, %v; want KeyMismatch", res.Authorities, err)
+	}
 
 	for _, tc := range []struct {
 		name string

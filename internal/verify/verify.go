@@ -128,6 +128,9 @@ type authority struct {
 	// signatures' entries are verified against. Nil: a key authority cannot check a log.
 	keyLogs *root.TrustedRoot
 	bundle  *bundleCheck // sigstore-go, for bundle-format signatures and attestations
+	// plainBundle is bundle without the transparency log, for a key authority with keyLogs: it
+	// tells a bundle by another key from one whose log entry does not verify.
+	plainBundle *bundleCheck
 }
 
 // tlogUnverifiable reports whether the authority requires a transparency-log entry it has no log
@@ -181,6 +184,13 @@ func Compile(spec *v1alpha1.VerificationSpec, material Material, remoteOpts ...r
 			return nil, fmt.Errorf("authority %q: %w", a.Name, err)
 		}
 		ca.bundle = bc
+		if ca.keyLogs != nil && !ca.ignoreTlog {
+			plain := ca
+			plain.keyLogs = nil
+			if ca.plainBundle, err = compileBundleCheck(plain); err != nil {
+				return nil, fmt.Errorf("authority %q: %w", a.Name, err)
+			}
+		}
 		v.authorities = append(v.authorities, ca)
 	}
 	if err := v.compileAttestations(spec.Attestations); err != nil {
@@ -393,7 +403,7 @@ func (a authority) check(ctx context.Context, sigs []oci.Signature, bundles []fo
 			}
 		}
 		if _, err := cosign.VerifyImageSignature(ctx, sig, h, co); err != nil {
-			best = best.worse(classifyFailure(a.keyless != nil, err))
+			best = best.worse(a.legacyFailure(ctx, sig, h, co, err))
 			continue
 		}
 		if a.tlogUnverifiable() {
@@ -414,7 +424,7 @@ func (a authority) check(ctx context.Context, sigs []oci.Signature, bundles []fo
 		}
 		out, err := a.bundle.verify(b, h)
 		if err != nil {
-			best = best.worse(classifyBundleFailure(a.keyless != nil, err))
+			best = best.worse(a.bundleFailure(b, h, err))
 			continue
 		}
 		if a.tlogUnverifiable() {
@@ -430,6 +440,32 @@ func (a authority) check(ctx context.Context, sigs []oci.Signature, bundles []fo
 	}
 	r.Reason, r.Message = best.reason, fmt.Sprintf("%d signature(s) found, none verifies: %s", len(sigs)+len(bundles), best.message)
 	return r
+}
+
+// legacyFailure explains err, cosign's failure for sig. cosign checks a key authority's log entry
+// before the signature, so with key.trustedRootRef a signature by another key would read as a log
+// problem: the signature is checked again without the log to tell the two apart.
+func (a authority) legacyFailure(ctx context.Context, sig oci.Signature, h v1.Hash, co *cosign.CheckOpts, err error) failure {
+	if a.keyLogs == nil || a.ignoreTlog {
+		return classifyFailure(a.keyless != nil, err)
+	}
+	plain := *co
+	plain.IgnoreTlog, plain.TrustedMaterial, plain.Offline = true, nil, false
+	if _, perr := cosign.VerifyImageSignature(ctx, sig, h, &plain); perr != nil {
+		return classifyFailure(false, perr)
+	}
+	return failure{5, ReasonTransparencyLogUnverifiable, truncate("a signature by the key verifies, but its transparency-log entry does not: "+err.Error(), 300)}
+}
+
+// bundleFailure is legacyFailure for a sigstore bundle.
+func (a authority) bundleFailure(b foundBundle, h v1.Hash, err error) failure {
+	if a.plainBundle == nil {
+		return classifyBundleFailure(a.keyless != nil, err)
+	}
+	if _, perr := a.plainBundle.verify(b, h); perr != nil {
+		return classifyBundleFailure(false, perr)
+	}
+	return failure{5, ReasonTransparencyLogUnverifiable, truncate("a bundle by the key verifies, but its transparency-log entry does not: "+err.Error(), 300)}
 }
 
 // checkOpts are cosign's options for this authority. The claim verifier ties the signed payload to
