@@ -65,11 +65,13 @@ type RegistrySpec struct {
 	Interval *metav1.Duration `json:"interval,omitempty"`
 
 	// Timeout for one listing pass, covering authentication and every request (a Go duration; default
-	// 5m; at least 1s).
+	// 5m; from 1s to 1h). A pass holds one of the Registry controller's workers for its length; a
+	// catalog too large for one pass is resumed by the next (status.listing.continueAfter), so a
+	// longer timeout is never needed.
 	// +kubebuilder:default="5m"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="timeout must be at least 1s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('1h')",message="timeout must be between 1s and 1h"
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
