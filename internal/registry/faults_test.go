@@ -356,3 +356,33 @@ func TestStatusBeforeMessage(t *testing.T) {
 		t.Fatalf("error %v, want ErrUnauthorized", err)
 	}
 }
+
+// TestErrorBodiesWithheld: what a registry writes in an error response never reaches an error
+// message (and so no condition, event or log): only its error codes and the HTTP status are kept.
+func TestErrorBodiesWithheld(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		code       int
+		want       error
+		keep       string
+	}{
+		{"JSON errors", `{"errors":[{"code":"UNAUTHORIZED","message":"secret-a","detail":"secret-b"}]}`, http.StatusUnauthorized, ErrUnauthorized, "UNAUTHORIZED"},
+		{"an HTML page", `<html>secret-a: internal host 10.0.0.7 secret-b</html>`, http.StatusInternalServerError, ErrUnavailable, "500"},
+		{"a code that is not a code", `{"errors":[{"code":"secret-a","message":"secret-b"}]}`, http.StatusBadGateway, ErrUnavailable, "502"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := newFaultServer(t)
+			fs.push(t, "app", "v1", randomImage(t))
+			fs.setFault(onPath("/v2/app/tags/list", func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, tc.body, tc.code)
+			}))
+			_, err := fs.client(t).Tags(context.Background(), "app")
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("error %v, want %v", err, tc.want)
+			}
+			if msg := err.Error(); strings.Contains(msg, "secret") || !strings.Contains(msg, tc.keep) {
+				t.Fatalf("error %q: want the registry's text withheld and %q kept", msg, tc.keep)
+			}
+		})
+	}
+}

@@ -1,7 +1,9 @@
 package registry
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -104,6 +106,10 @@ func (t *politeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				continue
 			}
 		}
+		if resp.StatusCode >= 400 {
+			// An error body is the registry's text: it never reaches a condition, event or log.
+			withholdErrorBody(resp)
+		}
 		if req.Context().Value(relayBlob{}) != nil {
 			// A layer for the scanner (through the Relay): bounded by the relay and the scanner's
 			// image size limits and checked against its digest, not by the manifest-sized limit.
@@ -202,3 +208,63 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 }
 
 func (b *limitedBody) Close() error { return b.rc.Close() }
+
+// maxErrorBody bounds what is read of an error response to find its error codes.
+const maxErrorBody = 64 << 10
+
+// withholdErrorBody replaces an error response's body with one that keeps only what callers act
+// on: the distribution-spec error codes (`{"errors":[{"code":"UNAUTHORIZED",...}]}`, see
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes), each with
+// the HTTP status text as its message. The registry's own messages and details, and any body that
+// is not such a document (an HTML error page, a proxy's text), are dropped: a hostile or
+// misconfigured registry cannot have its text copied into conditions, events or logs.
+func withholdErrorBody(resp *http.Response) {
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	_ = resp.Body.Close()
+	var doc struct {
+		Errors []struct {
+			Code string `json:"code"`
+		} `json:"errors"`
+	}
+	type diagnostic struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	var out struct {
+		Errors []diagnostic `json:"errors"`
+	}
+	if json.Unmarshal(raw, &doc) == nil {
+		for _, e := range doc.Errors {
+			if errorCode(e.Code) {
+				out.Errors = append(out.Errors, diagnostic{Code: e.Code, Message: strings.ToLower(http.StatusText(resp.StatusCode))})
+			}
+			if len(out.Errors) == 8 {
+				break
+			}
+		}
+	}
+	body := []byte{}
+	if len(out.Errors) > 0 {
+		body, _ = json.Marshal(out)
+		resp.Header.Set("Content-Type", "application/json")
+	} else {
+		resp.Header.Del("Content-Type")
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+}
+
+// errorCode reports whether s looks like a distribution-spec error code (upper-case letters and
+// underscores, as MANIFEST_UNKNOWN), so only such tokens are kept.
+func errorCode(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < 'A' || c > 'Z') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
