@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -164,8 +165,13 @@ func TestErrors(t *testing.T) {
 		h.Mu.Lock()
 		h.Faults = map[string]int{"GET /api/v2.0/projects/team-a/members": code}
 		h.Mu.Unlock()
-		if _, err := c.Members(ctx, "team-a"); !errors.Is(err, want) {
+		_, err := c.Members(ctx, "team-a")
+		if !errors.Is(err, want) {
 			t.Errorf("HTTP %d = %v, want %v", code, err, want)
+		}
+		// Harbor's message (the fake says "injected fault") never reaches the error text.
+		if err != nil && strings.Contains(err.Error(), "injected") {
+			t.Errorf("HTTP %d: the error %q carries Harbor's message", code, err)
 		}
 	}
 	if _, err := New(Config{URL: "ftp://harbor"}); err == nil {

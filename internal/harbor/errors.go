@@ -13,7 +13,8 @@ import (
 
 // Error kinds. Every error a Client returns wraps exactly one of them, so callers branch with
 // errors.Is. They follow Harbor's status codes (api/v2.0/swagger.yaml: 401, 403, 404, 409, 412, 429,
-// 5xx) and its error body {"errors":[{"code","message"}]}, whose messages are kept in the error text.
+// 5xx) and its error body {"errors":[{"code","message"}]}, whose codes (not its messages) are kept in
+// the error text.
 var (
 	// ErrUnauthorized: the credentials were refused (401).
 	ErrUnauthorized = errors.New("harbor refused the credentials")
@@ -63,8 +64,10 @@ func kindOf(err error) (error, string) {
 		if errors.As(err, &p) && p.GetPayload() != nil {
 			var msgs []string
 			for _, e := range p.GetPayload().Errors {
-				if e != nil {
-					msgs = append(msgs, e.Code+": "+e.Message)
+				// Harbor's code only: its message is the server's text, which never reaches a
+				// condition, event or log.
+				if e != nil && harborCode(e.Code) && len(msgs) < 8 {
+					msgs = append(msgs, e.Code)
 				}
 			}
 			detail = strings.Join(msgs, "; ")
@@ -108,4 +111,18 @@ func byStatus(code int) error {
 		return ErrUnavailable
 	}
 	return ErrInvalidResponse
+}
+
+// harborCode reports whether s looks like a Harbor error code (upper-case letters, digits and
+// underscores, as CONFLICT or UNAUTHORIZED).
+func harborCode(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < 'A' || c > 'Z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
 }
