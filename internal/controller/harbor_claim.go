@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
@@ -72,9 +73,7 @@ func harborClaim(ctx context.Context, c client.Reader, pol *v1alpha1.RepositoryP
 	self := policy.HarborClaimant{Name: pol.Namespace + "/" + pol.Name, Created: pol.CreationTimestamp.Time, Projects: scope.Projects,
 		Holding: holding(pol, reg)}
 	if project, owner, conflict := policy.FirstClaim(self, others); conflict {
-		return policy.HarborScope{}, stalled(v1alpha1.ProjectConflictReason,
-			"Harbor project %q is already owned by RepositoryPolicy %s (created earlier, also mode Enforce, same Harbor); this policy writes nothing to the registry until one of them lets the project go",
-			project, owner), false, nil
+		return policy.HarborScope{}, stalled(v1alpha1.ProjectConflictReason, "%s", conflictMessage(project, owner, pol.Namespace)), false, nil
 	}
 	return scope, outcome{}, true, nil
 }
@@ -116,4 +115,16 @@ func harborClaimants(c client.Reader, onlyConflicted bool) handler.MapFunc {
 func holding(pol *v1alpha1.RepositoryPolicy, reg *v1alpha1.Registry) bool {
 	e := pol.Status.Enforcement
 	return e != nil && !e.DryRun && len(e.Projects) > 0 && (e.Registry == "" || e.Registry == registryKey(reg))
+}
+
+// conflictMessage says which policy owns project. An owner in another namespace (owner is
+// "namespace/name") is not named: one tenant's status must not disclose another tenant's
+// namespaces and policies.
+func conflictMessage(project, owner, namespace string) string {
+	who := "RepositoryPolicy " + owner
+	if !strings.HasPrefix(owner, namespace+"/") {
+		who = "a RepositoryPolicy in another namespace (a cluster admin can find it)"
+	}
+	return fmt.Sprintf("Harbor project %q is already owned by %s (created earlier, also mode Enforce, same Harbor); "+
+		"this policy writes nothing to the registry until one of them lets the project go", project, who)
 }
