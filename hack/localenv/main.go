@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -101,7 +102,11 @@ func run(argv []string) error {
 			go showVerdicts(ctx, c, kubeconfig, "default", *wait)
 		}
 	}
-	return runChild(ctx, args, kubeconfig)
+	logPath, err := filepath.Abs(filepath.Join(*state, filepath.Base(args[0])+".log"))
+	if err != nil {
+		return err
+	}
+	return runChild(ctx, args, kubeconfig, logPath)
 }
 
 // writeKubeconfig writes an admin kubeconfig for the control plane into dir and returns its path.
@@ -125,10 +130,17 @@ func writeKubeconfig(env *envtest.Environment, dir string) (string, error) {
 }
 
 // runChild runs the command with KUBECONFIG set until it exits or ctx ends; then it sends SIGTERM and,
-// after 10 s, SIGKILL.
-func runChild(ctx context.Context, args []string, kubeconfig string) error {
+// after 10 s, SIGKILL. Its output (the manager's JSON logs) goes to logPath, not between the demo's
+// own lines; when it exits with an error, the end of that log is printed.
+func runChild(ctx context.Context, args []string, kubeconfig, logPath string) error {
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", logPath, err)
+	}
+	defer logFile.Close()
+	fmt.Fprintf(os.Stderr, "localenv: %s logs to %s (tail -f it to follow)\n", filepath.Base(args[0]), logPath)
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", args[0], err)
@@ -138,6 +150,7 @@ func runChild(ctx context.Context, args []string, kubeconfig string) error {
 	select {
 	case err := <-done:
 		if err != nil {
+			fmt.Fprintf(os.Stderr, "localenv: the end of %s:\n%s", logPath, logTail(logPath, 20))
 			return fmt.Errorf("%s exited: %w", args[0], err)
 		}
 		return nil
@@ -152,4 +165,17 @@ func runChild(ctx context.Context, args []string, kubeconfig string) error {
 		}
 		return nil
 	}
+}
+
+// logTail is the last n lines of the file at path ("" when it cannot be read).
+func logTail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n") + "\n"
 }

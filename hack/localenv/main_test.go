@@ -39,3 +39,20 @@ func TestNeedsCommand(t *testing.T) {
 		t.Fatalf("want a usage error, got %v", err)
 	}
 }
+
+// TestCommandOutputGoesToItsLog: the command's output (the manager's JSON logs) lands in
+// <state>/<command>.log, not between the demo's own lines; a failing command's log end is printed.
+func TestCommandOutputGoesToItsLog(t *testing.T) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set: run with `make test`")
+	}
+	state := t.TempDir()
+	err := run([]string{"-state", state, "-crds", filepath.Join("..", "..", "config", "crd", "bases"), "--", "sh", "-c", `echo '{"level":"info","msg":"manager line"}'; exit 3`})
+	if err == nil || !strings.Contains(err.Error(), "exited") {
+		t.Fatalf("want the command's failure, got %v", err)
+	}
+	data, err := os.ReadFile(filepath.Join(state, "sh.log"))
+	if err != nil || !strings.Contains(string(data), "manager line") {
+		t.Fatalf("the log %q, %v: want the command's output", data, err)
+	}
+}
