@@ -2,22 +2,17 @@ package controller
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
 	"testing"
-	"time"
 
-	"github.com/sigstore/sigstore-go/pkg/root"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/verify/verifytest"
 )
 
 func policyStalled(reason string) func(*v1alpha1.RepositoryPolicy) bool {
@@ -205,20 +200,5 @@ func logRootJSON(t *testing.T) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := sha256.Sum256(der)
-	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, nil, nil, nil, map[string]*root.TransparencyLog{hex.EncodeToString(id[:]): {
-		BaseURL: "https://rekor.test", ID: id[:], ValidityPeriodStart: time.Now().Add(-time.Hour), HashFunc: crypto.SHA256,
-		PublicKey: &key.PublicKey, SignatureHashFunc: crypto.SHA256}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := tr.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return verifytest.TrustedRootJSON(t, nil, nil, verifytest.TransparencyLog(t, &key.PublicKey))
 }

@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/pem"
 	"math/big"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/verify/verifytest"
 )
 
 // testCA is a certificate authority made by the test, standing in for Fulcio.
@@ -70,20 +70,10 @@ func trustedRootJSON(t *testing.T, ca testCA, tsa *testTSA, rekor *testRekor) []
 	}
 	var logs map[string]*root.TransparencyLog
 	if rekor != nil {
-		logs = map[string]*root.TransparencyLog{hex.EncodeToString(rekor.id): {BaseURL: "https://rekor.test", ID: rekor.id,
-			ValidityPeriodStart: start, HashFunc: crypto.SHA256, PublicKey: &rekor.key.PublicKey, SignatureHashFunc: crypto.SHA256}}
+		logs = verifytest.TransparencyLog(t, &rekor.key.PublicKey)
 	}
-	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01,
-		[]root.CertificateAuthority{&root.FulcioCertificateAuthority{Root: ca.cert, ValidityPeriodStart: start, URI: "https://fulcio.test"}},
-		nil, tsas, logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := tr.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
+	return verifytest.TrustedRootJSON(t,
+		[]root.CertificateAuthority{&root.FulcioCertificateAuthority{Root: ca.cert, ValidityPeriodStart: start, URI: "https://fulcio.test"}}, tsas, logs)
 }
 
 // leaf issues a code-signing certificate for email with the Fulcio OIDC-issuer extension

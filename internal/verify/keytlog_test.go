@@ -26,26 +26,6 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/verify/verifytest"
 )
 
-// logOnlyRoot is a trusted_root.json that lists only transparency logs, as a key authority's
-// trustedRootRef may.
-func logOnlyRoot(t *testing.T, logs map[string]*root.TransparencyLog) []byte {
-	t.Helper()
-	tr, err := root.NewTrustedRoot(root.TrustedRootMediaType01, nil, nil, nil, logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := tr.MarshalJSON()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
-func testRekorLogs(r testRekor) map[string]*root.TransparencyLog {
-	return map[string]*root.TransparencyLog{hex.EncodeToString(r.id): {BaseURL: "https://rekor.test", ID: r.id,
-		ValidityPeriodStart: time.Now().Add(-48 * time.Hour), HashFunc: crypto.SHA256, PublicKey: &r.key.PublicKey, SignatureHashFunc: crypto.SHA256}}
-}
-
 // signKeyWithLog signs subject as `cosign sign --key` (v2, legacy format) with a transparency log
 // does: the `.sig` signature carries the Rekor bundle annotation that logEntry makes for it (nil: no
 // entry, as --tlog-upload=false).
@@ -71,7 +51,7 @@ func TestKeyAuthorityTransparencyLog(t *testing.T) {
 	ctx := context.Background()
 	rekor, otherRekor := newRekor(t), newRekor(t)
 	k, other := newKey(t, "p256", crypto.SHA256), newKey(t, "p256", crypto.SHA256)
-	material := Material{"release": k.pubPEM, KeyTrustedRoot("release"): logOnlyRoot(t, testRekorLogs(rekor))}
+	material := Material{"release": k.pubPEM, KeyTrustedRoot("release"): verifytest.TrustedRootJSON(t, nil, nil, verifytest.TransparencyLog(t, &rekor.key.PublicKey))}
 	v := compile(t, keyWithRootPolicy(false), material)
 	now := time.Now()
 	cases := []struct {
@@ -134,7 +114,7 @@ func TestKeyAuthorityTransparencyLog(t *testing.T) {
 	}
 
 	// A trusted root that lists no log is refused at compile time (the policy is Stalled).
-	if _, err := Compile(keyWithRootPolicy(false), Material{"release": k.pubPEM, KeyTrustedRoot("release"): logOnlyRoot(t, nil)}); err == nil ||
+	if _, err := Compile(keyWithRootPolicy(false), Material{"release": k.pubPEM, KeyTrustedRoot("release"): verifytest.TrustedRootJSON(t, nil, nil, nil)}); err == nil ||
 		!strings.Contains(err.Error(), "no transparency log") {
 		t.Fatalf("a root without logs: %v", err)
 	}
@@ -212,7 +192,7 @@ func TestKeyAuthorityTransparencyLogBundles(t *testing.T) {
 	signer := verifytest.NewBundleSigner(t)
 	spec := keyWithRootPolicy(false)
 	spec.Attestations = []v1alpha1.AttestationRequirement{{Name: "provenance", Authority: "release", PredicateType: "https://slsa.dev/provenance/v1"}}
-	v := compile(t, spec, Material{"release": signer.PublicPEM, KeyTrustedRoot("release"): logOnlyRoot(t, virtualLogs(t, trusted))})
+	v := compile(t, spec, Material{"release": signer.PublicPEM, KeyTrustedRoot("release"): verifytest.TrustedRootJSON(t, nil, nil, virtualLogs(t, trusted))})
 
 	// A bundle by another key, recorded by the trusted log: KeyMismatch, not a log problem.
 	other := verifytest.NewBundleSigner(t)
