@@ -102,6 +102,7 @@ bench: $(COSIGN) $(COSIGN3) $(TRIVY) $(REGISTRY_BIN) ## Benchmarks (not in CI): 
 	GOEXPERIMENT=jsonv2 PORTCULLIS_COSIGN3_BIN="$(COSIGN3)" go test -run NONE -bench VerifyBundles200 -benchtime 1x ./internal/verify
 	GOEXPERIMENT=jsonv2 PORTCULLIS_COSIGN3_BIN="$(COSIGN3)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" go test -count=1 -run TestCosignV3CLI ./internal/verify
 	GOEXPERIMENT=jsonv2 PORTCULLIS_TRIVY_BIN="$(TRIVY)" go test -run NONE -bench Scan100 -benchtime 1x ./internal/scan/trivyscan
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" GOEXPERIMENT=jsonv2 go test -run NONE -bench Admission10k -benchtime 1x ./internal/admission
 
 # `make bench-scale`: N images over REPOS repositories; BENCH_FLAGS are harness flags (e.g.
 # '-interval 1m -steady 1 -tiny -timeout 3h'), BENCH_MANAGER_FLAGS go to the manager (e.g. '--scan-concurrency=4').

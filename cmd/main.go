@@ -23,10 +23,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	tov1alpha1 "github.com/aquasecurity/trivy-operator/pkg/apis/aquasecurity/v1alpha1"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/admission"
 	"github.com/portcullis-dev/portcullis/internal/controller"
 )
 
@@ -70,6 +72,12 @@ type flags struct {
 	kubeAPIQPS             float64
 	kubeAPIBurst           int
 	pprofAddr              string
+	admission              bool
+	admissionRefuse        bool
+	admissionResolve       time.Duration
+	admissionExempt        string
+	webhookPort            int
+	webhookCertDir         string
 }
 
 // envPrefix: every flag can also be given as an environment variable, PORTCULLIS_ and the flag's
@@ -121,6 +129,17 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 	fs.BoolVar(&f.vulnDBInsecure, "vulndb-insecure", false, "Allow plain http to the --vulndb-repository mirror.")
 	fs.StringVar(&f.watchNamespaces, "watch-namespaces", os.Getenv("WATCH_NAMESPACE"),
 		"Comma-separated namespaces to watch; empty watches all. Defaults to $WATCH_NAMESPACE, which the Deployment fills from OLM's olm.targetNamespaces (OwnNamespace install mode).")
+	fs.BoolVar(&f.admission, "admission", false,
+		"Serve the validating admission webhook for images (path "+admission.Path+" on --webhook-port; docs/admission.md). Needs a serving certificate in --webhook-cert-dir.")
+	fs.BoolVar(&f.admissionRefuse, "admission-refuse-uncovered", false,
+		"Refuse images whose registry host no Registry covers (default: admit them).")
+	fs.DurationVar(&f.admissionResolve, "admission-resolve-timeout", admission.DefaultResolveTimeout,
+		"Bound of the one registry request that resolves a tag the inventory does not know yet, at admission.")
+	fs.StringVar(&f.admissionExempt, "admission-exempt-namespaces", os.Getenv("POD_NAMESPACE"),
+		"Comma-separated namespaces the webhook never judges, besides kube-system. Defaults to $POD_NAMESPACE (the manager's own).")
+	fs.IntVar(&f.webhookPort, "webhook-port", 9443, "Port of the admission webhook server (https).")
+	fs.StringVar(&f.webhookCertDir, "webhook-cert-dir", "",
+		"Folder with tls.crt and tls.key for the webhook server (default: controller-runtime's /tmp/k8s-webhook-server/serving-certs).")
 	var zo zap.Options
 	zo.BindFlags(fs)
 	var envErr error
@@ -142,6 +161,9 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 	}
 	if f.verdictConcurrency < 1 {
 		return f, zo, fmt.Errorf("--verdict-concurrency must be at least 1, got %d", f.verdictConcurrency)
+	}
+	if f.admissionResolve <= 0 || f.admissionResolve > 10*time.Second {
+		return f, zo, fmt.Errorf("--admission-resolve-timeout must be above 0 and at most 10s (the webhook's own timeout), got %s", f.admissionResolve)
 	}
 	if f.kubeAPIQPS <= 0 || f.kubeAPIBurst < 1 {
 		return f, zo, fmt.Errorf("--kube-api-qps must be above 0 and --kube-api-burst at least 1, got %v and %d", f.kubeAPIQPS, f.kubeAPIBurst)
@@ -230,6 +252,7 @@ func run() error {
 		LeaderElectionNamespace: f.leaderElectionNS,
 		Cache:                   cacheOptions(splitList(f.watchNamespaces)),
 		PprofBindAddress:        f.pprofAddr,
+		WebhookServer:           webhook.NewServer(webhook.Options{Port: f.webhookPort, CertDir: f.webhookCertDir, TLSOpts: tlsOpts}),
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
@@ -242,8 +265,16 @@ func run() error {
 		}
 		opts.ScannerCommand = []string{bin}
 	}
-	if err := controller.SetupAll(mgr, opts); err != nil {
+	wiring, err := controller.SetupAll(mgr, opts)
+	if err != nil {
 		return err
+	}
+	if f.admission {
+		err := admission.Setup(mgr, admission.Options{Settings: admission.Settings{RefuseUncovered: f.admissionRefuse},
+			Resolve: wiring.ResolveTag, ResolveTimeout: f.admissionResolve, Exempt: splitList(f.admissionExempt)})
+		if err != nil {
+			return fmt.Errorf("setting up the admission webhook: %w", err)
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)
@@ -252,7 +283,7 @@ func run() error {
 		return fmt.Errorf("adding ready check: %w", err)
 	}
 	log.Info("starting manager", "metricsAddr", f.metricsAddr, "allowedRegistryHosts", f.allowedHosts, "scanConcurrency", f.scanConcurrency,
-		"watchNamespaces", f.watchNamespaces)
+		"watchNamespaces", f.watchNamespaces, "admission", f.admission)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }
 

@@ -12,7 +12,8 @@ const (
 	// ModeAudit evaluates images and reports verdicts; nothing is written to the registry.
 	ModeAudit PolicyMode = "Audit"
 	// ModeEnforce also pushes what the policy owns (access, retention, immutability, the registry's
-	// security switches) to the registry.
+	// security switches) to the registry, and makes the admission webhook (--admission) refuse
+	// workloads whose images fail the policy (docs/admission.md).
 	ModeEnforce PolicyMode = "Enforce"
 )
 

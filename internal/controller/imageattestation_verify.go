@@ -48,9 +48,14 @@ type verificationEntry struct {
 	at     time.Time
 }
 
-// maxCachedResults bounds the result cache; past it the cache starts afresh (results are cheap to
-// recompute, a leak is not).
-const maxCachedResults = 50_000
+// maxCachedResults bounds the result cache when there is no durable store; past it the cache starts
+// afresh (results are cheap to recompute, a leak is not). With a store, which keeps every result,
+// memory holds only the last maxCachedWithStore (about 1 KiB each, so 100,000 digests do not cost
+// 100 MiB of heap for what a bbolt read answers in microseconds).
+const (
+	maxCachedResults   = 50_000
+	maxCachedWithStore = 4096
+)
 
 func (v *verification) verifier(key string, compile func() (*verify.Verifier, error)) (*verify.Verifier, error) {
 	v.mu.Lock()
@@ -94,8 +99,12 @@ func (v *verification) put(ctx context.Context, key string, r verify.ImageResult
 func (v *verification) remember(key string, e verificationEntry) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.results == nil || len(v.results) >= maxCachedResults {
-		v.results = map[string]verificationEntry{}
+	limit := maxCachedResults
+	if v.store != nil {
+		limit = maxCachedWithStore
+	}
+	if v.results == nil || len(v.results) >= limit {
+		v.results = make(map[string]verificationEntry, min(limit, 1024))
 	}
 	v.results[key] = e
 }

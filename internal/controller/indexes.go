@@ -80,7 +80,9 @@ func trustedRootKind(r v1alpha1.TrustedRootReference) string {
 func enqueueReferrers(c client.Client, newList func() client.ObjectList, index string) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
 		list := newList()
-		if err := c.List(ctx, list, client.InNamespace(o.GetNamespace()), client.MatchingFields{index: o.GetName()}); err != nil {
+		// Names only: no copy of (possibly) every ImageAttestation of a Registry at each of its changes.
+		if err := c.List(ctx, list, client.InNamespace(o.GetNamespace()), client.MatchingFields{index: o.GetName()},
+			client.UnsafeDisableDeepCopy); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "listing referrers", "index", index, "object", klog.KObj(o))
 			return nil
 		}

@@ -183,8 +183,12 @@ func (r *RegistryReconciler) pass(ctx context.Context, obj *v1alpha1.Registry) (
 				policies.Items[i].Name, p), none, nil
 		}
 	}
+	// The cache's own objects, not copies: a pass lasts as long as the listing, and a copy of every
+	// ImageAttestation for that long would double the manager's memory. They are read only;
+	// applyInventory copies the few it changes.
 	existing := &v1alpha1.ImageAttestationList{}
-	if err := r.List(ctx, existing, client.InNamespace(obj.Namespace), client.MatchingFields{indexRegistryRef: obj.Name}); err != nil {
+	if err := r.List(ctx, existing, client.InNamespace(obj.Namespace), client.MatchingFields{indexRegistryRef: obj.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return failed(v1alpha1.ReadFailedReason, err), none, err
 	}
 	passCtx, cancel := context.WithTimeout(ctx, registryTimeout(obj))

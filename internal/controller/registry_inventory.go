@@ -407,7 +407,7 @@ func (c *inventoryChanges) add(d inventoryChanges) {
 
 // applyInventory makes the Registry's ImageAttestations match inv: create new digests, update tags
 // that moved, delete digests that are gone. Repositories in inv.failed are left untouched. An
-// unchanged inventory makes no write.
+// unchanged inventory makes no write. existing is read only (it may hold the cache's own objects).
 func (r *RegistryReconciler) applyInventory(ctx context.Context, obj *v1alpha1.Registry, existing []v1alpha1.ImageAttestation, inv *inventory,
 	policies []v1alpha1.RepositoryPolicy) (inventoryChanges, error) {
 	var ch inventoryChanges
@@ -477,7 +477,8 @@ func (r *RegistryReconciler) applyInventory(ctx context.Context, obj *v1alpha1.R
 			len(fresh) == 0 && sameAccessories(ia.Spec.Accessories, img.accessories) {
 			continue
 		}
-		base := ia.DeepCopy()
+		base := ia
+		ia = ia.DeepCopy() // existing holds the cache's objects: never write into them
 		ia.Spec.Tags, ia.Spec.MediaType, ia.Spec.Platforms = img.tags, img.mediaType, img.platforms
 		ia.Spec.Accessories = &v1alpha1.Accessories{Tags: img.accessories}
 		ia.Spec.MovedTags = withMoves(ia.Spec.MovedTags, fresh)
@@ -517,26 +518,15 @@ func newImageAttestation(obj *v1alpha1.Registry, k imageKey, img *image) *v1alph
 	}
 }
 
-var notDNS = regexp.MustCompile(`[^a-z0-9-]+`)
-
 // supplyChainTag matches the tags that carry signatures, attestations and SBOMs rather than images:
 // cosign's tag scheme (`sha256-<hex>.sig`, `.att`, `.sbom`) and the OCI 1.1 referrers fallback tag
 // (`sha256-<hex>`, distribution-spec "Referrers Tag Schema"). They are never images to evaluate.
 var supplyChainTag = regexp.MustCompile(`^(sha256-[a-f0-9]{64}|sha512-[a-f0-9]{128})(\.(sig|att|sbom))?$`)
 
-// imageAttestationName is deterministic, DNS-safe and at most 63 characters: the repository's last
-// path segment (sanitised, up to 40 characters), a dash, and 16 hex digits of
-// sha256(registry name, repository, digest), e.g. `api-3f1c9a0b2d4e5f60`.
+// imageAttestationName is v1alpha1.ImageAttestationName (the admission webhook finds a digest's
+// ImageAttestation by the same name).
 func imageAttestationName(registryName, repository, digest string) string {
-	base := repository[strings.LastIndex(repository, "/")+1:]
-	base = strings.Trim(notDNS.ReplaceAllString(strings.ToLower(base), "-"), "-")
-	if len(base) > 40 {
-		base = strings.TrimRight(base[:40], "-")
-	}
-	if base == "" {
-		base = "image"
-	}
-	return base + "-" + shortHash(registryName+"\x00"+repository+"\x00"+digest, 16)
+	return v1alpha1.ImageAttestationName(registryName, repository, digest)
 }
 
 func shortHash(s string, n int) string {

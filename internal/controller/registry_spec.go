@@ -65,6 +65,23 @@ func (r *registryAccess) client(ctx context.Context, obj *v1alpha1.Registry) (*r
 	return c, outcome{}, true, nil
 }
 
+// resolveTag is Wiring.ResolveTag.
+func (r *registryAccess) resolveTag(ctx context.Context, obj *v1alpha1.Registry, repository, tag string) (string, error) {
+	c, o, ok, err := r.client(ctx, obj)
+	switch {
+	case err != nil:
+		return "", err
+	case !ok:
+		return "", fmt.Errorf("the Registry %s/%s cannot be reached as configured: %s", obj.Namespace, obj.Name, o.message)
+	}
+	m, err := c.Resolve(ctx, repository, tag)
+	if err != nil {
+		c.Forget(err)
+		return "", err
+	}
+	return m.Digest, nil
+}
+
 // clientConfig checks the endpoint against the manager's rules and reads the credentials and CA.
 func (r *registryAccess) clientConfig(ctx context.Context, obj *v1alpha1.Registry) (clientConfig, outcome, bool, error) {
 	u, o, ok := r.checkEndpoint(obj)

@@ -23,7 +23,9 @@ import (
 // protected).
 func (r *RetentionReconciler) governedRepositories(ctx context.Context, pol *v1alpha1.RepositoryPolicy) ([]string, map[string][]*v1alpha1.ImageAttestation, []v1alpha1.RepositoryPolicy, error) {
 	list := &v1alpha1.ImageAttestationList{}
-	if err := r.List(ctx, list, client.InNamespace(pol.Namespace), client.MatchingFields{indexRegistryRef: pol.Spec.RegistryRef.Name}); err != nil {
+	// Read only: the cache's objects, not a copy of the whole inventory.
+	if err := r.List(ctx, list, client.InNamespace(pol.Namespace), client.MatchingFields{indexRegistryRef: pol.Spec.RegistryRef.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, nil, nil, fmt.Errorf("listing ImageAttestations: %w", err)
 	}
 	byRepo := map[string][]*v1alpha1.ImageAttestation{}

@@ -10,19 +10,35 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/registry"
 	"github.com/portcullis-dev/portcullis/internal/scan"
 	"github.com/portcullis-dev/portcullis/internal/store"
 )
 
-// SetupAll registers the three controllers with mgr. Secrets and ConfigMaps are read through the
+// Wiring is what SetupAll hands to the manager's other capabilities (the admission webhook).
+type Wiring struct {
+	// ResolveTag resolves repository:tag on reg to a digest with one manifest HEAD through the
+	// Registry's own client (its limiter, request counter, credentials and CA). A Registry that
+	// cannot be reached as configured is an error naming the reason.
+	ResolveTag func(ctx context.Context, reg *v1alpha1.Registry, repository, tag string) (string, error)
+}
+
+// SetupAll registers the controllers with mgr. Secrets and ConfigMaps are read through the
 // manager's uncached API reader; the Registry and ImageAttestation controllers share registry clients.
 // The verdict metrics read ImageAttestations from mgr's cache at each scrape.
-func SetupAll(mgr ctrl.Manager, opts Options) error {
+func SetupAll(mgr ctrl.Manager, opts Options) (Wiring, error) {
+	var w Wiring
+	err := setupAll(mgr, opts, &w)
+	return w, err
+}
+
+func setupAll(mgr ctrl.Manager, opts Options, w *Wiring) error {
 	if err := registerIndexes(context.Background(), mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
 	access := &registryAccess{apiReader: mgr.GetAPIReader(), options: opts}
+	w.ResolveTag = access.resolveTag
 	if opts.VulnDBDir != "" || len(opts.VulnDBRepositories) > 0 {
 		maxBlob := opts.MaxImageSize
 		if maxBlob <= 0 {

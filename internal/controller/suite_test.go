@@ -122,7 +122,7 @@ func runSuite(m *testing.M) int {
 	}
 	testOptions.VulnDBDir, testOptions.CacheDir = filepath.Join(work, "db"), filepath.Join(work, "cache")
 	testOptions.TrivyOperatorReports = true
-	if err := SetupAll(mgr, testOptions); err != nil {
+	if _, err := SetupAll(mgr, testOptions); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
