@@ -37,7 +37,8 @@ type RepositoryPolicySpec struct {
 	// +optional
 	Tags PatternSelector `json:"tags,omitempty"`
 
-	// Mode is `Audit` (report only, the default) or `Enforce` (also write settings to the registry).
+	// Mode is `Audit` (report only, the default) or `Enforce` (also write settings to the registry, and,
+	// with the manager's --admission, refuse workloads whose images fail: docs/admission.md).
 	// +kubebuilder:default=Audit
 	// +optional
 	Mode PolicyMode `json:"mode,omitempty"`
