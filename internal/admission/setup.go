@@ -19,6 +19,9 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -55,6 +58,12 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		Recorder:  mgr.GetEventRecorder("portcullis-admission"),
 		Authorize: SubjectAccessReviewer(mgr.GetClient()),
 		Exempt:    append([]string{"kube-system"}, o.Exempt...),
+		OptedIn:   NamespaceOptIn(mgr.GetCache(), mgr.GetAPIReader()),
+	}
+	// Start the Namespace informer (metadata only: names and labels) with the manager, so the first
+	// admission request does not wait for it and readiness covers it.
+	if _, err := mgr.GetCache().GetInformer(context.Background(), namespaceMetadata()); err != nil {
+		return err
 	}
 	srv := mgr.GetWebhookServer()
 	srv.Register(Path, &webhook.Admission{Handler: h})
@@ -70,6 +79,33 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		}
 		return nil
 	})
+}
+
+// The webhook reads Namespaces' labels (metadata only; list and watch for the cache, get for a
+// namespace the cache does not hold yet).
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+
+// NamespaceOptIn reports whether a namespace is labelled NamespaceLabel=NamespaceEnabled, from the
+// metadata-only Namespace informer of cache; a namespace the cache does not hold yet (created a moment
+// ago) is read once from api.
+func NamespaceOptIn(cache, api client.Reader) func(ctx context.Context, namespace string) (bool, error) {
+	return func(ctx context.Context, namespace string) (bool, error) {
+		ns := namespaceMetadata()
+		err := cache.Get(ctx, client.ObjectKey{Name: namespace}, ns)
+		if apierrors.IsNotFound(err) {
+			err = api.Get(ctx, client.ObjectKey{Name: namespace}, ns)
+		}
+		if err != nil {
+			return false, fmt.Errorf("reading namespace %s: %w", namespace, err)
+		}
+		return ns.GetLabels()[NamespaceLabel] == NamespaceEnabled, nil
+	}
+}
+
+func namespaceMetadata() *metav1.PartialObjectMetadata {
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	return ns
 }
 
 // SubjectAccessReviewer checks the break-glass verb with a SubjectAccessReview (the manager's

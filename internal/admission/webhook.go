@@ -24,6 +24,8 @@ const (
 	// namespaces labelled `registry.portcullis.dev/admission: enabled` (as policy-controller and
 	// Kyverno opt namespaces in), never kube-system or the manager's own.
 	NamespaceLabel = "registry.portcullis.dev/admission"
+	// NamespaceEnabled is NamespaceLabel's value that opts a namespace in.
+	NamespaceEnabled = "enabled"
 	// BreakGlassAnnotation on a workload or its pod template (any non-empty value: the reason)
 	// admits its images whatever their verdicts, when the user who applies it may `break-glass`
 	// repositorypolicies.registry.portcullis.dev in the namespace (an RBAC verb the cluster admin
@@ -56,6 +58,10 @@ type Handler struct {
 	// Exempt namespaces are never judged (the manager's own, kube-system), whatever the webhook
 	// configuration says.
 	Exempt []string
+	// OptedIn reports whether a namespace carries NamespaceLabel=enabled (nil: trust the webhook
+	// configuration's namespaceSelector). The handler checks it itself because a namespaceSelector
+	// is not always ours to set: OLM replaces it with the OperatorGroup's.
+	OptedIn func(ctx context.Context, namespace string) (bool, error)
 }
 
 // Handle implements admission.Handler.
@@ -63,6 +69,17 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	start := time.Now()
 	if slices.Contains(h.Exempt, req.Namespace) {
 		return admission.Allowed("namespace exempt from image admission")
+	}
+	if h.OptedIn != nil {
+		in, err := h.OptedIn(ctx, req.Namespace)
+		if err != nil { // fail as the webhook configuration's failurePolicy says
+			ctrl.LoggerFrom(ctx).Error(err, "reading the namespace's admission label")
+			observe(req.Namespace, nil, "error", start)
+			return admission.Errored(http.StatusInternalServerError, err)
+		}
+		if !in {
+			return admission.Allowed("namespace not opted in to image admission (" + NamespaceLabel + "=" + NamespaceEnabled + ")")
+		}
 	}
 	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
 		return admission.Allowed("")

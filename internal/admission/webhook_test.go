@@ -17,6 +17,7 @@ import (
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -109,6 +110,20 @@ type fixture struct {
 	stop     context.CancelFunc
 	stopped  chan struct{}
 	resolves atomic.Int64
+	handled  atomic.Int64 // requests the API server sent the webhook server
+}
+
+// countingServer counts the requests to every handler registered on it.
+type countingServer struct {
+	webhook.Server
+	n *atomic.Int64
+}
+
+func (s countingServer) Register(path string, h http.Handler) {
+	s.Server.Register(path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.n.Add(1)
+		h.ServeHTTP(w, r)
+	}))
 }
 
 func startFixture(t *testing.T) *fixture {
@@ -130,14 +145,14 @@ func startFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { _ = env.Stop() })
 	wo := env.WebhookInstallOptions
+	f := &fixture{warn: &warnings{}, cfg: cfg, reg: startRegistry(t), inv: "inventory", stopped: make(chan struct{})}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		WebhookServer: webhook.NewServer(webhook.Options{Host: wo.LocalServingHost, Port: wo.LocalServingPort, CertDir: wo.LocalServingCertDir}),
+		WebhookServer: countingServer{webhook.NewServer(webhook.Options{Host: wo.LocalServingHost, Port: wo.LocalServingPort, CertDir: wo.LocalServingCertDir}), &f.handled},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{warn: &warnings{}, cfg: cfg, reg: startRegistry(t), inv: "inventory", stopped: make(chan struct{})}
 	rc, err := registry.New(registry.Config{URL: f.reg.URL, Insecure: true, MetricsName: "test/admission"})
 	if err != nil {
 		t.Fatal(err)
@@ -395,6 +410,44 @@ func TestWebhook(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
+	})
+	t.Run("with OLM's namespaceSelector (none), the handler itself judges only opted-in namespaces", func(t *testing.T) {
+		// OLM replaces a webhook's namespaceSelector with its OperatorGroup's: for AllNamespaces,
+		// every namespace. Remove ours as OLM would; the handler's own label check must hold.
+		vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+		if err := f.c.Get(ctx, client.ObjectKey{Name: "validating-webhook-configuration"}, vwc); err != nil {
+			t.Fatal(err)
+		}
+		shipped := vwc.Webhooks[0].NamespaceSelector
+		vwc.Webhooks[0].NamespaceSelector = &metav1.LabelSelector{}
+		if err := f.c.Update(ctx, vwc); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := f.c.Get(ctx, client.ObjectKey{Name: vwc.Name}, vwc); err != nil {
+				t.Fatal(err)
+			}
+			vwc.Webhooks[0].NamespaceSelector = shipped
+			if err := f.c.Update(ctx, vwc); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2 * time.Second) // the API server's view of webhook configurations lags a moment
+		}()
+		before := f.handled.Load()
+		deadline := time.Now().Add(10 * time.Second)
+		for f.handled.Load() == before { // until the API server calls the webhook for "elsewhere"
+			if time.Now().After(deadline) {
+				t.Fatal("the API server never called the webhook for a namespace outside the shipped selector")
+			}
+			_ = f.c.Create(ctx, deployment("elsewhere", "probe", host+"/shop/api:v2"), client.DryRunAll)
+			time.Sleep(100 * time.Millisecond)
+		}
+		f.create(t, deployment("elsewhere", "olm-bad", host+"/shop/api:v2"))
+		f.create(t, deployment("kube-system", "olm-bad", host+"/shop/api:v2"))
+		refused(t, f.c.Create(ctx, deployment(apps, "olm-bad", host+"/shop/api:v2")), "RepositoryPolicy inventory/prod (Enforce)")
+		// A namespace created a moment ago may not be in the cache yet: it is read from the API.
+		f.namespace(t, "fresh", true)
+		refused(t, f.c.Create(ctx, deployment("fresh", "olm-bad", host+"/shop/api:v2")), "RepositoryPolicy inventory/prod (Enforce)")
 	})
 	t.Run("a webhook that is down fails closed only in opted-in namespaces", func(t *testing.T) {
 		f.stop()

@@ -76,9 +76,10 @@ type Bundle struct {
 // BuildBundle runs kustomize on config/manifests (the base CSV, config/default and config/samples) and
 // assembles the bundle: the Deployment becomes the CSV's install strategy, the rules of every Role and
 // ClusterRole bound to the manager's ServiceAccount become its permissions and clusterPermissions, the
-// samples become the alm-examples annotation, and the remaining objects OLM can install (Services,
-// unbound ClusterRoles) are shipped as their own manifests. The Namespace, the ServiceAccount and the
-// bindings are left out: OLM creates them.
+// samples become the alm-examples annotation, the ValidatingWebhookConfiguration becomes its
+// webhookdefinitions (see webhooks), and the remaining objects OLM can install (Services, unbound
+// ClusterRoles) are shipped as their own manifests. The Namespace, the ServiceAccount, the bindings,
+// the webhook Service and cert-manager's objects are left out: OLM creates their equivalents.
 func BuildBundle(o Options) (*Bundle, error) {
 	if _, err := semver.Parse(o.Version); err != nil {
 		return nil, fmt.Errorf("version %q is not semantic (https://semver.org): %w", o.Version, err)
@@ -101,8 +102,14 @@ func BuildBundle(o Options) (*Bundle, error) {
 		bindings []*unstructured.Unstructured
 		extra    []*unstructured.Unstructured
 		sa       string
+		hooks    webhooks
 	)
 	for _, u := range objs {
+		if took, err := hooks.add(u); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", u.GetKind(), u.GetName(), err)
+		} else if took {
+			continue
+		}
 		switch gvk := u.GroupVersionKind(); {
 		case gvk.Kind == "ClusterServiceVersion":
 			csv = &operatorsv1alpha1.ClusterServiceVersion{}
@@ -149,6 +156,12 @@ func BuildBundle(o Options) (*Bundle, error) {
 		return nil, fmt.Errorf("the Deployment runs as %q, not as the ServiceAccount %q", deploy.Spec.Template.Spec.ServiceAccountName, sa)
 	}
 	sort.Slice(crds, func(i, j int) bool { return crds[i].Name < crds[j].Name })
+	extra = append(extra, hooks.rest()...)
+	webhookDefs, err := hooks.descriptions(deploy)
+	if err != nil {
+		return nil, err
+	}
+	hooks.dropCertVolumes(deploy)
 
 	permissions, clusterPermissions, bound, err := permissionsFor(sa, roles, bindings)
 	if err != nil {
@@ -168,6 +181,7 @@ func BuildBundle(o Options) (*Bundle, error) {
 	if err := completeCSV(csv, o, icon, crds, deploy, permissions, clusterPermissions, examples); err != nil {
 		return nil, err
 	}
+	csv.Spec.WebhookDefinitions = webhookDefs
 
 	b := &Bundle{CSV: csv, CRDs: crds, Files: Files{}}
 	csvYAML, err := marshal(csv)

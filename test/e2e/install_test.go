@@ -86,7 +86,13 @@ func TestInstall(t *testing.T) {
 	}
 	t.Logf("stored %d samples under the CRDs of %s", len(samples), prevRev)
 
-	// 2. The install itself.
+	// 2. The install itself, with cert-manager's CRDs (the webhook's certificate).
+	certManager := append(readObjects(t, filepath.Join("testdata", "cert-manager.io_certificates.yaml")),
+		readObjects(t, filepath.Join("testdata", "cert-manager.io_issuers.yaml"))...)
+	for _, crd := range certManager {
+		apply(t, c, crd, false)
+	}
+	waitEstablished(t, c, certManager)
 	objs, err := olm.Kustomize(filepath.Join("..", "..", "config", "default"))
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +106,8 @@ func TestInstall(t *testing.T) {
 		}
 		apply(t, c, o, true)
 	}
-	for _, k := range []string{"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service"} {
+	for _, k := range []string{"CustomResourceDefinition", "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment", "Service",
+		"ValidatingWebhookConfiguration", "Certificate", "Issuer"} {
 		if kinds[k] == 0 {
 			t.Errorf("config/default has no %s (kinds: %v)", k, kinds)
 		}
@@ -125,6 +132,7 @@ func TestInstall(t *testing.T) {
 		apply(t, c, m, true)
 	}
 	checkMonitorSelectsService(t, monitors, objs)
+	webhookCertDir := checkWebhookWiring(t, objs)
 
 	// 4. The manager under the ServiceAccount's rights.
 	for _, crd := range trivyOperatorCRDs(t) {
@@ -139,9 +147,13 @@ func TestInstall(t *testing.T) {
 		"--health-probe-bind-address": probeAddr,
 		"--cache-dir":                 filepath.Join(dir, "cache"),
 		"--vulndb-repository":         "", // no internet here: the DB built above instead
+		"--webhook-cert-dir":          servingCert(t, filepath.Join(dir, "webhook-certs")),
 	})
+	if !slices.Contains(args, "--admission") || webhookCertDir == "" {
+		t.Fatalf("config/default does not serve the admission webhook: %v", args)
+	}
 	args = append(args, "--leader-election-namespace="+installNS, "--vulndb-dir="+filepath.Join(dir, "vulndb", "db"),
-		"--trivy-operator-reports")
+		"--trivy-operator-reports", "--webhook-port="+strings.Split(freeAddr(t), ":")[1])
 	// Informers LIST then WATCH, as against API servers without streaming lists (WatchList): the
 	// permissions checked below are those older clusters need too.
 	t.Setenv("KUBE_FEATURE_WatchListClient", "false")
