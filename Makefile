@@ -128,7 +128,7 @@ RUN_ARGS ?= --health-probe-bind-address=127.0.0.1:8081 --metrics-bind-address=12
 .PHONY: demo
 demo: build $(REGISTRY_BIN) .local/vulndb/db/trivy.db ## The whole product on real images: local control plane, registry, demo images, samples, manager; prints the verdicts, runs until Ctrl-C.
 	go build -o bin/localenv ./hack/localenv
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" exec bin/localenv -registry $(REGISTRY_BIN) -samples config/samples -cache $(PORTCULLIS_CACHE)/demo -- bin/manager $(RUN_ARGS)
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" exec bin/localenv -registry $(REGISTRY_BIN) -samples config/samples -cache $(PORTCULLIS_CACHE)/demo -webhook config/webhook/manifests.yaml -- bin/manager $(RUN_ARGS)
 
 .PHONY: run
 run: demo ## Same as demo.

@@ -28,8 +28,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/portcullis-dev/portcullis/internal/demo"
 )
@@ -50,6 +52,8 @@ func run(argv []string) error {
 	samples := fs.String("samples", "", "Samples folder to apply to the default namespace once the registry runs.")
 	cacheDir := fs.String("cache", filepath.Join(os.TempDir(), "portcullis-demo"), "Folder for the demo's compiled programs and downloaded packages (kept between runs).")
 	wait := fs.Duration("wait", 5*time.Minute, "How long to wait for verdicts before printing kubectl get.")
+	webhooks := fs.String("webhook", "", "ValidatingWebhookConfiguration manifest to register against the command (served by the manager: "+
+		"PORTCULLIS_ADMISSION, PORTCULLIS_WEBHOOK_PORT and PORTCULLIS_WEBHOOK_CERT_DIR are set for it); with -samples, the demo then applies one admitted and one refused Deployment.")
 	if err := fs.Parse(argv); err != nil {
 		return err
 	}
@@ -61,9 +65,15 @@ func run(argv []string) error {
 		return errors.New(`KUBEBUILDER_ASSETS is not set: use "make run", or export KUBEBUILDER_ASSETS="$(hack/envtest-assets.sh)"`)
 	}
 
+	ctrllog.SetLogger(logr.Discard()) // envtest logs through controller-runtime; the demo prints its own lines
 	start := time.Now()
 	fmt.Fprintln(os.Stderr, "localenv: starting kube-apiserver and etcd from", os.Getenv("KUBEBUILDER_ASSETS"))
 	env := &envtest.Environment{CRDDirectoryPaths: []string{*crds}, ErrorIfCRDPathMissing: true}
+	if *webhooks != "" {
+		// envtest issues a serving certificate and points the configuration's clientConfig at
+		// https://127.0.0.1:<port><path> with its CA, as the Service and cert-manager do in a cluster.
+		env.WebhookInstallOptions = envtest.WebhookInstallOptions{Paths: []string{*webhooks}}
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
@@ -83,6 +93,15 @@ func run(argv []string) error {
 	fmt.Fprintf(os.Stderr, "localenv: control plane up in %s with the CRDs installed\n", time.Since(start).Round(100*time.Millisecond))
 	fmt.Fprintf(os.Stderr, "localenv: export KUBECONFIG=%s   # then: kubectl get registries,repositorypolicies,imageattestations -A\n", kubeconfig)
 
+	var childEnv []string
+	if *webhooks != "" {
+		wo := env.WebhookInstallOptions
+		childEnv = []string{"PORTCULLIS_ADMISSION=true", fmt.Sprintf("PORTCULLIS_WEBHOOK_PORT=%d", wo.LocalServingPort),
+			"PORTCULLIS_WEBHOOK_CERT_DIR=" + wo.LocalServingCertDir}
+		fmt.Fprintf(os.Stderr, "localenv: admission webhook registered at https://%s:%d (namespaces labelled registry.portcullis.dev/admission=enabled)\n",
+			wo.LocalServingHost, wo.LocalServingPort)
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *registryBin != "" {
@@ -99,14 +118,24 @@ func run(argv []string) error {
 			if err := demo.ApplySamples(ctx, c, *samples, "default", dist.URL, seeded.PublicKeyPEM); err != nil {
 				return err
 			}
-			go showVerdicts(ctx, c, kubeconfig, "default", *wait)
+			var admit []demo.Deployment
+			if *webhooks != "" {
+				if admit, err = demo.AdmissionDeployments(dist.Host, seeded); err != nil {
+					return err
+				}
+			}
+			go func() {
+				if showVerdicts(ctx, c, kubeconfig, "default", *wait) && len(admit) > 0 {
+					showAdmission(ctx, c, kubeconfig, *state, admit)
+				}
+			}()
 		}
 	}
 	logPath, err := filepath.Abs(filepath.Join(*state, filepath.Base(args[0])+".log"))
 	if err != nil {
 		return err
 	}
-	return runChild(ctx, args, kubeconfig, logPath)
+	return runChild(ctx, args, append([]string{"KUBECONFIG=" + kubeconfig}, childEnv...), logPath)
 }
 
 // writeKubeconfig writes an admin kubeconfig for the control plane into dir and returns its path.
@@ -129,10 +158,11 @@ func writeKubeconfig(env *envtest.Environment, dir string) (string, error) {
 	return path, os.WriteFile(path, data, 0o600)
 }
 
-// runChild runs the command with KUBECONFIG set until it exits or ctx ends; then it sends SIGTERM and,
+// runChild runs the command with env (KUBECONFIG and more) added to its environment until it exits
+// or ctx ends; then it sends SIGTERM and,
 // after 10 s, SIGKILL. Its output (the manager's JSON logs) goes to logPath, not between the demo's
 // own lines; when it exits with an error, the end of that log is printed.
-func runChild(ctx context.Context, args []string, kubeconfig, logPath string) error {
+func runChild(ctx context.Context, args []string, env []string, logPath string) error {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return fmt.Errorf("creating %s: %w", logPath, err)
@@ -141,7 +171,7 @@ func runChild(ctx context.Context, args []string, kubeconfig, logPath string) er
 	fmt.Fprintf(os.Stderr, "localenv: %s logs to %s (tail -f it to follow)\n", filepath.Base(args[0]), logPath)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", args[0], err)
 	}

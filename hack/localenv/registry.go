@@ -46,12 +46,13 @@ func startRegistry(bin, addr, dir, cacheDir string) (*registrytest.Distribution,
 
 // showVerdicts waits until every ImageAttestation of the namespace has a current verdict (Ready=True)
 // or the timeout passes, showing progress, then prints what a user sees with kubectl: the three
-// kinds, and the description of one non-compliant image.
-func showVerdicts(ctx context.Context, c client.Client, kubeconfig, ns string, timeout time.Duration) {
+// kinds, and the description of one non-compliant image. It reports whether every verdict came in.
+func showVerdicts(ctx context.Context, c client.Client, kubeconfig, ns string, timeout time.Duration) bool {
 	start := time.Now()
 	deadline := start.Add(timeout)
 	last := ""
 	var nonCompliant string
+	done := false
 	for ctx.Err() == nil {
 		list := &unstructured.UnstructuredList{}
 		list.SetAPIVersion("registry.portcullis.dev/v1alpha1")
@@ -73,27 +74,32 @@ func showVerdicts(ctx context.Context, c client.Client, kubeconfig, ns string, t
 			fmt.Fprintf(os.Stderr, "%s (%s)\n", progress, time.Since(start).Round(time.Second))
 			last = progress
 		}
-		if (len(list.Items) > 0 && ready == len(list.Items)) || time.Now().After(deadline) {
+		done = len(list.Items) > 0 && ready == len(list.Items)
+		if done || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(time.Second)
 	}
 	if ctx.Err() != nil {
-		return
+		return false
 	}
 	time.Sleep(time.Second) // let the policies count the last verdicts
-	kubectl := func(args ...string) {
-		fmt.Println("\n$ kubectl " + strings.Join(args, " "))
-		cmd := exec.CommandContext(ctx, kubectlPath(), append([]string{"--kubeconfig", kubeconfig}, args...)...)
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		_ = cmd.Run()
-	}
+	kubectl := func(args ...string) { _ = runKubectl(ctx, kubeconfig, args...) }
 	kubectl("get", "registries,repositorypolicies,imageattestations", "-n", ns)
 	if nonCompliant != "" {
 		kubectl("describe", "imageattestation", nonCompliant, "-n", ns)
 	}
 	fmt.Fprintf(os.Stderr, "\nlocalenv: verdicts in %s; running until Ctrl-C. export KUBECONFIG=%s to look around\n",
 		time.Since(start).Round(time.Second), kubeconfig)
+	return done
+}
+
+// runKubectl prints and runs `kubectl args...` against kubeconfig, its output on stdout.
+func runKubectl(ctx context.Context, kubeconfig string, args ...string) error {
+	fmt.Println("\n$ kubectl " + strings.Join(args, " "))
+	cmd := exec.CommandContext(ctx, kubectlPath(), append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
+	return cmd.Run()
 }
 
 func conditionStatus(u unstructured.Unstructured, typ string) string {

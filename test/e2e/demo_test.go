@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
@@ -37,7 +39,11 @@ func TestDemoLoop(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	manager := buildManager(t)
-	cfg, kubeconfig := startControlPlane(t, dir)
+	// The image admission webhook of config/webhook, served by the manager (as `make demo` does).
+	env := &envtest.Environment{CRDDirectoryPaths: []string{"../../config/crd/bases"}, ErrorIfCRDPathMissing: true,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{"../../config/webhook/manifests.yaml"}}}
+	cfg, kubeconfig := startEnv(t, dir, env)
+	wo := env.WebhookInstallOptions
 	c := newClient(t, cfg)
 
 	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", vulndb.ShippedOSV), filepath.Join(dir, "vulndb")); err != nil {
@@ -59,7 +65,8 @@ func TestDemoLoop(t *testing.T) {
 	metrics := freeAddr(t)
 	startManager(t, manager, kubeconfig, filepath.Join(dir, "manager.log"),
 		"--health-probe-bind-address="+freeAddr(t), "--metrics-bind-address="+metrics, "--metrics-secure=false",
-		"--cache-dir="+filepath.Join(dir, "cache"), "--vulndb-dir="+filepath.Join(dir, "vulndb", "db"))
+		"--cache-dir="+filepath.Join(dir, "cache"), "--vulndb-dir="+filepath.Join(dir, "vulndb", "db"),
+		"--admission", fmt.Sprintf("--webhook-port=%d", wo.LocalServingPort), "--webhook-cert-dir="+wo.LocalServingCertDir)
 	const ns = "default"
 	if err := demo.ApplySamples(ctx, c, filepath.Join("..", "..", "config", "samples"), ns, dist.URL, seeded.PublicKeyPEM); err != nil {
 		t.Fatal(err)
@@ -107,6 +114,26 @@ func TestDemoLoop(t *testing.T) {
 	}
 	if t.Failed() {
 		t.FailNow()
+	}
+
+	// Admission: in a namespace that opted in, the Deployment of the compliant image is admitted and
+	// the one of the image the production policy (mode Enforce) failed is refused, with its reasons.
+	deployments, err := demo.AdmissionDeployments(dist.Host, seeded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, c, demo.AdmissionNamespaceObject())
+	for _, d := range deployments {
+		err := c.Create(ctx, d.Object)
+		switch {
+		case d.Admit && err != nil:
+			t.Errorf("%s (%s) refused: %v", d.Object.Name, d.Image, err)
+		case !d.Admit && err == nil:
+			t.Errorf("%s (%s) admitted, want refused", d.Object.Name, d.Image)
+		case !d.Admit && !(strings.Contains(err.Error(), "RepositoryPolicy default/production (Enforce)") &&
+			strings.Contains(err.Error(), "VulnerabilityThresholdExceeded")):
+			t.Errorf("%s refused with %q, want the production policy and its reason", d.Object.Name, err)
+		}
 	}
 
 	// A new push is listed and judged within one interval (plus a scan).

@@ -10,12 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 )
@@ -66,6 +68,7 @@ func startControlPlane(t *testing.T, dir string) (*rest.Config, string) {
 // test ends.
 func startEnv(t *testing.T, dir string, env *envtest.Environment) (*rest.Config, string) {
 	t.Helper()
+	ctrllog.SetLogger(logr.Discard()) // envtest logs through controller-runtime; the manager's own log is a file
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatal(err)
