@@ -68,8 +68,8 @@ type VerificationSpec struct {
 	RecheckInterval *metav1.Duration `json:"recheckInterval,omitempty"`
 }
 
-// Authority is one trusted signer: exactly one of key or keyless.
-// +kubebuilder:validation:XValidation:rule="has(self.key) != has(self.keyless)",message="exactly one of key or keyless must be set"
+// Authority is one trusted signer: exactly one of key, keyless (both cosign) or notation.
+// +kubebuilder:validation:XValidation:rule="[has(self.key), has(self.keyless), has(self.notation)].filter(x, x).size() == 1",message="exactly one of key, keyless or notation must be set"
 type Authority struct {
 	// Name identifies the authority in results and in attestations[].authority (a DNS label).
 	// +kubebuilder:validation:MinLength=1
@@ -86,10 +86,64 @@ type Authority struct {
 	// +optional
 	Keyless *KeylessAuthority `json:"keyless,omitempty"`
 
+	// Notation trusts Notary Project signatures (made with the notation CLI or notation-go), found as
+	// OCI 1.1 referrers of the digest or through the referrers fallback tag.
+	// +optional
+	Notation *NotationAuthority `json:"notation,omitempty"`
+
 	// IgnoreTransparencyLog accepts signatures that carry no transparency-log (Rekor) entry, as made by
-	// `cosign sign --tlog-upload=false` (cosign's `--insecure-ignore-tlog`). Default false.
+	// `cosign sign --tlog-upload=false` (cosign's `--insecure-ignore-tlog`). Default false. Not used
+	// by notation authorities (Notary Project signatures have no log).
 	// +optional
 	IgnoreTransparencyLog bool `json:"ignoreTransparencyLog,omitempty"`
+}
+
+// NotationAuthority trusts Notary Project signatures (https://notaryproject.dev/docs/): signature
+// manifests with artifact type `application/vnd.cncf.notary.signature` whose JWS or COSE envelope
+// is verified with notation-go as `notation verify` does with a trust policy of verificationLevel
+// `strict` (integrity, authenticity against the trust store, trusted identity, expiry, and the
+// signing certificate's validity), scoped to this authority alone. Revocation (OCSP, CRL) is not
+// checked: the manager reaches only the registries the admin allowed.
+type NotationAuthority struct {
+	// TrustStoreRef names the Secret or ConfigMap key, in the policy's namespace, holding the PEM
+	// certificates of the trust store (the Notary Project's trust store type `ca`, as
+	// `notation cert add --type ca` fills it): every signing certificate chain must end in one.
+	// +required
+	TrustStoreRef CertificatesReference `json:"trustStoreRef"`
+
+	// TrustedIdentities are the signing certificates accepted, as in a Notary Project trust policy:
+	// `x509.subject:<distinguished name>` (e.g. `x509.subject:C=US, ST=WA, O=Example, CN=release`;
+	// the Notary Project requires at least C, ST and O; the certificate's subject must hold every
+	// attribute given), or `*` for any certificate that chains to the trust store. An identity that
+	// notation-go rejects marks the policy Stalled with its message.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.all(i, i == '*' || i.startsWith('x509.subject:'))",message="each trusted identity is '*' or 'x509.subject:<distinguished name>'"
+	// +required
+	TrustedIdentities []string `json:"trustedIdentities"`
+}
+
+// CertificatesReference names a Secret or ConfigMap key, in the policy's namespace, holding PEM
+// certificates.
+type CertificatesReference struct {
+	// Kind of the object: `Secret` or `ConfigMap`.
+	// +kubebuilder:validation:Enum=Secret;ConfigMap
+	// +kubebuilder:default=ConfigMap
+	// +optional
+	Kind string `json:"kind,omitempty"`
+
+	// Name of the object.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Name string `json:"name"`
+
+	// Key holding the PEM certificates; default `ca.crt`.
+	// +kubebuilder:default=ca.crt
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Key string `json:"key,omitempty"`
 }
 
 // KeyAuthority is a public key, from a Secret or inline: exactly one of secretRef or data.

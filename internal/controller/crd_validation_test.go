@@ -114,7 +114,23 @@ func TestAdmissionValidation(t *testing.T) {
 		{"policy neither subject", pol(func(p *v1alpha1.RepositoryPolicy) { p.Spec.Verification.Authorities[1].Keyless.Subject = "" }), "exactly one of subject or subjectRegExp"},
 		{"policy key and keyless", pol(func(p *v1alpha1.RepositoryPolicy) {
 			p.Spec.Verification.Authorities[0].Keyless = p.Spec.Verification.Authorities[1].Keyless
-		}), "exactly one of key or keyless"},
+		}), "exactly one of key, keyless or notation"},
+		{"policy notation authority", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Verification.Authorities[1] = v1alpha1.Authority{Name: "release", Notation: &v1alpha1.NotationAuthority{
+				TrustStoreRef: v1alpha1.CertificatesReference{Name: "notation-ca"}, TrustedIdentities: []string{"x509.subject:CN=release, O=Example"}}}
+		}), ""},
+		{"policy notation and key", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Verification.Authorities[0].Notation = &v1alpha1.NotationAuthority{
+				TrustStoreRef: v1alpha1.CertificatesReference{Name: "notation-ca"}, TrustedIdentities: []string{"*"}}
+		}), "exactly one of key, keyless or notation"},
+		{"policy notation identity not x509.subject", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Verification.Authorities[1] = v1alpha1.Authority{Name: "release", Notation: &v1alpha1.NotationAuthority{
+				TrustStoreRef: v1alpha1.CertificatesReference{Name: "notation-ca"}, TrustedIdentities: []string{"CN=release"}}}
+		}), "each trusted identity is '*' or 'x509.subject:<distinguished name>'"},
+		{"policy notation without identities", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Verification.Authorities[1] = v1alpha1.Authority{Name: "release", Notation: &v1alpha1.NotationAuthority{
+				TrustStoreRef: v1alpha1.CertificatesReference{Name: "notation-ca"}}}
+		}), "trustedIdentities"},
 		{"policy key secretRef and data", pol(func(p *v1alpha1.RepositoryPolicy) {
 			p.Spec.Verification.Authorities[0].Key.SecretRef = &v1alpha1.SecretKeyReference{Name: "s", Key: "cosign.pub"}
 		}), "exactly one of secretRef or data"},

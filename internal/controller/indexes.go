@@ -62,6 +62,9 @@ func policyRefs(p *v1alpha1.RepositoryPolicy, kind string) []string {
 		if a.Key != nil && a.Key.TrustedRootRef != nil && trustedRootKind(*a.Key.TrustedRootRef) == kind {
 			names = append(names, a.Key.TrustedRootRef.Name)
 		}
+		if a.Notation != nil && certificatesKind(a.Notation.TrustStoreRef) == kind {
+			names = append(names, a.Notation.TrustStoreRef.Name)
+		}
 	}
 	return names
 }

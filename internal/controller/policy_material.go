@@ -21,7 +21,8 @@ import (
 
 // readMaterial reads, from the policy's namespace only, what each authority verifies with: the PEM
 // public key (key.data or the referenced Secret key) and a key authority's optional trusted root
-// (under verify.KeyTrustedRoot), or a keyless authority's trusted_root.json (ConfigMap or Secret).
+// (under verify.KeyTrustedRoot), a keyless authority's trusted_root.json, or a notation authority's
+// PEM trust store (ConfigMap or Secret).
 // A missing object or a key that does not parse stalls; an API error is transient.
 func readMaterial(ctx context.Context, c client.Reader, ns string, spec *v1alpha1.VerificationSpec) (verify.Material, outcome, bool, error) {
 	m := verify.Material{}
@@ -48,6 +49,20 @@ func readMaterial(ctx context.Context, c client.Reader, ns string, spec *v1alpha
 				return nil, o, ok, err
 			}
 			m[a.Name] = data
+		case a.Notation != nil:
+			ref := a.Notation.TrustStoreRef
+			key := ref.Key
+			if key == "" {
+				key = "ca.crt"
+			}
+			data, o, ok, err := readTrustedRoot(ctx, c, ns, v1alpha1.TrustedRootReference{Kind: ref.Kind, Name: ref.Name, Key: key})
+			if !ok || err != nil {
+				return nil, o, ok, err
+			}
+			if _, err := verify.ParseCertificates(data); err != nil {
+				return nil, stalled(v1alpha1.InvalidSpecReason, "authority %q: %s %q key %q: %v", a.Name, certificatesKind(ref), ref.Name, key, err), false, nil
+			}
+			m[a.Name] = data
 		}
 		if a.Key != nil && a.Key.TrustedRootRef != nil {
 			data, o, ok, err := readTrustedRoot(ctx, c, ns, *a.Key.TrustedRootRef)
@@ -60,7 +75,15 @@ func readMaterial(ctx context.Context, c client.Reader, ns string, spec *v1alpha
 	return m, outcome{}, true, nil
 }
 
-// readTrustedRoot reads the trusted root JSON from its ConfigMap or Secret.
+// certificatesKind is the reference's kind with the API default applied.
+func certificatesKind(r v1alpha1.CertificatesReference) string {
+	if r.Kind == "" {
+		return "ConfigMap"
+	}
+	return r.Kind
+}
+
+// readTrustedRoot reads the trusted root JSON (or another key) from its ConfigMap or Secret.
 func readTrustedRoot(ctx context.Context, c client.Reader, ns string, ref v1alpha1.TrustedRootReference) ([]byte, outcome, bool, error) {
 	key := ref.Key
 	if key == "" {

@@ -141,6 +141,41 @@ func TestPolicyReferencesStall(t *testing.T) {
 		waitFor(t, pol, "Ready", policyReady)
 	})
 
+	t.Run("notation trust store", func(t *testing.T) {
+		pol := validPolicy()
+		pol.Name, pol.Namespace = "notation", ns
+		pol.Spec.Verification.Authorities = []v1alpha1.Authority{{Name: "release", Notation: &v1alpha1.NotationAuthority{
+			TrustStoreRef:     v1alpha1.CertificatesReference{Kind: "Secret", Name: "notation-ca"},
+			TrustedIdentities: []string{"x509.subject:CN=release"}}}}
+		pol.Spec.Verification.Attestations = nil
+		if err := k8sClient.Create(ctx, pol); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, pol, "Stalled SecretNotFound", policyStalled(v1alpha1.SecretNotFoundReason))
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "notation-ca", Namespace: ns},
+			StringData: map[string]string{"ca.crt": "not a certificate"}}
+		if err := k8sClient.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, pol, "Stalled InvalidSpec (no certificate)", policyStalled(v1alpha1.InvalidSpecReason))
+		if c := findCondition(pol, v1alpha1.StalledCondition); !containsAll(c.Message, "no PEM CERTIFICATE") {
+			t.Fatalf("message: %q", c.Message)
+		}
+		s.StringData = map[string]string{"ca.crt": string(verifytest.NewNotationCA(t, "root").PEM)}
+		if err := k8sClient.Update(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		// The Notary Project requires C, ST and O in an x509.subject identity.
+		waitFor(t, pol, "Stalled InvalidSpec (identity)", func(p *v1alpha1.RepositoryPolicy) bool {
+			c := findCondition(p, v1alpha1.StalledCondition)
+			return c != nil && c.Status == metav1.ConditionTrue && containsAll(c.Message, "x509.subject:CN=release")
+		})
+		patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Verification.Authorities[0].Notation.TrustedIdentities = []string{"x509.subject:C=US, ST=WA, O=Example, CN=release"}
+		})
+		waitFor(t, pol, "Ready", policyReady)
+	})
+
 	t.Run("invalid pattern", func(t *testing.T) {
 		pol := validPolicy()
 		pol.Name, pol.Namespace = "pattern", ns

@@ -190,6 +190,9 @@ func (v *Verifier) compileAttestations(reqs []v1alpha1.AttestationRequirement) e
 		if idx < 0 {
 			return fmt.Errorf("attestation %q names the unknown authority %q", req.Name, req.Authority)
 		}
+		if v.authorities[idx].notation != nil {
+			return fmt.Errorf("attestation %q names the notation authority %q: attestations are verified with cosign authorities (key or keyless)", req.Name, req.Authority)
+		}
 		c := attestation{name: req.Name, predicateType: req.PredicateType, authority: idx, expr: req.Condition}
 		if req.Condition != "" {
 			prg, err := CompileCondition(req.Condition)

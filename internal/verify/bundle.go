@@ -64,22 +64,22 @@ func (b foundBundle) isSignature() bool {
 // bundle is recognised from its manifest's layers, not from the index entry's artifactType or
 // annotations, which cosign has written empty; entries whose artifactType says they are something
 // else (an SBOM, a Notation signature) are not fetched.
-func (v *Verifier) referrerArtifacts(ctx context.Context, digest name.Digest) (legacy []oci.Signature, bundles []foundBundle, err error) {
+func (v *Verifier) referrerArtifacts(ctx context.Context, digest name.Digest) (legacy []oci.Signature, bundles []foundBundle, notations []foundNotation, err error) {
 	if v.known != nil && v.known.NoReferrersAPI && v.absent(strings.Replace(digest.DigestStr(), ":", "-", 1)) {
-		return nil, nil, nil // no referrers API and no fallback tag: no referrers
+		return nil, nil, nil, nil // no referrers API and no fallback tag: no referrers
 	}
 	ropts := append([]remote.Option{remote.WithContext(ctx)}, v.remoteOpts...)
 	idx, err := remote.Referrers(digest, ropts...)
 	if err != nil {
 		var te *transport.Error
 		if errors.As(err, &te) && te.StatusCode == 404 {
-			return nil, nil, nil
+			return nil, nil, nil, nil
 		}
-		return nil, nil, fmt.Errorf("%w: listing referrers of %s: %w", ErrRegistry, digest, err)
+		return nil, nil, nil, fmt.Errorf("%w: listing referrers of %s: %w", ErrRegistry, digest, err)
 	}
 	im, err := idx.IndexManifest()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: listing referrers of %s: %w", ErrRegistry, digest, err)
+		return nil, nil, nil, fmt.Errorf("%w: listing referrers of %s: %w", ErrRegistry, digest, err)
 	}
 	read := 0
 	for _, d := range im.Manifests {
@@ -88,23 +88,35 @@ func (v *Verifier) referrerArtifacts(ctx context.Context, digest name.Digest) (l
 		case at == sigArtifactType:
 			sigs, err := v.legacyReferrer(ctx, digest, d.Digest.String())
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			legacy = append(legacy, sigs...)
+		case at == NotationArtifactType:
+			if !v.notation {
+				continue // no notation authority: not fetched
+			}
+			if read++; read > maxReferrers {
+				continue
+			}
+			n, err := v.readNotation(digest.Context().Digest(d.Digest.String()), ropts)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			notations = append(notations, n)
 		case at == "" || at == emptyJSONMediaType || strings.HasPrefix(at, bundleMediaTypePrefix):
 			if read++; read > maxReferrers {
 				continue
 			}
 			b, ok, err := v.readBundle(ctx, digest.Context().Digest(d.Digest.String()), ropts)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			if ok {
 				bundles = append(bundles, b)
 			}
 		}
 	}
-	return legacy, bundles, nil
+	return legacy, bundles, notations, nil
 }
 
 // readBundle fetches a referrer manifest and, when one of its layers is a sigstore bundle, the

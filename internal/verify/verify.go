@@ -3,8 +3,15 @@
 // Verify(ctx, digest) returns a typed result per authority (verified or not, who signed, and why not).
 //
 // Authorities are public keys or keyless identities (Fulcio certificates checked against a sigstore
-// trusted root given by the user, so air-gapped deployments work). Signatures are read from cosign's
-// tag scheme (`<repo>:sha256-<hex>.sig`, or in spec.signatureRepository).
+// trusted root given by the user, so air-gapped deployments work), or Notary Project trust stores
+// and identities. Signatures are read from cosign's tag scheme (`<repo>:sha256-<hex>.sig`, or in
+// spec.signatureRepository) and from the digest's OCI 1.1 referrers (sigstore bundles, legacy
+// cosign signatures, Notary Project envelopes).
+//
+// One verification path per format, each the signer's own library: the cosign v2 library for
+// cosign's legacy formats, sigstore-go for sigstore bundles (cosign v2 cannot verify bundle-format
+// image signatures), and notation-go for Notary Project signatures. This package finds and fetches
+// what they verify, through the Registry's transport, and maps their failures to typed reasons.
 package verify
 
 import (
@@ -21,6 +28,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sigstore/cosign/v2/pkg/cosign"
 	"github.com/sigstore/cosign/v2/pkg/oci"
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
@@ -66,7 +74,8 @@ const (
 // v2: sigstore bundles (cosign v3) as referrers and through the referrers fallback tag.
 // v3: an index's platform manifests are verified under every index policy (the signed level is
 // reported).
-const Checks = "v3"
+// v4: Notary Project signatures (notation authorities).
+const Checks = "v4"
 
 // ErrRegistry wraps a failure to fetch signatures: transient, never a failed verification.
 var ErrRegistry = errors.New("fetching signatures failed")
@@ -88,6 +97,8 @@ type Verifier struct {
 	sigRepo      string
 	remoteOpts   []remote.Option
 	known        *Known
+	// notation says some authority verifies Notary Project signatures (only then are they fetched).
+	notation bool
 }
 
 // Known is what a listing of the repository already told about a digest's supply-chain artifacts,
@@ -123,6 +134,7 @@ type authority struct {
 	name       string
 	verifier   signature.Verifier // key authorities
 	keyless    *keyless           // keyless authorities
+	notation   *notationCheck     // notation authorities (Notary Project signatures)
 	ignoreTlog bool
 	// keyLogs is a key authority's trusted root (key.trustedRootRef): the transparency logs its
 	// signatures' entries are verified against. Nil: a key authority cannot check a log.
@@ -136,7 +148,7 @@ type authority struct {
 // tlogUnverifiable reports whether the authority requires a transparency-log entry it has no log
 // keys to verify (a key authority without a trusted root and without ignoreTransparencyLog).
 func (a authority) tlogUnverifiable() bool {
-	return a.keyless == nil && !a.ignoreTlog && a.keyLogs == nil
+	return a.keyless == nil && a.notation == nil && !a.ignoreTlog && a.keyLogs == nil
 }
 
 // Compile builds a Verifier from a policy's verification spec and the keys read for it. It fails
@@ -176,8 +188,16 @@ func Compile(spec *v1alpha1.VerificationSpec, material Material, remoteOpts ...r
 				return nil, fmt.Errorf("authority %q: %w", a.Name, err)
 			}
 			ca.keyless = kl
+		case a.Notation != nil:
+			nc, err := compileNotation(a.Name, a.Notation.TrustedIdentities, data)
+			if err != nil {
+				return nil, fmt.Errorf("authority %q: %w", a.Name, err)
+			}
+			ca.notation, v.notation = nc, true
+			v.authorities = append(v.authorities, ca)
+			continue
 		default:
-			return nil, fmt.Errorf("authority %q: neither key nor keyless", a.Name)
+			return nil, fmt.Errorf("authority %q: none of key, keyless or notation", a.Name)
 		}
 		bc, err := compileBundleCheck(ca)
 		if err != nil {
@@ -282,7 +302,7 @@ func (v *Verifier) Verify(ctx context.Context, digest name.Digest) (Result, erro
 	if err != nil {
 		return Result{}, err
 	}
-	refSigs, bundles, err := v.referrerArtifacts(ctx, digest)
+	refSigs, bundles, notations, err := v.referrerArtifacts(ctx, digest)
 	if err != nil {
 		return Result{}, err
 	}
@@ -298,8 +318,23 @@ func (v *Verifier) Verify(ctx context.Context, digest name.Digest) (Result, erro
 	}
 	res := Result{}
 	verified := 0
+	var target *ocispec.Descriptor // the digest's manifest descriptor, which Notary Project signatures sign
 	for _, a := range v.authorities {
-		ar := a.check(ctx, sigs, sigBundles, h)
+		var ar AuthorityResult
+		if a.notation != nil {
+			if target == nil && len(notations) > 0 {
+				if target, err = v.describe(ctx, digest); err != nil {
+					return Result{}, err
+				}
+			}
+			var t ocispec.Descriptor
+			if target != nil {
+				t = *target
+			}
+			ar = a.notation.check(ctx, a.name, notations, digest, t)
+		} else {
+			ar = a.check(ctx, sigs, sigBundles, h)
+		}
 		if ar.Verified {
 			verified++
 		}
