@@ -15,6 +15,8 @@ COSIGN_VERSION ?= v2.6.5
 COSIGN ?= $(PORTCULLIS_CACHE)/bin/cosign-$(COSIGN_VERSION)/cosign
 COSIGN3_VERSION ?= v3.1.3
 COSIGN3 ?= $(PORTCULLIS_CACHE)/bin/cosign-$(COSIGN3_VERSION)/cosign
+NOTATION_VERSION := $(shell sed -n 's/^require github.com\/notaryproject\/notation \(v[0-9.]*\)$$/\1/p' hack/tools/notation/go.mod)
+NOTATION ?= $(PORTCULLIS_CACHE)/bin/notation-$(NOTATION_VERSION)/notation
 TRIVY_VERSION ?= v0.74.0
 TRIVY ?= $(PORTCULLIS_CACHE)/bin/trivy-$(TRIVY_VERSION)/trivy
 REGISTRY_BIN ?= $(PORTCULLIS_CACHE)/bin/registry-$(DISTRIBUTION_VERSION)/registry
@@ -95,12 +97,13 @@ vulndb: ## Build a trivy vulnerability DB from the shipped Go vulnerability data
 	$(MAKE) vulndb
 
 .PHONY: bench
-bench: $(COSIGN) $(COSIGN3) $(TRIVY) $(REGISTRY_BIN) ## Benchmarks (not in CI): listing; verification and scanning in-process vs one CLI process per image.
+bench: $(COSIGN) $(COSIGN3) $(NOTATION) $(TRIVY) $(REGISTRY_BIN) ## Benchmarks (not in CI): listing; verification and scanning in-process vs one CLI process per image.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" PORTCULLIS_COSIGN_BIN="$(COSIGN)" \
 		go test -run NONE -bench Listing -benchtime 3x ./internal/controller
 	GOEXPERIMENT=jsonv2 PORTCULLIS_COSIGN_BIN="$(COSIGN)" go test -run NONE -bench Verify200 -benchtime 1x ./internal/verify
 	GOEXPERIMENT=jsonv2 PORTCULLIS_COSIGN3_BIN="$(COSIGN3)" go test -run NONE -bench VerifyBundles200 -benchtime 1x ./internal/verify
 	GOEXPERIMENT=jsonv2 PORTCULLIS_COSIGN3_BIN="$(COSIGN3)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" go test -count=1 -run TestCosignV3CLI ./internal/verify
+	GOEXPERIMENT=jsonv2 PORTCULLIS_NOTATION_BIN="$(NOTATION)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" go test -count=1 -run TestNotationCLI ./internal/verify
 	GOEXPERIMENT=jsonv2 PORTCULLIS_TRIVY_BIN="$(TRIVY)" go test -run NONE -bench Scan100 -benchtime 1x ./internal/scan/trivyscan
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" GOEXPERIMENT=jsonv2 go test -run NONE -bench Admission10k -benchtime 1x ./internal/admission
 
@@ -194,6 +197,10 @@ $(COSIGN):
 # cosign v3 (sigstore bundles by default), only for `make bench` (never built by CI).
 $(COSIGN3):
 	GOEXPERIMENT= GOBIN=$(dir $@) go install github.com/sigstore/cosign/v3/cmd/cosign@$(COSIGN3_VERSION)
+
+# The notation CLI (Notary Project signatures), only for `make bench` (never built by CI).
+$(NOTATION):
+	cd hack/tools/notation && GOEXPERIMENT= go build -o $@ github.com/notaryproject/notation/cmd/notation
 
 # The trivy CLI, only for `make bench` (slow to build, 250+ MB; never built by CI).
 $(TRIVY):
