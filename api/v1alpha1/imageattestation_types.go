@@ -270,6 +270,42 @@ type PolicyResult struct {
 	// +listType=atomic
 	// +optional
 	Reasons []string `json:"reasons,omitempty"`
+	// VEX says what the policy's signed OpenVEX documents (spec.scanning.vex) did to the findings;
+	// absent when the policy applies none.
+	// +optional
+	VEX *VEXResult `json:"vex,omitempty"`
+}
+
+// VEXResult is what signed OpenVEX statements did to one image's findings under one policy.
+type VEXResult struct {
+	// SuppressedCount is how many vulnerability findings a statement removed from the thresholds.
+	SuppressedCount int32 `json:"suppressedCount"`
+	// Suppressed lists the first of them (at most 16).
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +optional
+	Suppressed []SuppressedFinding `json:"suppressed,omitempty"`
+	// Ignored lists VEX documents that were not applied, each with why (not signed by a VEX
+	// authority, not OpenVEX); at most 8.
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=512
+	// +listType=atomic
+	// +optional
+	Ignored []string `json:"ignored,omitempty"`
+}
+
+// SuppressedFinding is a vulnerability finding a VEX statement removed.
+type SuppressedFinding struct {
+	// ID of the vulnerability (CVE or advisory ID) and Package it was found in.
+	ID      string `json:"id"`
+	Package string `json:"package,omitempty"`
+	// Status is the statement's: `not_affected` or `fixed`; Justification its OpenVEX justification.
+	Status        string `json:"status"`
+	Justification string `json:"justification,omitempty"`
+	// Source is the digest of the attestation that carried the statement (a sigstore bundle
+	// referrer's manifest, or a legacy `.att` layer), signed by Authority.
+	Source    string `json:"source"`
+	Authority string `json:"authority"`
 }
 
 // ImageAttestationStatus is the verdict for the digest. Its size does not grow with the number of

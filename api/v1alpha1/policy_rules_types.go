@@ -18,6 +18,12 @@ type ScanningSpec struct {
 	// +optional
 	Misconfigurations *MisconfigurationThreshold `json:"misconfigurations,omitempty"`
 
+	// VEX applies signed OpenVEX documents (https://github.com/openvex/spec) to the vulnerability
+	// findings before the thresholds: a finding a trusted statement says is `not_affected` or
+	// `fixed` is not counted, and the ImageAttestation says which statement suppressed it.
+	// +optional
+	VEX *VEXSpec `json:"vex,omitempty"`
+
 	// RescanInterval is how old a scan may get before the digest is scanned again (a Go duration;
 	// default 24h; at least 1m). A vulnerability DB update also triggers a rescan.
 	// +kubebuilder:default="24h"
@@ -26,6 +32,21 @@ type ScanningSpec struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="rescanInterval must be at least 1m"
 	// +optional
 	RescanInterval *metav1.Duration `json:"rescanInterval,omitempty"`
+}
+
+// VEXSpec names who may vouch that a vulnerability does not apply.
+type VEXSpec struct {
+	// Authorities are names of cosign authorities (key or keyless) of spec.verification.authorities.
+	// OpenVEX documents attached to the image as in-toto attestations (`cosign attest --type openvex`,
+	// legacy `.att` tag or sigstore bundle referrer; predicate type `https://openvex.dev/ns...`)
+	// whose statement names the digest and that one of them signed are applied. Unsigned or
+	// otherwise-signed VEX documents are ignored, and listed in status.policies[].vex.ignored.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=63
+	// +listType=set
+	// +required
+	Authorities []string `json:"authorities"`
 }
 
 // VulnerabilityThresholds are the maximum counts of vulnerabilities per severity; an absent maximum

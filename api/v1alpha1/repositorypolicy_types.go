@@ -18,6 +18,7 @@ const (
 )
 
 // RepositoryPolicySpec holds the rules for the repositories of one Registry that match its patterns.
+// +kubebuilder:validation:XValidation:rule="!has(self.scanning) || !has(self.scanning.vex) || (has(self.verification) && self.scanning.vex.authorities.all(n, self.verification.authorities.exists(a, a.name == n && !has(a.notation))))",message="scanning.vex.authorities must name cosign authorities (key or keyless) of verification.authorities"
 type RepositoryPolicySpec struct {
 	// RegistryRef names the Registry, in this namespace, whose repositories the policy governs.
 	// +required

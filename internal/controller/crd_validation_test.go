@@ -119,6 +119,21 @@ func TestAdmissionValidation(t *testing.T) {
 			p.Spec.Verification.Authorities[1] = v1alpha1.Authority{Name: "release", Notation: &v1alpha1.NotationAuthority{
 				TrustStoreRef: v1alpha1.CertificatesReference{Name: "notation-ca"}, TrustedIdentities: []string{"x509.subject:CN=release, O=Example"}}}
 		}), ""},
+		{"policy vex by a key authority", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Scanning.VEX = &v1alpha1.VEXSpec{Authorities: []string{"k", "ci"}}
+		}), ""},
+		{"policy vex by an unknown authority", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Scanning.VEX = &v1alpha1.VEXSpec{Authorities: []string{"vendor"}}
+		}), "scanning.vex.authorities must name cosign authorities"},
+		{"policy vex without verification", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Verification = nil
+			p.Spec.Scanning.VEX = &v1alpha1.VEXSpec{Authorities: []string{"k"}}
+		}), "scanning.vex.authorities must name cosign authorities"},
+		{"policy vex by a notation authority", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Verification.Authorities[1] = v1alpha1.Authority{Name: "release", Notation: &v1alpha1.NotationAuthority{
+				TrustStoreRef: v1alpha1.CertificatesReference{Name: "notation-ca"}, TrustedIdentities: []string{"*"}}}
+			p.Spec.Scanning.VEX = &v1alpha1.VEXSpec{Authorities: []string{"release"}}
+		}), "scanning.vex.authorities must name cosign authorities"},
 		{"policy notation and key", pol(func(p *v1alpha1.RepositoryPolicy) {
 			p.Spec.Verification.Authorities[0].Notation = &v1alpha1.NotationAuthority{
 				TrustStoreRef: v1alpha1.CertificatesReference{Name: "notation-ca"}, TrustedIdentities: []string{"*"}}

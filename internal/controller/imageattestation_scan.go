@@ -192,7 +192,7 @@ func (r *ImageAttestationReconciler) scan(ctx context.Context, ia *v1alpha1.Imag
 func newScanRecord(res scan.Result) *scanRecord {
 	rec := &scanRecord{secrets: len(res.Secrets)}
 	for _, v := range res.Vulnerabilities {
-		rec.vulns = append(rec.vulns, policy.Finding{ID: v.ID, Severity: severity(v.Severity), Fixable: v.FixedVersion != ""})
+		rec.vulns = append(rec.vulns, policy.Finding{ID: v.ID, Severity: severity(v.Severity), Fixable: v.FixedVersion != "", Package: v.Package})
 	}
 	for _, m := range res.Misconfigurations {
 		rec.misconf = append(rec.misconf, severity(m.Severity))

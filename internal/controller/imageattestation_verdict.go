@@ -34,13 +34,13 @@ func evaluate(ia *v1alpha1.ImageAttestation, policies []v1alpha1.RepositoryPolic
 	firstReason := ""
 	for i := range policies {
 		p := &policies[i]
-		ev := policy.Evidence{Signature: sigs[p.Name], Scan: state}
+		ev := policy.Evidence{Signature: sigs[p.Name], Scan: state, Digest: ia.Spec.Digest}
 		if rec != nil {
 			ev.Vulnerabilities, ev.Secrets, ev.Misconfigurations = rec.vulns, rec.secrets, rec.misconf
 		}
 		v := policy.Evaluate(&p.Spec, ev, now)
 		results = append(results, v1alpha1.PolicyResult{Name: p.Name, ObservedGeneration: p.Generation, Compliant: v.Compliant,
-			Reasons: v.Reasons[:min(len(v.Reasons), 16)]})
+			Reasons: v.Reasons[:min(len(v.Reasons), 16)], VEX: vexResult(v.VEX)})
 		line := p.Name + ": "
 		if v.Compliant {
 			line += "compliant"
@@ -84,6 +84,23 @@ func evaluate(ia *v1alpha1.ImageAttestation, policies []v1alpha1.RepositoryPolic
 		return fmt.Sprintf("verdict is current: compliant with %d policies", len(policies))
 	}
 	return fmt.Sprintf("verdict is current: fails %d of %d policies", failing, len(policies))
+}
+
+// vexResult is the status form of a verdict's VEX outcome: bounded to 16 suppressed findings and 8
+// ignored documents.
+func vexResult(o *policy.VEXOutcome) *v1alpha1.VEXResult {
+	if o == nil {
+		return nil
+	}
+	out := &v1alpha1.VEXResult{SuppressedCount: int32(len(o.Suppressed))}
+	for _, s := range o.Suppressed[:min(len(o.Suppressed), 16)] {
+		out.Suppressed = append(out.Suppressed, v1alpha1.SuppressedFinding{ID: s.ID, Package: s.Package, Status: s.Status,
+			Justification: s.Justification, Source: s.Source, Authority: s.Authority})
+	}
+	for _, i := range o.Ignored[:min(len(o.Ignored), 8)] {
+		out.Ignored = append(out.Ignored, truncate(i, 512))
+	}
+	return out
 }
 
 // verdictTransition returns what announces the image turning non-compliant or compliant again (an

@@ -181,6 +181,7 @@ func (r *ImageAttestationReconciler) verifySignatures(ctx context.Context, ia *v
 			return nil, err
 		}
 		outcomes[p.Name] = &policy.SignatureOutcome{Verified: res.Verified, Reasons: failureReasons(res, p.Spec.Verification)}
+		outcomes[p.Name].VEX, outcomes[p.Name].VEXIgnored = vexOf(res)
 		results = append(results, signatureResults(p.Name, res)...)
 		if !res.Verified {
 			failures = append(failures, fmt.Sprintf("%s: %s", p.Name, firstReason(res)))
@@ -256,6 +257,26 @@ func failureReasons(res verify.ImageResult, spec *v1alpha1.VerificationSpec) []s
 	return sortedUnique(out)
 }
 
+// vexOf gathers the signed VEX documents of the image (the index's and its platforms'), once each,
+// and the ignored ones.
+func vexOf(res verify.ImageResult) (docs []policy.VEXDocument, ignored []string) {
+	seen := map[string]bool{}
+	add := func(r verify.Result) {
+		for _, d := range r.VEX {
+			if !seen[d.Source] {
+				seen[d.Source] = true
+				docs = append(docs, policy.VEXDocument{Source: d.Source, Authority: d.Authority, Document: d.Document})
+			}
+		}
+		ignored = append(ignored, r.VEXIgnored...)
+	}
+	add(res.Result)
+	for _, p := range res.Platforms {
+		add(p.Result)
+	}
+	return docs, sortedUnique(ignored)
+}
+
 func sortedUnique(s []string) []string {
 	slices.Sort(s)
 	return slices.Compact(s)
@@ -281,9 +302,20 @@ func (r *ImageAttestationReconciler) verifyWithPolicy(ctx context.Context, p *v1
 	// The verifier holds keys only; the registry is reached through the client of this pass.
 	// verify.Checks versions what a verification looks at: a result from an older Portcullis (one that
 	// did not read sigstore bundles, say) is not reused.
+	var vexAuthorities []string
+	if p.Spec.Scanning != nil && p.Spec.Scanning.VEX != nil {
+		vexAuthorities = p.Spec.Scanning.VEX.Authorities
+	}
 	key := fmt.Sprintf("%s/%s/%s/%s", p.UID, specHash(p.Spec.Verification), materialHash(material), verify.Checks)
+	if len(vexAuthorities) > 0 {
+		key += "/vex-" + specHash(vexAuthorities)
+	}
 	v, err := r.verification.verifier(key, func() (*verify.Verifier, error) {
-		return verify.Compile(p.Spec.Verification, material)
+		v, err := verify.Compile(p.Spec.Verification, material)
+		if err == nil {
+			err = v.WithVEX(vexAuthorities)
+		}
+		return v, err
 	})
 	if err != nil {
 		return verify.ImageResult{}, policyError{err.Error()}

@@ -71,8 +71,14 @@ func (r *RepositoryPolicyReconciler) reconcile(ctx context.Context, obj *v1alpha
 			if !ok || err != nil {
 				return o, err
 			}
-			if _, err := verify.Compile(obj.Spec.Verification, material); err != nil {
+			v, err := verify.Compile(obj.Spec.Verification, material)
+			if err != nil {
 				return stalled(v1alpha1.InvalidSpecReason, "spec.verification: %v", err), nil
+			}
+			if sc := obj.Spec.Scanning; sc != nil && sc.VEX != nil {
+				if err := v.WithVEX(sc.VEX.Authorities); err != nil {
+					return stalled(v1alpha1.InvalidSpecReason, "spec.scanning.vex: %v", err), nil
+				}
 			}
 			if keyed {
 				r.validated.Store(obj.UID, key)

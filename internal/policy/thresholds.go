@@ -14,6 +14,8 @@ type Finding struct {
 	ID       string
 	Severity v1alpha1.Severity
 	Fixable  bool
+	// Package is the name of the package it was found in (VEX statements name packages).
+	Package string
 }
 
 // Counts are vulnerabilities per severity after ignoreUnfixed, unknownSeverityAs and exceptions.

@@ -47,6 +47,10 @@ type SignatureOutcome struct {
 	Verified bool
 	// Reasons lists the distinct reasons of what failed (SignatureMissing, AttestationMissing, ...).
 	Reasons []string
+	// VEX are the OpenVEX documents the policy's VEX authorities signed for the digest; VEXIgnored
+	// the others found, with why ("<source>: <why>").
+	VEX        []VEXDocument
+	VEXIgnored []string
 }
 
 // Evidence is everything a verdict is computed from for one digest and one policy.
@@ -57,6 +61,8 @@ type Evidence struct {
 	Scan ScanState
 	// Vulnerabilities are every vulnerability the scan found (not the top 20 of the status).
 	Vulnerabilities []Finding
+	// Digest is the image's digest ("sha256:<hex>"), which VEX statements name.
+	Digest string
 	// Secrets is the count of exposed secrets.
 	Secrets int
 	// Misconfigurations are the severities of the failed image-config checks.
@@ -72,6 +78,16 @@ type Verdict struct {
 	// Details explain the reasons and notes for people ("CRITICAL 2 > 0", "exception for
 	// CVE-2021-38561 expired"), in a stable order.
 	Details []string
+	// VEX is what the policy's signed VEX documents did (nil when the policy applies none).
+	VEX *VEXOutcome
+}
+
+// VEXOutcome is what signed VEX statements did to the findings under one policy.
+type VEXOutcome struct {
+	// Suppressed are the findings removed from the thresholds, in scan order.
+	Suppressed []Suppression
+	// Ignored lists the VEX documents not applied, with why.
+	Ignored []string
 }
 
 // Evaluate computes the verdict of a policy spec for one digest at time now. A rule that needs a step
@@ -116,8 +132,21 @@ func Evaluate(spec *v1alpha1.RepositoryPolicySpec, ev Evidence, now time.Time) V
 }
 
 func evaluateScan(sc *v1alpha1.ScanningSpec, ev Evidence, now time.Time, fail func(string, string), v *Verdict) {
+	vulns := ev.Vulnerabilities
+	if sc.VEX != nil {
+		out := &VEXOutcome{}
+		if ev.Signature != nil {
+			var problems []string
+			vulns, out.Suppressed, problems = ApplyVEX(vulns, ev.Signature.VEX, ev.Digest)
+			out.Ignored = append(slices.Clone(ev.Signature.VEXIgnored), problems...)
+		}
+		v.VEX = out
+		if n := len(out.Suppressed); n > 0 {
+			v.Details = append(v.Details, fmt.Sprintf("%d findings suppressed by signed VEX", n))
+		}
+	}
 	if sc.Vulnerabilities != nil {
-		se := EvaluateVulnerabilities(sc.Vulnerabilities, ev.Vulnerabilities, now)
+		se := EvaluateVulnerabilities(sc.Vulnerabilities, vulns, now)
 		if len(se.Exceeded) > 0 {
 			fail(ReasonVulnerabilityThresholdExceeded, "vulnerabilities "+strings.Join(se.Exceeded, ", "))
 		}

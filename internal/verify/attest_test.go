@@ -3,18 +3,14 @@ package verify
 import (
 	"context"
 	"crypto"
-	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/sigstore/cosign/v2/pkg/oci/mutate"
-	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
-	"github.com/sigstore/cosign/v2/pkg/oci/static"
 	"github.com/sigstore/sigstore/pkg/signature"
-	"github.com/sigstore/sigstore/pkg/signature/dsse"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/verify/verifytest"
 )
 
 const slsaV1 = "https://slsa.dev/provenance/v1"
@@ -23,31 +19,7 @@ const slsaV1 = "https://slsa.dev/provenance/v1"
 // `cosign attest --key ... --tlog-upload=false` does.
 func attest(t *testing.T, subject name.Digest, signer signature.Signer, predicateType string, predicate any) {
 	t.Helper()
-	stmt, err := json.Marshal(map[string]any{
-		"_type":         "https://in-toto.io/Statement/v1",
-		"subject":       []any{map[string]any{"name": subject.Context().String(), "digest": map[string]string{"sha256": strings.TrimPrefix(subject.DigestStr(), "sha256:")}}},
-		"predicateType": predicateType,
-		"predicate":     predicate,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, err := dsse.WrapSigner(signer, "application/vnd.in-toto+json").SignMessage(strings.NewReader(string(stmt)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	att, err := static.NewAttestation(env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	se, err := ociremote.SignedEntity(subject)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if se, err = mutate.AttachAttestationToEntity(se, att); err != nil {
-		t.Fatal(err)
-	}
-	if err := ociremote.WriteAttestations(subject.Context(), se); err != nil {
+	if err := verifytest.AttestImage(subject, signer, predicateType, predicate); err != nil {
 		t.Fatal(err)
 	}
 }

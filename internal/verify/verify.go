@@ -75,7 +75,8 @@ const (
 // v3: an index's platform manifests are verified under every index policy (the signed level is
 // reported).
 // v4: Notary Project signatures (notation authorities).
-const Checks = "v4"
+// v5: OpenVEX attestations of VEX authorities (Result.VEX).
+const Checks = "v5"
 
 // ErrRegistry wraps a failure to fetch signatures: transient, never a failed verification.
 var ErrRegistry = errors.New("fetching signatures failed")
@@ -99,6 +100,8 @@ type Verifier struct {
 	known        *Known
 	// notation says some authority verifies Notary Project signatures (only then are they fetched).
 	notation bool
+	// vex are the authorities (indices) whose OpenVEX attestations are collected (WithVEX).
+	vex []int
 }
 
 // Known is what a listing of the repository already told about a digest's supply-chain artifacts,
@@ -285,6 +288,10 @@ type Result struct {
 	// Verified is true when at least `require` authorities verified and every attestation
 	// requirement passed.
 	Verified bool
+	// VEX are the OpenVEX documents a VEX authority signed for the digest (WithVEX); VEXIgnored
+	// says which others were found and why they are not applied ("<source digest>: <why>").
+	VEX        []VEXDocument
+	VEXIgnored []string
 }
 
 // Verify fetches the digest's signatures and attestations once, in every format cosign writes (the
@@ -341,7 +348,7 @@ func (v *Verifier) Verify(ctx context.Context, digest name.Digest) (Result, erro
 		res.Authorities = append(res.Authorities, ar)
 	}
 	res.Verified = verified >= v.require && v.require > 0
-	if len(v.attestations) > 0 {
+	if len(v.attestations) > 0 || len(v.vex) > 0 {
 		atts, err := v.fetch(ctx, digest, ociremote.AttestationTag)
 		if err != nil {
 			return Result{}, err
@@ -350,6 +357,9 @@ func (v *Verifier) Verify(ctx context.Context, digest name.Digest) (Result, erro
 			ar := v.checkAttestation(ctx, req, atts, attBundles, h)
 			res.Verified = res.Verified && ar.Verified
 			res.Attestations = append(res.Attestations, ar)
+		}
+		if len(v.vex) > 0 {
+			res.VEX, res.VEXIgnored = v.collectVEX(ctx, atts, attBundles, h)
 		}
 	}
 	return res, nil

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"crypto"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,6 +25,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/demo"
 	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
 	"github.com/portcullis-dev/portcullis/internal/scan/vulndb"
+	"github.com/portcullis-dev/portcullis/internal/verify/verifytest"
 )
 
 // interval is the sample Registry's listing interval in this test (the API's minimum).
@@ -181,6 +183,47 @@ func TestDemoLoop(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("metrics:\n%s", grepLines(body, "portcullis_"))
+	}
+
+	// Signed VEX: the release key vouches that shop/api:v1.0.0's vulnerabilities do not affect it.
+	// Once the production policy applies VEX from that authority, the image passes, and its status
+	// says which findings which attestation suppressed. A VEX document by another key is ignored.
+	vulnerable := seeded.Images[slices.IndexFunc(seeded.Images, func(i demo.Image) bool { return i.Repository == "shop/api" && i.Tag == "v1.0.0" })]
+	ia := waitImage(t, c, ns, vulnerable.Repository, vulnerable.Digest, "scanned", time.Minute, func(ia *v1alpha1.ImageAttestation) bool {
+		return ia.Status.Vulnerabilities != nil && len(ia.Status.Vulnerabilities.Top) > 0
+	})
+	var cves []string
+	for _, f := range ia.Status.Vulnerabilities.Top {
+		cves = append(cves, f.ID)
+	}
+	doc := demo.OpenVEX(vulnerable.Repository, vulnerable.Digest, cves, "vulnerable_code_not_in_execute_path")
+	if err := demo.AttestVEX(dist.Host, vulnerable.Repository, vulnerable.Digest, seeded.Signer, doc); err != nil {
+		t.Fatal(err)
+	}
+	stranger := verifytest.NewKey(t, "p256", crypto.SHA256)
+	if err := demo.AttestVEX(dist.Host, vulnerable.Repository, vulnerable.Digest, stranger.Signer, demo.OpenVEX(vulnerable.Repository, vulnerable.Digest, []string{"CVE-0000-0001"}, "component_not_present")); err != nil {
+		t.Fatal(err)
+	}
+	prod := &v1alpha1.RepositoryPolicy{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "production"}, prod); err != nil {
+		t.Fatal(err)
+	}
+	before := prod.DeepCopy()
+	prod.Spec.Scanning.VEX = &v1alpha1.VEXSpec{Authorities: []string{prod.Spec.Verification.Authorities[0].Name}}
+	if err := c.Patch(ctx, prod, client.MergeFrom(before)); err != nil {
+		t.Fatal(err)
+	}
+	vexed := waitImage(t, c, ns, vulnerable.Repository, vulnerable.Digest, "compliant under production by signed VEX", 2*interval+time.Minute, func(ia *v1alpha1.ImageAttestation) bool {
+		i := slices.IndexFunc(ia.Status.Policies, func(r v1alpha1.PolicyResult) bool { return r.Name == "production" })
+		return i >= 0 && ia.Status.Policies[i].Compliant && ia.Status.Policies[i].VEX != nil
+	})
+	res := vexed.Status.Policies[slices.IndexFunc(vexed.Status.Policies, func(r v1alpha1.PolicyResult) bool { return r.Name == "production" })]
+	if int(res.VEX.SuppressedCount) != len(cves) || len(res.VEX.Suppressed) != len(cves) || res.VEX.Suppressed[0].Authority != prod.Spec.Verification.Authorities[0].Name ||
+		!strings.HasPrefix(res.VEX.Suppressed[0].Source, "sha256:") {
+		t.Errorf("production's VEX result %+v, want %d findings suppressed by the release key's attestation", res.VEX, len(cves))
+	}
+	if len(res.VEX.Ignored) != 1 || !strings.Contains(res.VEX.Ignored[0], "not signed for this digest by a VEX authority") {
+		t.Errorf("ignored VEX %q, want the stranger's document", res.VEX.Ignored)
 	}
 }
 

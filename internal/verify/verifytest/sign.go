@@ -11,6 +11,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	ociremote "github.com/sigstore/cosign/v2/pkg/oci/remote"
 	"github.com/sigstore/cosign/v2/pkg/oci/static"
 	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/dsse"
 	"github.com/sigstore/sigstore/pkg/signature/payload"
 )
 
@@ -99,4 +101,35 @@ func SignImage(subject name.Digest, signer signature.Signer, sigRepo string, opt
 		return err
 	}
 	return ociremote.WriteSignatures(target, se, opts...)
+}
+
+// AttestImage attests subject as `cosign attest --key ... --tlog-upload=false --type <predicateType>`
+// does in the legacy format: an in-toto statement naming subject, in a DSSE envelope signed by
+// signer, attached with cosign's `.att` tag scheme (added to those already there).
+func AttestImage(subject name.Digest, signer signature.Signer, predicateType string, predicate any) error {
+	stmt, err := json.Marshal(map[string]any{
+		"_type":         "https://in-toto.io/Statement/v1",
+		"subject":       []any{map[string]any{"name": subject.Context().String(), "digest": map[string]string{"sha256": strings.TrimPrefix(subject.DigestStr(), "sha256:")}}},
+		"predicateType": predicateType,
+		"predicate":     predicate,
+	})
+	if err != nil {
+		return err
+	}
+	env, err := dsse.WrapSigner(signer, "application/vnd.in-toto+json").SignMessage(strings.NewReader(string(stmt)))
+	if err != nil {
+		return err
+	}
+	att, err := static.NewAttestation(env)
+	if err != nil {
+		return err
+	}
+	se, err := ociremote.SignedEntity(subject)
+	if err != nil {
+		return err
+	}
+	if se, err = mutate.AttachAttestationToEntity(se, att); err != nil {
+		return err
+	}
+	return ociremote.WriteAttestations(subject.Context(), se)
 }
