@@ -251,6 +251,7 @@ func run() error {
 		LeaderElectionID:        "portcullis.registry.portcullis.dev",
 		LeaderElectionNamespace: f.leaderElectionNS,
 		Cache:                   cacheOptions(splitList(f.watchNamespaces)),
+		NewCache:                controller.NoSecretCache(nil), // Secrets are read uncached, never held in memory
 		PprofBindAddress:        f.pprofAddr,
 		WebhookServer:           webhook.NewServer(webhook.Options{Port: f.webhookPort, CertDir: f.webhookCertDir, TLSOpts: tlsOpts}),
 	})

@@ -413,13 +413,18 @@ func freeAddr() (string, error) {
 }
 
 // rss returns the VmRSS of pid in bytes (0 when it is gone).
-func rss(pid int) int64 {
+func rss(pid int) int64 { return procStatus(pid, "VmRSS:") }
+
+// procStatus returns one kB field of /proc/pid/status in bytes (0 when it or the process is gone):
+// VmRSS is RssAnon (heap, stacks) + RssFile (the executable's and memory-mapped files' pages, such
+// as the durable store's bbolt file, which the kernel can drop under pressure) + RssShmem.
+func procStatus(pid int, field string) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field); ok {
 			f := strings.Fields(rest)
 			if len(f) > 0 {
 				kb, _ := strconv.ParseInt(f[0], 10, 64)
@@ -477,11 +482,13 @@ func descendants(pid int) []int {
 // memSample is the resident memory of the manager and of its descendants.
 type memSample struct {
 	manager, children int64
-	nChildren         int
+	// managerFile is the file-backed part of manager (RssFile).
+	managerFile int64
+	nChildren   int
 }
 
 func sampleMemory(pid int) memSample {
-	s := memSample{manager: rss(pid)}
+	s := memSample{manager: rss(pid), managerFile: procStatus(pid, "RssFile:")}
 	for _, c := range descendants(pid) {
 		if r := rss(c); r > 0 {
 			s.children += r

@@ -546,7 +546,9 @@ type steadyResult struct {
 }
 
 func (s *memSample) max(o memSample) {
-	s.manager = max(s.manager, o.manager)
+	if o.manager > s.manager {
+		s.manager, s.managerFile = o.manager, o.managerFile
+	}
 	s.children = max(s.children, o.children)
 	s.nChildren = max(s.nChildren, o.nChildren)
 }
@@ -648,7 +650,7 @@ func (r *results) table(o options, measureErr error) string {
 		case s.manager == 0:
 			return none
 		case !children:
-			return mib(s.manager)
+			return fmt.Sprintf("%s (file-backed %s)", mib(s.manager), mib(s.managerFile))
 		case s.nChildren == 0:
 			return "0 (no child process)"
 		}

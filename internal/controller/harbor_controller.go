@@ -47,7 +47,8 @@ type HarborReconciler struct {
 	now       func() time.Time
 }
 
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=create;patch;delete
+// Secrets are written only where config/rbac/robot_secret_writer_role.yaml is bound (see
+// RobotSecretWriterRole); selfsubjectaccessreviews is granted to every user by system:basic-user.
 // +kubebuilder:rbac:groups=registry.portcullis.dev,resources=repositorypolicies,verbs=get;patch
 
 // harborFinalizer keeps an Enforce policy that wrote to Harbor until what it created there (robots,

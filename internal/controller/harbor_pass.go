@@ -72,6 +72,12 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 	if err != nil {
 		return record(err)
 	}
+	var secretsDenied string
+	if a := pol.Spec.Access; (a != nil && len(a.Robots) > 0) || len(secrets) > 0 {
+		if secretsDenied, err = secretWritesDenied(ctx, r.Client, pol.Namespace); err != nil {
+			return record(err)
+		}
+	}
 	state, err := readProjects(ctx, hc, scope, prev)
 	if err != nil {
 		return record(err)
@@ -91,7 +97,7 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 			}
 		}
 	}
-	pl := &harborPlanner{pol: pol, scope: scope, state: state, secrets: secrets, taken: taken, ldapNames: ldapNames, now: now, w: w, ledger: ledger}
+	pl := &harborPlanner{pol: pol, scope: scope, state: state, secrets: secrets, taken: taken, secretsDenied: secretsDenied, ldapNames: ldapNames, now: now, w: w, ledger: ledger}
 	pl.plan()
 	var changes []v1alpha1.EnforcementChange
 	for _, step := range pl.steps {
@@ -186,7 +192,13 @@ func (r *HarborReconciler) pass(ctx context.Context, pol *v1alpha1.RepositoryPol
 			e()
 		}
 	}
-	return st, earliest(earliest(pl.nextRotation, pl.nextExpiry), runsDue), announce, applyErr
+	next := earliest(earliest(pl.nextRotation, pl.nextExpiry), runsDue)
+	if secretsDenied != "" {
+		// A RoleBinding is not watched: look again soon, so the robots follow the admin's grant
+		// within a minute instead of an interval.
+		next = earliest(next, now.Add(secretsRecheck))
+	}
+	return st, next, announce, applyErr
 }
 
 // retentionRunPoll is how soon a pass looks again at a retention run that has not finished.

@@ -114,6 +114,9 @@ type harborPlanner struct {
 	// policy), and taken the Secrets of the robots' secretNames owned by someone else.
 	secrets map[string]*corev1.Secret
 	taken   map[string]bool
+	// secretsDenied, when set, says why the manager may not write Secrets in the policy's
+	// namespace: no robot is created or rotated and no robot Secret deleted.
+	secretsDenied string
 	// ldapNames maps the DN of each LDAP group in spec.access.members that Harbor has onboarded to
 	// the name Harbor lists it under.
 	ldapNames map[string]string

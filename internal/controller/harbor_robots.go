@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -79,6 +80,11 @@ func (p *harborPlanner) planRobots(project string, st *harborProject, inScope bo
 		specs = a.Robots
 	}
 	desc := robotDescription(p.pol)
+	if len(specs) > 0 && p.secretsDenied != "" {
+		// Harbor shows a robot's secret once: a robot is created or rotated only when its Secret
+		// can be written, so no credential is issued and lost.
+		p.blocked = append(p.blocked, fmt.Sprintf("robots in project %q: %s", project, p.secretsDenied))
+	}
 	for _, spec := range specs {
 		access := robotAccess(spec.Permissions)
 		var found *harbor.Robot
@@ -96,6 +102,8 @@ func (p *harborPlanner) planRobots(project string, st *harborProject, inScope bo
 		case found != nil && !ownsRobot(p.pol, *found):
 			p.blocked = append(p.blocked, fmt.Sprintf("robot %q exists in project %q and was not created by Portcullis (description %q): it is left alone; rename the robot in spec.access.robots or delete it in Harbor",
 				found.Name, project, found.Description))
+			continue
+		case found == nil && p.secretsDenied != "":
 			continue
 		case found == nil:
 			detail := "permissions " + accessText(access)
@@ -121,7 +129,7 @@ func (p *harborPlanner) planRobots(project string, st *harborProject, inScope bo
 				v1alpha1.EnforcementChange{Project: project, Kind: changeRobot, Name: spec.Name, Action: actionUpdate,
 					Detail: fmt.Sprintf("permissions %s -> %s", accessText(have), accessText(access))})
 		}
-		if why := p.rotationDue(spec, secret, found.ID); why != "" {
+		if why := p.rotationDue(spec, secret, found.ID); why != "" && p.secretsDenied == "" {
 			id, full := found.ID, found.Name
 			p.add(func(ctx context.Context) error {
 				s, err := p.w.RefreshRobotSecret(ctx, id)
@@ -179,11 +187,48 @@ func (p *harborPlanner) planStraySecrets() {
 		if wanted[name] {
 			continue
 		}
+		if p.secretsDenied != "" {
+			p.blocked = append(p.blocked, fmt.Sprintf("Secret %q of a robot no longer listed is kept: %s", name, p.secretsDenied))
+			continue
+		}
 		s := p.secrets[name]
 		p.add(func(ctx context.Context) error { return p.w.deleteRobotSecret(ctx, s) },
 			v1alpha1.EnforcementChange{Kind: changeRobotSecret, Name: s.Labels[v1alpha1.RobotLabel], Action: actionDelete,
 				Detail: fmt.Sprintf("Secret %q: its robot is no longer in spec.access.robots", name)})
 	}
+}
+
+// RobotSecretWriterRole is the ClusterRole (config/rbac/robot_secret_writer_role.yaml, with the
+// install's name prefix) that grants the manager create, patch and delete on Secrets. The manager's
+// own ClusterRole only reads Secrets; a cluster admin binds this one with a RoleBinding in each
+// namespace whose policies may keep robot credentials (docs/registries.md#robot-credentials).
+const RobotSecretWriterRole = "portcullis-robot-secret-writer"
+
+// secretsRecheck is how soon a pass blocked by secretWritesDenied runs again.
+const secretsRecheck = time.Minute
+
+// secretWritesDenied asks the API server (SelfSubjectAccessReview, which every authenticated user
+// may create) whether the manager may create, patch and delete Secrets in ns. It returns "" when it
+// may, otherwise what the admin should do; the checks run before any robot is created, so a refusal
+// never leaves a robot whose secret was issued and could not be stored.
+func secretWritesDenied(ctx context.Context, c client.Client, ns string) (string, error) {
+	var missing []string
+	for _, verb := range []string{"create", "patch", "delete"} {
+		review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Resource: "secrets"}}}
+		if err := c.Create(ctx, review); err != nil {
+			return "", fmt.Errorf("checking whether Secrets may be written in %q: %w", ns, err)
+		}
+		if !review.Status.Allowed {
+			missing = append(missing, verb)
+		}
+	}
+	if len(missing) == 0 {
+		return "", nil
+	}
+	return fmt.Sprintf("the manager may not %s Secrets in namespace %q, where robot credentials are written; a cluster admin grants it with "+
+		"`kubectl -n %s create rolebinding portcullis-robot-secrets --clusterrole=%s --serviceaccount=<manager namespace>:portcullis-controller-manager`",
+		strings.Join(missing, ", "), ns, ns, RobotSecretWriterRole), nil
 }
 
 // harborWrites is the harborWriter of one pass: the Harbor client, and the policy's namespace for

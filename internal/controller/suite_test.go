@@ -44,6 +44,8 @@ import (
 var (
 	k8sClient  client.Client
 	testScheme = runtime.NewScheme()
+	// suiteCfg reaches the suite's API server as its admin.
+	suiteCfg *rest.Config
 )
 
 // testOptions are the manager options of the suite: a host allowlist so that HostNotAllowed and
@@ -91,6 +93,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "starting envtest:", err)
 		return 1
 	}
+	suiteCfg = cfg
 	defer func() {
 		if err := env.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "stopping envtest:", err)
@@ -155,21 +158,15 @@ func runSuite(m *testing.M) int {
 // informer), which start an informer caching every Secret's data. The suite fails if any happens.
 var typedSecretReads atomic.Int64
 
-// secretGuardedCache is the manager's cache, counting typed Secret reads (typedSecretReads).
+// secretGuardedCache is the manager's cache as cmd/main.go builds it (NoSecretCache, which refuses
+// typed Secret reads), counting the typed Secret reads it refused (typedSecretReads): a refusal
+// inside a reconcile might otherwise only show as a retried error.
 func secretGuardedCache(cfg *rest.Config, opts crcache.Options) (crcache.Cache, error) {
-	c, err := crcache.New(cfg, opts)
+	c, err := NoSecretCache(nil)(cfg, opts)
 	return &secretGuard{Cache: c}, err
 }
 
 type secretGuard struct{ crcache.Cache }
-
-func typedSecret(o runtime.Object) bool {
-	switch o.(type) {
-	case *corev1.Secret, *corev1.SecretList:
-		return true
-	}
-	return false
-}
 
 func (g *secretGuard) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 	if typedSecret(obj) {

@@ -3,6 +3,7 @@ package olm
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	operatorsv1alpha1 "github.com/operator-framework/api/pkg/operators/v1alpha1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -44,6 +45,8 @@ func (w *webhooks) add(u *unstructured.Unstructured) (bool, error) {
 		}
 		w.configs = append(w.configs, vwc)
 		return true, nil
+	case gvk.Group == "admissionregistration.k8s.io" && strings.HasPrefix(gvk.Kind, "ValidatingAdmissionPolicy"):
+		return false, nil // not a webhook: BuildBundle leaves it out
 	case gvk.Group == "admissionregistration.k8s.io":
 		return false, fmt.Errorf("%s %s: only validating webhooks are supported in the bundle", gvk.Kind, u.GetName())
 	case gvk.Group == "" && gvk.Kind == "Service":

@@ -150,6 +150,18 @@ func testNotationSignatures(t *testing.T, reg bundleTarget) {
 			t.Fatalf("want %s, got %+v, %v", ReasonSignatureExpired, res, err)
 		}
 	})
+	t.Run("a certificate expired since signing, no timestamp", func(t *testing.T) {
+		digest, _ := reg.push(t, "certexpired")
+		// x509 validity has one-second resolution: the certificate is valid for the signing (about
+		// now) and has expired two seconds later.
+		short := ca.SignerValidUntil(t, release, time.Now().Add(time.Second))
+		verifytest.NotationSign(t, short, digest, jws, 0)
+		time.Sleep(2100 * time.Millisecond)
+		res, err := compile(t, notationPolicy("*"), material).With(nil, reg.opts...).Verify(ctx, digest)
+		if err != nil || res.Verified || res.Authorities[0].Reason != ReasonCertificateExpired {
+			t.Fatalf("want %s, got %+v, %v", ReasonCertificateExpired, res, err)
+		}
+	})
 	t.Run("cosign and notation authorities together", func(t *testing.T) {
 		digest, _ := reg.push(t, "both")
 		cosignSigner := verifytest.NewBundleSigner(t)

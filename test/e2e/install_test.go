@@ -30,9 +30,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/controller"
 	"github.com/portcullis-dev/portcullis/internal/harbor/harbortest"
 	"github.com/portcullis-dev/portcullis/internal/olm"
 	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
@@ -161,7 +163,7 @@ func TestInstall(t *testing.T) {
 		filepath.Join(dir, "manager.log"), args...)
 
 	workload(t, ctx, c)
-	harborWorkload(t, ctx, c)
+	harborWorkload(t, ctx, c, cfg)
 	scrapeMetrics(t, ctx, c, cs, metricsAddr)
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -272,7 +274,7 @@ func workload(t *testing.T, ctx context.Context, c client.Client) {
 
 // harborWorkload has the manager write to a (fake, swagger-checked) Harbor: a member and a robot
 // whose credentials go to a Secret (create), a rotation (patch), and the robot removed (delete).
-func harborWorkload(t *testing.T, ctx context.Context, c client.Client) {
+func harborWorkload(t *testing.T, ctx context.Context, c client.Client, cfg *rest.Config) {
 	t.Helper()
 	const ns = "platform"
 	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
@@ -293,9 +295,30 @@ func harborWorkload(t *testing.T, ctx context.Context, c client.Client) {
 			Robots: []v1alpha1.Robot{{Name: "ci", Permissions: []string{"repository:pull"}, SecretName: "ci-creds", RotateEvery: &metav1.Duration{Duration: time.Hour}}}},
 	}}
 	mustCreate(t, c, pol)
+	// config/default grants no Secret writes: the pass says what to bind, and creates no robot
+	// whose secret it could not store.
+	waitUntil(t, "the policy asking for the robot-secret-writer RoleBinding", func() bool {
+		return c.Get(ctx, client.ObjectKeyFromObject(pol), pol) == nil && pol.Status.Enforcement != nil &&
+			strings.Contains(pol.Status.Enforcement.Message, controller.RobotSecretWriterRole)
+	})
+	h.Mu.Lock()
+	robots := len(h.Robots)
+	h.Mu.Unlock()
+	if robots != 0 {
+		t.Fatalf("%d robots created in Harbor while their Secrets could not be written", robots)
+	}
+	mustCreate(t, c, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "portcullis-robot-secrets", Namespace: ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: controller.RobotSecretWriterRole},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: managerSA, Namespace: installNS}}})
+	pbase := pol.DeepCopy()
+	pol.Spec.Access.Robots[0].RotateEvery = &metav1.Duration{Duration: 2 * time.Hour} // a spec change: a pass now, not in a minute
+	if err := c.Patch(ctx, pol, client.MergeFrom(pbase)); err != nil {
+		t.Fatal(err)
+	}
 	secret := &corev1.Secret{}
 	key := client.ObjectKey{Namespace: ns, Name: "ci-creds"}
 	waitUntil(t, "the robot's Secret", func() bool { return c.Get(ctx, key, secret) == nil })
+	secretWritesPolicy(t, ctx, c, cfg, ns)
 	first := string(secret.Data[corev1.DockerConfigJsonKey])
 	base := secret.DeepCopy()
 	secret.Annotations[v1alpha1.RotatedAtAnnotation] = time.Now().Add(-2 * time.Hour).UTC().Format(time.RFC3339)
@@ -308,7 +331,7 @@ func harborWorkload(t *testing.T, ctx context.Context, c client.Client) {
 	if err := c.Get(ctx, client.ObjectKeyFromObject(pol), pol); err != nil {
 		t.Fatal(err)
 	}
-	pbase := pol.DeepCopy()
+	pbase = pol.DeepCopy()
 	pol.Spec.Access.Robots = nil
 	if err := c.Patch(ctx, pol, client.MergeFrom(pbase)); err != nil {
 		t.Fatal(err)
@@ -391,5 +414,52 @@ func mustCreate(t *testing.T, c client.Client, obj client.Object) {
 	t.Helper()
 	if err := c.Create(context.Background(), obj); err != nil {
 		t.Fatal(fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err))
+	}
+}
+
+// secretWritesPolicy checks config/rbac/secret_writes_policy.yaml as applied by config/default:
+// a ServiceAccount named like the manager's (in ns, so this test's own requests stay apart from the
+// manager's in the audit log), granted the robot-secret-writer ClusterRole there, may write a
+// labelled robot Secret and nothing else: no ServiceAccount token Secret, no unlabelled Secret, no
+// deletion of a Secret it did not label.
+func secretWritesPolicy(t *testing.T, ctx context.Context, c client.Client, cfg *rest.Config, ns string) {
+	t.Helper()
+	mustCreate(t, c, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: managerSA, Namespace: ns}})
+	mustCreate(t, c, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "lookalike", Namespace: ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: controller.RobotSecretWriterRole},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: managerSA, Namespace: ns}}})
+	as := rest.CopyConfig(cfg)
+	as.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + managerSA}
+	sc := newClient(t, as)
+	robot := map[string]string{v1alpha1.RobotLabel: "probe"}
+	refused := []struct {
+		what string
+		do   func() error
+	}{
+		{"a ServiceAccount token Secret", func() error {
+			return sc.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "token", Namespace: ns, Labels: robot,
+				Annotations: map[string]string{corev1.ServiceAccountNameKey: "default"}}, Type: corev1.SecretTypeServiceAccountToken})
+		}},
+		{"an unlabelled Secret", func() error {
+			return sc.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "plain", Namespace: ns}, Type: corev1.SecretTypeDockerConfigJson,
+				Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{}}`)}})
+		}},
+		{"deleting the Registry's credentials", func() error {
+			return sc.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "harbor-admin", Namespace: ns}})
+		}},
+	}
+	for _, r := range refused {
+		err := r.do()
+		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "robot credential") {
+			t.Errorf("%s: want refused by the ValidatingAdmissionPolicy, got %v", r.what, err)
+		}
+	}
+	ok := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "robot-probe", Namespace: ns, Labels: robot}, Type: corev1.SecretTypeDockerConfigJson,
+		Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{}}`)}}
+	if err := sc.Create(ctx, ok); err != nil {
+		t.Fatalf("a labelled robot Secret: %v", err)
+	}
+	if err := sc.Delete(ctx, ok); err != nil {
+		t.Fatalf("deleting a labelled robot Secret: %v", err)
 	}
 }

@@ -54,12 +54,19 @@ func NewNotationCA(t testing.TB, cn string) NotationCA {
 // returns notation-go's signer for it, with the chain leaf → root.
 func (ca NotationCA) Signer(t testing.TB, subject pkix.Name) notation.Signer {
 	t.Helper()
+	return ca.SignerValidUntil(t, subject, time.Now().Add(24*time.Hour))
+}
+
+// SignerValidUntil is Signer with a leaf certificate that expires at notAfter, for signatures made
+// while the certificate was valid and verified after it expired.
+func (ca NotationCA) SignerValidUntil(t testing.TB, subject pkix.Name, notAfter time.Time) notation.Signer {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: subject,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), BasicConstraintsValid: true,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
