@@ -470,16 +470,23 @@ func digestRef(reg *v1alpha1.Registry, ia *v1alpha1.ImageAttestation) (name.Dige
 // least one of its tags.
 func selectingPolicies(all []v1alpha1.RepositoryPolicy, ia *v1alpha1.ImageAttestation) []v1alpha1.RepositoryPolicy {
 	var out []v1alpha1.RepositoryPolicy
-	for _, p := range all {
-		sel := policy.NewSelection([]v1alpha1.RepositoryPolicy{p})
-		for _, tag := range ia.Spec.Tags {
-			if sel.Tag(ia.Spec.Repository, tag) {
-				out = append(out, p)
-				break
-			}
+	for i := range all {
+		if selects(policy.NewSelection(all[i:i+1]), ia) {
+			out = append(out, all[i])
 		}
 	}
 	return out
+}
+
+// selects reports whether sel selects one of ia's tags. It copies nothing: the policy controller
+// calls it for every ImageAttestation of a Registry on each summary.
+func selects(sel policy.Selection, ia *v1alpha1.ImageAttestation) bool {
+	for _, tag := range ia.Spec.Tags {
+		if sel.Tag(ia.Spec.Repository, tag) {
+			return true
+		}
+	}
+	return false
 }
 
 // referrersSeen is the last referrers fingerprint read for a digest.

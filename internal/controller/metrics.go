@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
@@ -112,7 +111,7 @@ var verdicts = &verdictCollector{
 }
 
 type verdictCollector struct {
-	reader           atomic.Pointer[client.Reader]
+	reader           atomic.Pointer[imageWalker]
 	images, findings *prometheus.Desc
 }
 
@@ -125,14 +124,10 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	list := &v1alpha1.ImageAttestationList{}
-	if err := (*r).List(ctx, list, client.UnsafeDisableDeepCopy); err != nil { // read only, at every scrape
-		return
-	}
 	type key struct{ reg, a, b string }
 	images, findings := map[key]int{}, map[key]int{}
-	for i := range list.Items {
-		ia := &list.Items[i]
+	// Read only, at every scrape: the cache's own objects, not a listed copy.
+	_ = r.each(ctx, "", "", func(ia *v1alpha1.ImageAttestation) {
 		reg := ia.Namespace + "/" + ia.Spec.RegistryRef.Name // as on the other registry metrics
 		for _, p := range ia.Status.Policies {
 			verdict := "noncompliant"
@@ -142,9 +137,12 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 			images[key{reg, p.Name, verdict}]++
 		}
 		if v := ia.Status.Vulnerabilities; v != nil {
-			for sev, n := range map[v1alpha1.Severity]int32{v1alpha1.SeverityCritical: v.Critical, v1alpha1.SeverityHigh: v.High,
-				v1alpha1.SeverityMedium: v.Medium, v1alpha1.SeverityLow: v.Low, v1alpha1.SeverityUnknown: v.Unknown} {
-				findings[key{reg, "vulnerability", string(sev)}] += int(n)
+			for _, c := range [...]struct {
+				sev v1alpha1.Severity
+				n   int32
+			}{{v1alpha1.SeverityCritical, v.Critical}, {v1alpha1.SeverityHigh, v.High}, {v1alpha1.SeverityMedium, v.Medium},
+				{v1alpha1.SeverityLow, v.Low}, {v1alpha1.SeverityUnknown, v.Unknown}} {
+				findings[key{reg, "vulnerability", string(c.sev)}] += int(c.n)
 			}
 		}
 		// Status keeps severities only for the top 20 secrets and misconfigurations; the rest are
@@ -161,7 +159,7 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			findings[key{reg, "misconfiguration", "UNLISTED"}] += int(m.Count) - len(m.Top)
 		}
-	}
+	})
 	for k, n := range images {
 		ch <- prometheus.MustNewConstMetric(c.images, prometheus.GaugeValue, float64(n), k.reg, k.a, k.b)
 	}

@@ -37,6 +37,8 @@ type RepositoryPolicyReconciler struct {
 
 	// validated maps a policy UID to the validationKey of its last successful validation.
 	validated sync.Map
+	// images walks the cache's ImageAttestations for the summary (zero: Client.List).
+	images imageWalker
 }
 
 // +kubebuilder:rbac:groups=registry.portcullis.dev,resources=repositorypolicies,verbs=list;watch
@@ -121,25 +123,24 @@ const maxListedNonCompliant = 10
 // summarize counts the Registry's images the policy selects by their verdict for the policy's
 // current generation (no verdict for it yet: pending) and lists the first non-compliant ones.
 func (r *RepositoryPolicyReconciler) summarize(ctx context.Context, p *v1alpha1.RepositoryPolicy) error {
-	list := &v1alpha1.ImageAttestationList{}
-	// Read only: the cache's objects are not copied (this runs on every verdict change).
-	if err := r.List(ctx, list, client.InNamespace(p.Namespace), client.MatchingFields{indexRegistryRef: p.Spec.RegistryRef.Name},
-		client.UnsafeDisableDeepCopy); err != nil {
-		return fmt.Errorf("listing ImageAttestations: %w", err)
-	}
 	st := &p.Status
 	st.CompliantImages, st.NonCompliantImages, st.PendingImages, st.NonCompliant = 0, 0, 0, nil
 	repos := map[string]bool{}
-	only := []v1alpha1.RepositoryPolicy{*p}
+	sel := policy.NewSelection([]v1alpha1.RepositoryPolicy{*p})
 	type nonCompliant struct {
 		ia      *v1alpha1.ImageAttestation
 		reasons []string
 	}
 	var failing []nonCompliant // sorted by name at the end: the first maxListedNonCompliant are listed
-	for i := range list.Items {
-		ia := &list.Items[i]
-		if len(selectingPolicies(only, ia)) == 0 {
-			continue
+	images := r.images
+	if images.reader == nil {
+		images.reader = r.Client
+	}
+	// Read only: the cache's own objects, neither copied nor listed into an array (this runs on
+	// every verdict change).
+	err := images.each(ctx, p.Namespace, p.Spec.RegistryRef.Name, func(ia *v1alpha1.ImageAttestation) {
+		if !selects(sel, ia) {
+			return
 		}
 		repos[ia.Spec.Repository] = true
 		res, ok := verdictCurrent(ia, p)
@@ -152,6 +153,9 @@ func (r *RepositoryPolicyReconciler) summarize(ctx context.Context, p *v1alpha1.
 			st.NonCompliantImages++
 			failing = append(failing, nonCompliant{ia, res.Reasons})
 		}
+	})
+	if err != nil {
+		return fmt.Errorf("listing ImageAttestations: %w", err)
 	}
 	slices.SortFunc(failing, func(a, b nonCompliant) int { return strings.Compare(a.ia.Name, b.ia.Name) })
 	for _, f := range failing[:min(len(failing), maxListedNonCompliant)] {

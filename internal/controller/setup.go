@@ -7,7 +7,6 @@ import (
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
@@ -54,12 +53,12 @@ func setupAll(mgr ctrl.Manager, opts Options, w *Wiring) error {
 		access.relay = relay
 	}
 	recorder := mgr.GetEventRecorder("portcullis")
-	reader := client.Reader(mgr.GetClient())
-	verdicts.reader.Store(&reader)
+	images := imageWalker{informers: mgr.GetCache(), reader: mgr.GetClient()}
+	verdicts.reader.Store(&images)
 	if err := (&RegistryReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access, Recorder: recorder}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Registry controller: %w", err)
 	}
-	if err := (&RepositoryPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
+	if err := (&RepositoryPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), images: images}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the RepositoryPolicy controller: %w", err)
 	}
 	ia := &ImageAttestationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access, Recorder: recorder}
