@@ -131,7 +131,8 @@ func (r *RepositoryPolicyReconciler) summarize(ctx context.Context, p *v1alpha1.
 		ia      *v1alpha1.ImageAttestation
 		reasons []string
 	}
-	var failing []nonCompliant // sorted by name at the end: the first maxListedNonCompliant are listed
+	var failing []nonCompliant // the first maxListedNonCompliant by name, kept sorted while walking
+	byName := func(a, b nonCompliant) int { return strings.Compare(a.ia.Name, b.ia.Name) }
 	images := r.images
 	if images.reader == nil {
 		images.reader = r.Client
@@ -151,14 +152,13 @@ func (r *RepositoryPolicyReconciler) summarize(ctx context.Context, p *v1alpha1.
 			st.CompliantImages++
 		default:
 			st.NonCompliantImages++
-			failing = append(failing, nonCompliant{ia, res.Reasons})
+			failing = keepFirst(failing, nonCompliant{ia, res.Reasons}, maxListedNonCompliant, byName)
 		}
 	})
 	if err != nil {
 		return fmt.Errorf("listing ImageAttestations: %w", err)
 	}
-	slices.SortFunc(failing, func(a, b nonCompliant) int { return strings.Compare(a.ia.Name, b.ia.Name) })
-	for _, f := range failing[:min(len(failing), maxListedNonCompliant)] {
+	for _, f := range failing {
 		v := v1alpha1.ImageVerdict{ImageAttestation: f.ia.Name, Repository: f.ia.Spec.Repository, Digest: f.ia.Spec.Digest, Reasons: slices.Clone(f.reasons)}
 		if len(f.ia.Spec.Tags) > 0 {
 			v.Tag = f.ia.Spec.Tags[0]
@@ -167,6 +167,19 @@ func (r *RepositoryPolicyReconciler) summarize(ctx context.Context, p *v1alpha1.
 	}
 	st.MatchedRepositories = int32(len(repos))
 	return nil
+}
+
+// keepFirst inserts v into s, which is sorted by cmp and at most k long, and keeps the k smallest:
+// a bounded selection, so a summary over 100,000 non-compliant images holds k of them, not all.
+func keepFirst[T any](s []T, v T, k int, cmp func(a, b T) int) []T {
+	i, _ := slices.BinarySearchFunc(s, v, cmp)
+	if i >= k {
+		return s
+	}
+	if len(s) == k {
+		s = s[:k-1]
+	}
+	return slices.Insert(s, i, v)
 }
 
 // policyPatterns lists every doublestar pattern list of a policy spec.
