@@ -31,27 +31,20 @@ func repoName(i, repos int) string {
 	return fmt.Sprintf("bench/repo-%0*d", width, i)
 }
 
-// seed pushes n images to the registry at host, image i as bench/repo-(i mod repos):v(i div repos).
-// A full image is one base layer shared by all (random, about 1 KiB, made once) plus one random 4 KiB
-// layer of its own; a tiny image has no layer and a config of its own (a label with its index). Every
-// digest differs either way. One Pusher is reused by all pushes, so a blob is checked and uploaded
-// once per repository.
-func seed(ctx context.Context, host string, n, repos int, tiny bool) error {
-	tr := &http.Transport{Proxy: nil, MaxIdleConns: 4 * seedWorkers, MaxIdleConnsPerHost: 4 * seedWorkers, IdleConnTimeout: 30 * time.Second}
-	defer tr.CloseIdleConnections()
-	pusher, err := remote.NewPusher(remote.WithContext(ctx), remote.WithTransport(tr), remote.WithJobs(2))
-	if err != nil {
-		return err
-	}
+// images builds the bench images: image i is a tiny image (no layer, a config of its own with a label
+// naming its index) or a full one (one base layer shared by all, random, about 1 KiB, made once,
+// plus one random 4 KiB layer of its own). Every digest differs either way.
+func images(tiny bool) (func(i int) (v1.Image, error), error) {
 	base := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	base = mutate.ConfigMediaType(base, types.OCIConfigJSON)
 	var shared v1.Layer
 	if !tiny {
+		var err error
 		if shared, err = random.Layer(1024, types.OCILayer); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	image := func(i int) (v1.Image, error) {
+	return func(i int) (v1.Image, error) {
 		cfg := &v1.ConfigFile{
 			Architecture: "amd64", OS: "linux",
 			RootFS: v1.RootFS{Type: "layers"},
@@ -66,8 +59,40 @@ func seed(ctx context.Context, host string, n, repos int, tiny bool) error {
 			return nil, err
 		}
 		return mutate.AppendLayers(img, shared, own)
-	}
+	}, nil
+}
 
+// imageTag is where image i goes: bench/repo-(i mod repos):v(i div repos).
+func imageTag(i, repos int) (repo, tag string) {
+	return repoName(i%repos, repos), fmt.Sprintf("v%d", i/repos)
+}
+
+// seed pushes images 0..n-1 (see images) to the registry at host through the distribution API. One
+// Pusher is reused by all pushes, so a blob is checked and uploaded once per repository.
+func seed(ctx context.Context, host string, n, repos int, image func(int) (v1.Image, error)) error {
+	tr := &http.Transport{Proxy: nil, MaxIdleConns: 4 * seedWorkers, MaxIdleConnsPerHost: 4 * seedWorkers, IdleConnTimeout: 30 * time.Second}
+	defer tr.CloseIdleConnections()
+	pusher, err := remote.NewPusher(remote.WithContext(ctx), remote.WithTransport(tr), remote.WithJobs(2))
+	if err != nil {
+		return err
+	}
+	return seedEach(ctx, n, func(ctx context.Context, i int) error {
+		repo, tag := imageTag(i, repos)
+		ref, err := name.NewTag(fmt.Sprintf("%s/%s:%s", host, repo, tag), name.Insecure)
+		if err != nil {
+			return err
+		}
+		img, err := image(i)
+		if err != nil {
+			return err
+		}
+		return remote.Write(ref, img, remote.Reuse(pusher), remote.WithContext(ctx))
+	})
+}
+
+// seedEach calls put for images 0..n-1, seedWorkers at a time, and logs progress every 10 s. It
+// stops at the first error.
+func seedEach(ctx context.Context, n int, put func(ctx context.Context, i int) error) error {
 	var next, done atomic.Int64
 	errs := make(chan error, seedWorkers)
 	var wg sync.WaitGroup
@@ -82,14 +107,7 @@ func seed(ctx context.Context, host string, n, repos int, tiny bool) error {
 				if i >= n {
 					return
 				}
-				ref, err := name.NewTag(fmt.Sprintf("%s/%s:v%d", host, repoName(i%repos, repos), i/repos), name.Insecure)
-				if err == nil {
-					var img v1.Image
-					if img, err = image(i); err == nil {
-						err = remote.Write(ref, img, remote.Reuse(pusher), remote.WithContext(ctx))
-					}
-				}
-				if err != nil {
+				if err := put(ctx, i); err != nil {
 					errs <- fmt.Errorf("image %d: %w", i, err)
 					cancel()
 					return
