@@ -66,3 +66,12 @@ func (w imageWalker) each(ctx context.Context, namespace, registry string, fn fu
 	}
 	return nil
 }
+
+// collect returns the ImageAttestations of the Registry registry in namespace (every one when
+// registry is ""): the cache's own objects, read only. The slice holds only pointers (8 bytes an
+// image), where a List would copy every object for as long as the caller holds it.
+func (w imageWalker) collect(ctx context.Context, namespace, registry string) ([]*v1alpha1.ImageAttestation, error) {
+	var out []*v1alpha1.ImageAttestation
+	err := w.each(ctx, namespace, registry, func(ia *v1alpha1.ImageAttestation) { out = append(out, ia) })
+	return out, err
+}

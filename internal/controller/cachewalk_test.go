@@ -58,6 +58,7 @@ func TestImageWalker(t *testing.T) {
 		{ns, "none", nil},
 		{"", "", []string{ns + "/ia-0", ns + "/ia-1", ns + "/ia-2", other + "/ia-3"}},
 	} {
+		slices.Sort(q.want) // the namespaces' names are random
 		if got := names(walker, q.ns, q.reg); !slices.Equal(got, q.want) {
 			t.Errorf("walk %s/%s: got %v, want %v", q.ns, q.reg, got, q.want)
 		}

@@ -29,7 +29,7 @@ const maxMovedTags = 10
 // failed are skipped. applyInventory records them (withMoves) and counts those a governing policy
 // makes immutable once the write succeeded (countMoves); the ImageAttestation controller turns the
 // record into the TagImmutable condition and an event.
-func movedTags(obj *v1alpha1.Registry, existing []v1alpha1.ImageAttestation, inv *inventory, policies []v1alpha1.RepositoryPolicy,
+func movedTags(obj *v1alpha1.Registry, existing []*v1alpha1.ImageAttestation, inv *inventory, policies []v1alpha1.RepositoryPolicy,
 	now time.Time) map[imageKey][]v1alpha1.MovedTag {
 	tagAt := map[[2]string]string{} // (repository, tag) → digest in the new listing
 	for k, img := range inv.images {
@@ -38,8 +38,7 @@ func movedTags(obj *v1alpha1.Registry, existing []v1alpha1.ImageAttestation, inv
 		}
 	}
 	moves := map[imageKey][]v1alpha1.MovedTag{}
-	for i := range existing {
-		ia := &existing[i]
+	for _, ia := range existing {
 		if _, failed := inv.failed[ia.Spec.Repository]; failed {
 			continue
 		}

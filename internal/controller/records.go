@@ -6,7 +6,6 @@ import (
 
 	"k8s.io/utils/lru"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/policy"
@@ -81,7 +80,7 @@ const pruneEvery = time.Hour
 
 // pruneRecords drops, every pruneEvery, the stored records of digests that no ImageAttestation
 // names any more, so the store's size follows the inventory.
-func pruneRecords(ctx context.Context, c client.Reader, s *store.Store) error {
+func pruneRecords(ctx context.Context, images imageWalker, s *store.Store) error {
 	log := ctrl.LoggerFrom(ctx).WithName("records")
 	t := time.NewTicker(pruneEvery)
 	defer t.Stop()
@@ -91,14 +90,10 @@ func pruneRecords(ctx context.Context, c client.Reader, s *store.Store) error {
 			return nil
 		case <-t.C:
 		}
-		list := &v1alpha1.ImageAttestationList{}
-		if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+		keep := map[string]bool{}
+		if err := images.each(ctx, "", "", func(ia *v1alpha1.ImageAttestation) { keep[ia.Spec.Digest] = true }); err != nil {
 			log.Error(err, "listing ImageAttestations to prune the record store")
 			continue
-		}
-		keep := make(map[string]bool, len(list.Items))
-		for i := range list.Items {
-			keep[list.Items[i].Spec.Digest] = true
 		}
 		n, err := s.Prune(func(d string) bool { return keep[d] })
 		if err != nil {

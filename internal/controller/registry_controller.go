@@ -49,6 +49,8 @@ type RegistryReconciler struct {
 	Recorder events.EventRecorder
 	// access builds and keeps the registry clients (shared with the ImageAttestation controller).
 	access *registryAccess
+	// images reads the inventory in place; its zero value lists through Client.
+	images imageWalker
 	// unreachable holds the Registries (client.ObjectKey) announced RegistryUnreachable and not yet
 	// RegistryRecovered.
 	unreachable sync.Map
@@ -186,9 +188,8 @@ func (r *RegistryReconciler) pass(ctx context.Context, obj *v1alpha1.Registry) (
 	// The cache's own objects, not copies: a pass lasts as long as the listing, and a copy of every
 	// ImageAttestation for that long would double the manager's memory. They are read only;
 	// applyInventory copies the few it changes.
-	existing := &v1alpha1.ImageAttestationList{}
-	if err := r.List(ctx, existing, client.InNamespace(obj.Namespace), client.MatchingFields{indexRegistryRef: obj.Name},
-		client.UnsafeDisableDeepCopy); err != nil {
+	existing, err := r.inventory().collect(ctx, obj.Namespace, obj.Name)
+	if err != nil {
 		return failed(v1alpha1.ReadFailedReason, err), none, err
 	}
 	passCtx, cancel := context.WithTimeout(ctx, registryTimeout(obj))
@@ -204,7 +205,7 @@ func (r *RegistryReconciler) pass(ctx context.Context, obj *v1alpha1.Registry) (
 		}
 		reg = newHarborLister(lister, hc)
 	}
-	l := r.listing(obj, existing.Items, policies.Items, reg)
+	l := r.listing(obj, existing, policies.Items, reg)
 	l.ctx = ctx
 	// Listing is background work: verification and scans of the digests it finds go first.
 	res, err := l.walk.run(registry.WithBackground(passCtx), l.after, l.apply, l.progress)
@@ -348,4 +349,13 @@ func (selectionChanged) Update(e event.UpdateEvent) bool {
 		!slices.Equal(o.Spec.Tags.Include, n.Spec.Tags.Include) ||
 		!slices.Equal(o.Spec.Tags.Exclude, n.Spec.Tags.Exclude) ||
 		policy.InvalidPattern(policyPatterns(&o.Spec)...) != policy.InvalidPattern(policyPatterns(&n.Spec)...)
+}
+
+// inventory reads the Registry's ImageAttestations: in place from the informer when the manager
+// wired a walker, otherwise through the client.
+func (r *RegistryReconciler) inventory() imageWalker {
+	if r.images.reader == nil {
+		return imageWalker{reader: r.Client}
+	}
+	return r.images
 }

@@ -408,14 +408,14 @@ func (c *inventoryChanges) add(d inventoryChanges) {
 // applyInventory makes the Registry's ImageAttestations match inv: create new digests, update tags
 // that moved, delete digests that are gone. Repositories in inv.failed are left untouched. An
 // unchanged inventory makes no write. existing is read only (it may hold the cache's own objects).
-func (r *RegistryReconciler) applyInventory(ctx context.Context, obj *v1alpha1.Registry, existing []v1alpha1.ImageAttestation, inv *inventory,
+func (r *RegistryReconciler) applyInventory(ctx context.Context, obj *v1alpha1.Registry, existing []*v1alpha1.ImageAttestation, inv *inventory,
 	policies []v1alpha1.RepositoryPolicy) (inventoryChanges, error) {
 	var ch inventoryChanges
 	var errs []error
 	moves := movedTags(obj, existing, inv, policies, time.Now())
 	known := map[imageKey]bool{}
-	for i := range existing {
-		known[imageKey{existing[i].Spec.Repository, existing[i].Spec.Digest}] = true
+	for _, ia := range existing {
+		known[imageKey{ia.Spec.Repository, ia.Spec.Digest}] = true
 	}
 	// Where tags moved to is written first: if that fails, the ImageAttestations they moved from keep
 	// them, and the next pass sees the moves again instead of losing them.
@@ -447,12 +447,12 @@ func (r *RegistryReconciler) applyInventory(ctx context.Context, obj *v1alpha1.R
 		order[i] = i
 	}
 	receives := func(i int) bool {
-		ia := &existing[i]
+		ia := existing[i]
 		return len(newMoves(ia.Spec.MovedTags, moves[imageKey{ia.Spec.Repository, ia.Spec.Digest}])) > 0
 	}
 	sort.SliceStable(order, func(a, b int) bool { return receives(order[a]) && !receives(order[b]) })
 	for _, i := range order {
-		ia := &existing[i]
+		ia := existing[i]
 		k := imageKey{ia.Spec.Repository, ia.Spec.Digest}
 		if _, failed := inv.failed[k.repository]; failed {
 			ch.kept++

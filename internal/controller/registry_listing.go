@@ -19,7 +19,7 @@ type listing struct {
 	ctx      context.Context // for writes: not the pass's deadline, so a write started is finished
 	obj      *v1alpha1.Registry
 	policies []v1alpha1.RepositoryPolicy
-	byRepo   map[string][]v1alpha1.ImageAttestation
+	byRepo   map[string][]*v1alpha1.ImageAttestation
 	existing int
 	walk     *walk
 	// after is where this pass starts in the catalog (status.listing.continueAfter), "" from the start.
@@ -34,15 +34,14 @@ type listing struct {
 }
 
 // listing prepares a pass over reg for obj with its ImageAttestations and policies.
-func (r *RegistryReconciler) listing(obj *v1alpha1.Registry, existing []v1alpha1.ImageAttestation, policies []v1alpha1.RepositoryPolicy,
+func (r *RegistryReconciler) listing(obj *v1alpha1.Registry, existing []*v1alpha1.ImageAttestation, policies []v1alpha1.RepositoryPolicy,
 	reg registryLister) *listing {
-	l := &listing{r: r, obj: obj, policies: policies, byRepo: map[string][]v1alpha1.ImageAttestation{}, existing: len(existing),
+	l := &listing{r: r, obj: obj, policies: policies, byRepo: map[string][]*v1alpha1.ImageAttestation{}, existing: len(existing),
 		failed: map[string]error{}}
 	known := make(map[imageKey]*v1alpha1.ImageAttestation, len(existing))
-	for i := range existing {
-		ia := &existing[i]
+	for _, ia := range existing {
 		known[imageKey{ia.Spec.Repository, ia.Spec.Digest}] = ia
-		l.byRepo[ia.Spec.Repository] = append(l.byRepo[ia.Spec.Repository], *ia)
+		l.byRepo[ia.Spec.Repository] = append(l.byRepo[ia.Spec.Repository], ia)
 	}
 	if p := obj.Status.Listing; p != nil && p.ContinueAfter != "" && len(obj.Spec.Repositories.Names) == 0 {
 		l.after, l.resumed = p.ContinueAfter, p.DeepCopy()
@@ -96,8 +95,8 @@ func (l *listing) result() (inventoryChanges, error, map[string]error) {
 // vanished are the ImageAttestations of repositories that the pass did not find governed: gone
 // from the catalog or out of every policy's scope. A resumed pass saw only the names after `after`,
 // so the repositories up to it are left for a pass that reads the catalog from the start.
-func (l *listing) vanished(governed map[string]bool) []v1alpha1.ImageAttestation {
-	var out []v1alpha1.ImageAttestation
+func (l *listing) vanished(governed map[string]bool) []*v1alpha1.ImageAttestation {
+	var out []*v1alpha1.ImageAttestation
 	for repo, ias := range l.byRepo {
 		if !governed[repo] && (l.after == "" || repo > l.after) {
 			out = append(out, ias...)

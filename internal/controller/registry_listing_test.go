@@ -106,7 +106,7 @@ func TestWalkResumes(t *testing.T) {
 	if err != nil || strings.Join(applied, ",") != "c,d" || strings.Join(p.starts, ",") != "b" || p.calls["tags"] != 2 {
 		t.Fatalf("applied %v, starts %v, calls %v, err %v", applied, p.starts, p.calls, err)
 	}
-	l := &listing{after: "b", byRepo: map[string][]v1alpha1.ImageAttestation{
+	l := &listing{after: "b", byRepo: map[string][]*v1alpha1.ImageAttestation{
 		"a": {{}}, "c": {{}}, "gone-z": {{}}, "b-old": {{}},
 	}}
 	var vanished int

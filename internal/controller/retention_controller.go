@@ -51,6 +51,8 @@ type RetentionReconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	access    *registryAccess
+	// images reads the inventory in place; its zero value lists through Client.
+	images imageWalker
 	// now is time.Now, replaceable in tests.
 	now func() time.Time
 

@@ -22,18 +22,19 @@ import (
 // ImageAttestations, and the Registry's other policies with a retention spec (their keeps are
 // protected).
 func (r *RetentionReconciler) governedRepositories(ctx context.Context, pol *v1alpha1.RepositoryPolicy) ([]string, map[string][]*v1alpha1.ImageAttestation, []v1alpha1.RepositoryPolicy, error) {
-	list := &v1alpha1.ImageAttestationList{}
-	// Read only: the cache's objects, not a copy of the whole inventory.
-	if err := r.List(ctx, list, client.InNamespace(pol.Namespace), client.MatchingFields{indexRegistryRef: pol.Spec.RegistryRef.Name},
-		client.UnsafeDisableDeepCopy); err != nil {
-		return nil, nil, nil, fmt.Errorf("listing ImageAttestations: %w", err)
+	// Read only: the cache's own objects, neither copied nor listed into a new array.
+	images := r.images
+	if images.reader == nil {
+		images = imageWalker{reader: r.Client}
 	}
 	byRepo := map[string][]*v1alpha1.ImageAttestation{}
-	for i := range list.Items {
-		ia := &list.Items[i]
+	err := images.each(ctx, pol.Namespace, pol.Spec.RegistryRef.Name, func(ia *v1alpha1.ImageAttestation) {
 		if policy.MatchAny(pol.Spec.Repositories, ia.Spec.Repository) {
 			byRepo[ia.Spec.Repository] = append(byRepo[ia.Spec.Repository], ia)
 		}
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("listing ImageAttestations: %w", err)
 	}
 	repos := make([]string, 0, len(byRepo))
 	for repo := range byRepo {

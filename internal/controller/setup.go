@@ -55,7 +55,7 @@ func setupAll(mgr ctrl.Manager, opts Options, w *Wiring) error {
 	recorder := mgr.GetEventRecorder("portcullis")
 	images := imageWalker{informers: mgr.GetCache(), reader: mgr.GetClient()}
 	verdicts.reader.Store(&images)
-	if err := (&RegistryReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access, Recorder: recorder}).SetupWithManager(mgr); err != nil {
+	if err := (&RegistryReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access, Recorder: recorder, images: images}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Registry controller: %w", err)
 	}
 	if err := (&RepositoryPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), images: images}).SetupWithManager(mgr); err != nil {
@@ -70,7 +70,7 @@ func setupAll(mgr ctrl.Manager, opts Options, w *Wiring) error {
 		ia.records.store, ia.verification.store = s, s
 		err = mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 			defer s.Close()
-			return pruneRecords(ctx, mgr.GetClient(), s)
+			return pruneRecords(ctx, images, s)
 		}))
 		if err != nil {
 			return err
@@ -90,7 +90,7 @@ func setupAll(mgr ctrl.Manager, opts Options, w *Wiring) error {
 		}
 		ia.Scanner = t
 	}
-	if err := (&RetentionReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, access: access}).SetupWithManager(mgr); err != nil {
+	if err := (&RetentionReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, access: access, images: images}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the retention controller: %w", err)
 	}
 	if err := (&HarborReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder, access: access}).SetupWithManager(mgr); err != nil {
