@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"flag"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -30,6 +32,7 @@ import (
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/admission"
 	"github.com/portcullis-dev/portcullis/internal/controller"
+	"github.com/portcullis-dev/portcullis/internal/egress"
 )
 
 // defaultGCPercent is the manager's Go GC target unless GOGC is set: the heap may grow to 1.5 times
@@ -76,6 +79,8 @@ type flags struct {
 	admissionRefuse        bool
 	admissionResolve       time.Duration
 	admissionExempt        string
+	egressAllow            string
+	egressDeny             string
 	webhookPort            int
 	webhookCertDir         string
 }
@@ -104,6 +109,10 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 	fs.StringVar(&f.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the pod's).")
 	fs.StringVar(&f.allowedHosts, "allowed-registry-hosts", "",
 		"Comma-separated doublestar patterns of registry hosts (host or host:port) a Registry may use, e.g. '*.corp.example,registry.internal:5000'. Empty allows all.")
+	fs.StringVar(&f.egressAllow, "egress-allow", "",
+		"Comma-separated addresses the manager may connect to for a Registry although the egress policy denies them by default (loopback, link-local and cloud metadata, the cluster's Service range, the API server): CIDR networks, addresses, or address:port, e.g. '127.0.0.1:5000' for a local registry. The most specific entry wins (docs/security.md#egress).")
+	fs.StringVar(&f.egressDeny, "egress-deny", "",
+		"Comma-separated CIDR networks, addresses or address:port that no Registry may reach besides the default denials, e.g. the cluster's Pod range '10.244.0.0/16' (the Service range is read from the ServiceCIDR API).")
 	fs.BoolVar(&f.allowInsecure, "allow-insecure-registries", false,
 		"Allow plain http to non-loopback registries (loopback is always allowed with spec.insecure).")
 	fs.IntVar(&f.scanConcurrency, "scan-concurrency", 2, "How many digests are scanned at once (>= 1).")
@@ -259,6 +268,10 @@ func run() error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 	opts := f.options()
+	if opts.Egress, err = egressPolicy(f, mgr.GetAPIReader(), restCfg.Host); err != nil {
+		return err
+	}
+	log.Info("egress policy", "allow", opts.Egress.Allow, "deny", opts.Egress.Deny)
 	if opts.VulnDBDir != "" || len(opts.VulnDBRepositories) > 0 {
 		bin, err := scannerBinary(f.scannerBinary)
 		if err != nil {
@@ -310,4 +323,24 @@ func scannerBinary(flagValue string) (string, error) {
 		return p, nil
 	}
 	return "", fmt.Errorf("scanning is on (--vulndb-dir or --vulndb-repository) but no %s binary was found beside the manager or on PATH: build it (make build) or set --scanner-binary", scannerName)
+}
+
+// egressPolicy is the manager's egress policy: the flags' entries, and the cluster's own addresses
+// (controller.ClusterEgressDenials) denied.
+func egressPolicy(f flags, reader client.Reader, apiServer string) (*egress.Policy, error) {
+	p, err := egress.Parse(f.egressAllow, f.egressDeny)
+	if err != nil {
+		return nil, fmt.Errorf("--egress-allow/--egress-deny: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cluster, note, err := controller.ClusterEgressDenials(ctx, reader, apiServer)
+	if err != nil {
+		return nil, fmt.Errorf("reading the cluster's addresses for the egress policy: %w", err)
+	}
+	if note != "" {
+		ctrl.Log.WithName("setup").Info("egress policy: " + note)
+	}
+	p.Deny = append(p.Deny, cluster...)
+	return p, nil
 }

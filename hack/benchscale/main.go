@@ -341,6 +341,7 @@ func startManager(ctx context.Context, o options, kubeconfig, dir string) (*mana
 		"--metrics-secure=false",
 		"--cache-dir=" + filepath.Join(dir, "cache"),
 		"--vulndb-dir=" + o.vulndb,
+		"--egress-allow=127.0.0.1", // the registry's counting proxy is on loopback
 	}, o.managerArgs...)
 	m.cmd = exec.Command(o.manager, args...)
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log

@@ -39,7 +39,8 @@ func (r *registryAccess) harbor(ctx context.Context, reg *v1alpha1.Registry) (*h
 	}
 	key := cfg.key + "/" + registryTimeout(reg).String() // a new timeout makes a new client
 	return r.harbors.get(client.ObjectKeyFromObject(reg), key, func() (*harbor.Client, error) {
-		hc, err := harbor.New(harbor.Config{URL: reg.Spec.URL, Username: user, Password: pass, CAPEM: cfg.CAPEM, Timeout: registryTimeout(reg)})
+		hc, err := harbor.New(harbor.Config{URL: reg.Spec.URL, Username: user, Password: pass, CAPEM: cfg.CAPEM, Timeout: registryTimeout(reg),
+			Egress: r.options.Egress})
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", errHarborConfig, err)
 		}

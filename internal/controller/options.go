@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/bmatcuk/doublestar/v4"
+
+	"github.com/portcullis-dev/portcullis/internal/egress"
 )
 
 // Options are the manager-wide settings the controllers share, set from cmd/main.go flags.
@@ -19,6 +21,11 @@ type Options struct {
 	// host:port. Empty allows every host. Cluster admins use it to stop a tenant from making the
 	// operator call internal addresses.
 	AllowedRegistryHosts []string
+
+	// Egress is checked at dial time by every connection made for a Registry (its registry, token
+	// realm and redirects, the scanner's downloads through the relay, Harbor's API): see package
+	// egress. nil checks nothing (tests); the manager always sets one (--egress-allow, --egress-deny).
+	Egress *egress.Policy
 
 	// AllowInsecureRegistries allows plain http to non-loopback hosts (loopback is always allowed
 	// with spec.insecure).

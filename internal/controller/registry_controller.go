@@ -253,6 +253,8 @@ func (r *RegistryReconciler) pass(ctx context.Context, obj *v1alpha1.Registry) (
 func registryFailure(what string, err error) outcome {
 	reason := v1alpha1.RegistryUnavailableReason
 	switch {
+	case errors.Is(err, registry.ErrNotAllowed):
+		reason = v1alpha1.HostNotAllowedReason
 	case errors.Is(err, registry.ErrUnauthorized):
 		reason = v1alpha1.AuthenticationFailedReason
 	case errors.Is(err, registry.ErrRateLimited):

@@ -59,7 +59,10 @@ func (r *registryAccess) client(ctx context.Context, obj *v1alpha1.Registry) (*r
 		return nil, o, ok, err
 	}
 	c, err := r.clients.get(client.ObjectKeyFromObject(obj), cfg.key, func() (*registry.Client, error) { return registry.New(cfg.Config) })
-	if err != nil {
+	switch {
+	case errors.Is(err, registry.ErrNotAllowed):
+		return nil, stalled(v1alpha1.HostNotAllowedReason, "%v", err), false, nil
+	case err != nil:
 		return nil, stalled(v1alpha1.InvalidSpecReason, "%v", err), false, nil
 	}
 	return c, outcome{}, true, nil
@@ -90,6 +93,7 @@ func (r *registryAccess) clientConfig(ctx context.Context, obj *v1alpha1.Registr
 	}
 	cfg := clientConfig{Config: registry.Config{
 		URL: obj.Spec.URL, Insecure: obj.Spec.Insecure, MetricsName: obj.Namespace + "/" + obj.Name,
+		Egress: r.options.Egress,
 	}}
 	if rq := obj.Spec.Requests; rq != nil && rq.PerSecond != nil {
 		cfg.RequestsPerSecond = float64(*rq.PerSecond)

@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,6 +34,7 @@ import (
 	"github.com/aquasecurity/trivy/pkg/fanal/analyzer"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/egress"
 	"github.com/portcullis-dev/portcullis/internal/scan"
 	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
 	"github.com/portcullis-dev/portcullis/internal/scan/trivyscan"
@@ -46,12 +49,16 @@ var (
 	testScheme = runtime.NewScheme()
 	// suiteCfg reaches the suite's API server as its admin.
 	suiteCfg *rest.Config
+	// deniedLoopback listens on a 127.0.0.1 port that the suite's egress policy denies.
+	deniedLoopback net.Listener
 )
 
 // testOptions are the manager options of the suite: a host allowlist so that HostNotAllowed and
-// InsecureNotAllowed can be exercised.
+// InsecureNotAllowed can be exercised (169.254.169.254 and 127.0.0.2 pass it, so that the egress
+// policy refuses them at dial time), and an egress policy as cmd/main.go builds it, which allows the
+// test registries on 127.0.0.1 and denies the API server (set in runSuite).
 var testOptions = Options{
-	AllowedRegistryHosts: []string{"127.0.0.1", "localhost", "*.allowed.test", "10.1.2.3:5443"},
+	AllowedRegistryHosts: []string{"127.0.0.1", "localhost", "*.allowed.test", "10.1.2.3:5443", "169.254.169.254", "127.0.0.2"},
 	ScanConcurrency:      1,
 }
 
@@ -125,6 +132,28 @@ func runSuite(m *testing.M) int {
 	}
 	testOptions.VulnDBDir, testOptions.CacheDir = filepath.Join(work, "db"), filepath.Join(work, "cache")
 	testOptions.TrivyOperatorReports = true
+	direct, err := client.New(cfg, client.Options{Scheme: testScheme})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cluster, _, err := ClusterEgressDenials(context.Background(), direct, cfg.Host)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	// One loopback port the admin denied (TestEgressRefusals serves on it): reached by a name
+	// ("localhost"), it is refused only by the dial-time check on the resolved address.
+	if deniedLoopback, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	denied, err := egress.ParseRule(deniedLoopback.Addr().String())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	testOptions.Egress = &egress.Policy{Allow: []egress.Rule{{Prefix: netip.MustParsePrefix("127.0.0.1/32")}}, Deny: append(cluster, denied)}
 	if _, err := SetupAll(mgr, testOptions); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -31,6 +31,8 @@ import (
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/robot"
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/client/usergroup"
 	"github.com/goharbor/go-client/pkg/sdk/v2.0/models"
+
+	"github.com/portcullis-dev/portcullis/internal/egress"
 )
 
 // PageSize is the page size asked for when listing (Harbor allows at most 100).
@@ -48,6 +50,9 @@ type Config struct {
 	Username, Password string
 	// CAPEM holds extra PEM CA certificates to trust besides the system roots.
 	CAPEM []byte
+	// Egress checks every connection at dial time, on the resolved address (redirects included);
+	// nil checks nothing.
+	Egress *egress.Policy
 	// Timeout bounds each request (default 30s).
 	Timeout time.Duration
 }
@@ -70,6 +75,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("harbor URL %q: want http(s)://host[:port]", cfg.URL)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = cfg.Egress.Dialer(30*time.Second, 30*time.Second).DialContext
 	if len(cfg.CAPEM) > 0 {
 		pool, err := x509.SystemCertPool()
 		if err != nil {

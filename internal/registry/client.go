@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -25,6 +24,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/time/rate"
 	"k8s.io/utils/lru"
+
+	"github.com/portcullis-dev/portcullis/internal/egress"
 )
 
 // Defaults of Config.
@@ -70,6 +71,9 @@ type Config struct {
 	MaxRetries   int
 	RetryBase    time.Duration
 	MaxRetryWait time.Duration
+	// Egress checks every connection (to the registry, its token realm, redirect targets) at dial
+	// time, on the resolved address; a refused one fails with ErrNotAllowed. nil checks nothing.
+	Egress *egress.Policy
 }
 
 // Client lists one registry. It is safe for concurrent use; keep one per Registry across passes so
@@ -198,7 +202,7 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry host %q: %w", u.Host, err)
 	}
-	base, err := httpTransport(cfg.CAPEM)
+	base, err := httpTransport(cfg.CAPEM, cfg.Egress)
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +251,7 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-func httpTransport(caPEM []byte) (*http.Transport, error) {
+func httpTransport(caPEM []byte, policy *egress.Policy) (*http.Transport, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil || pool == nil {
 		pool = x509.NewCertPool()
@@ -257,7 +261,7 @@ func httpTransport(caPEM []byte) (*http.Transport, error) {
 	}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           policy.Dialer(10*time.Second, 30*time.Second).DialContext,
 		TLSClientConfig:       &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: 30 * time.Second,

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/portcullis-dev/portcullis/internal/egress"
 )
 
 // Error kinds. Every error a Client returns wraps exactly one of them, so callers branch with
@@ -37,6 +39,9 @@ var (
 	// ErrUnsupported: the registry does not offer the operation (405 Method Not Allowed or
 	// UNSUPPORTED), e.g. manifest deletion switched off in CNCF Distribution.
 	ErrUnsupported = errors.New("registry does not support the operation")
+	// ErrNotAllowed: the manager's egress policy refused the address a request would connect to
+	// (Config.Egress): spec.url, a token realm or a redirect target.
+	ErrNotAllowed = egress.ErrNotAllowed
 )
 
 // classify wraps err with its kind. op says what was being done ("listing tags of team-a/api").
@@ -54,7 +59,7 @@ func classify(op string, err error) error {
 }
 
 func kindOf(err error) error {
-	for _, k := range []error{ErrUnauthorized, ErrNotFound, ErrRateLimited, ErrUnavailable, ErrTimeout, ErrInvalidResponse, ErrTooLarge, ErrUnsupported} {
+	for _, k := range []error{ErrNotAllowed, ErrUnauthorized, ErrNotFound, ErrRateLimited, ErrUnavailable, ErrTimeout, ErrInvalidResponse, ErrTooLarge, ErrUnsupported} {
 		if errors.Is(err, k) {
 			return k
 		}

@@ -68,7 +68,8 @@ func TestDemoLoop(t *testing.T) {
 	startManager(t, manager, kubeconfig, filepath.Join(dir, "manager.log"),
 		"--health-probe-bind-address="+freeAddr(t), "--metrics-bind-address="+metrics, "--metrics-secure=false",
 		"--cache-dir="+filepath.Join(dir, "cache"), "--vulndb-dir="+filepath.Join(dir, "vulndb", "db"),
-		"--admission", fmt.Sprintf("--webhook-port=%d", wo.LocalServingPort), "--webhook-cert-dir="+wo.LocalServingCertDir)
+		"--admission", fmt.Sprintf("--webhook-port=%d", wo.LocalServingPort), "--webhook-cert-dir="+wo.LocalServingCertDir,
+		"--egress-allow=127.0.0.0/8") // as `make demo` (RUN_ARGS): the demo's registry is on loopback
 	const ns = "default"
 	if err := demo.ApplySamples(ctx, c, filepath.Join("..", "..", "config", "samples"), ns, dist.URL, seeded.PublicKeyPEM); err != nil {
 		t.Fatal(err)

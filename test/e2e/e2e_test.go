@@ -32,7 +32,8 @@ func TestManagerBinary(t *testing.T) {
 	probe := freeAddr(t)
 	t.Setenv("WATCH_NAMESPACE", "e2e")
 	cmd, exited := startManager(t, manager, kubeconfig, filepath.Join(dir, "manager.log"),
-		"--health-probe-bind-address="+probe, "--allowed-registry-hosts=127.0.0.1,*.allowed.test", "--cache-dir="+filepath.Join(dir, "cache"))
+		"--health-probe-bind-address="+probe, "--allowed-registry-hosts=127.0.0.1,*.allowed.test", "--cache-dir="+filepath.Join(dir, "cache"),
+		"--egress-allow=127.0.0.0/8")
 
 	waitUntil(t, "manager /readyz", func() bool {
 		resp, err := http.Get("http://" + probe + "/readyz")

@@ -155,7 +155,8 @@ func TestInstall(t *testing.T) {
 		t.Fatalf("config/default does not serve the admission webhook: %v", args)
 	}
 	args = append(args, "--leader-election-namespace="+installNS, "--vulndb-dir="+filepath.Join(dir, "vulndb", "db"),
-		"--trivy-operator-reports", "--webhook-port="+strings.Split(freeAddr(t), ":")[1])
+		"--trivy-operator-reports", "--webhook-port="+strings.Split(freeAddr(t), ":")[1],
+		"--egress-allow=127.0.0.0/8") // the test's registries and fake Harbor are on loopback
 	// Informers LIST then WATCH, as against API servers without streaming lists (WatchList): the
 	// permissions checked below are those older clusters need too.
 	t.Setenv("KUBE_FEATURE_WatchListClient", "false")
