@@ -38,6 +38,8 @@ const (
 	DefaultMaxRetries        = 3
 	DefaultRetryBase         = time.Second
 	DefaultMaxRetryWait      = 30 * time.Second
+	// DefaultBodyStallTimeout is Config.BodyStallTimeout's default.
+	DefaultBodyStallTimeout = 30 * time.Second
 )
 
 // Config configures a Client for one registry.
@@ -71,6 +73,10 @@ type Config struct {
 	MaxRetries   int
 	RetryBase    time.Duration
 	MaxRetryWait time.Duration
+	// BodyStallTimeout fails a response whose body delivers no byte for this long while it is being
+	// read (default DefaultBodyStallTimeout), with ErrTimeout: a registry that drips its body, or
+	// stops sending, frees the worker instead of holding it until the operation's deadline.
+	BodyStallTimeout time.Duration
 	// Egress checks every connection (to the registry, its token realm, redirect targets) at dial
 	// time, on the resolved address; a refused one fails with ErrNotAllowed. nil checks nothing.
 	Egress *egress.Policy
@@ -224,6 +230,7 @@ func New(cfg Config) (*Client, error) {
 		maxWait:    time.Duration(def(float64(cfg.MaxRetryWait), float64(DefaultMaxRetryWait))),
 		registry:   cfg.MetricsName,
 		now:        time.Now,
+		stall:      time.Duration(def(float64(cfg.BodyStallTimeout), float64(DefaultBodyStallTimeout))),
 	}
 	t.adaptive = newAdaptiveRate(rate.Limit(rps), t.now, t.limiter, t.background)
 	t.adaptive.name = cfg.MetricsName

@@ -128,6 +128,33 @@ func TestFaults(t *testing.T) {
 			want: ErrTimeout,
 		},
 		{
+			name: "body that stops sending is cut by the stall timeout, long before the deadline",
+			fault: onPath(tagsPath, func(w http.ResponseWriter, r *http.Request) {
+				fmt.Fprint(w, `{"name":"app","tags":[`)
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+				case <-time.After(5 * time.Second):
+				}
+			}),
+			cfg:  func(c *Config) { c.BodyStallTimeout = 100 * time.Millisecond },
+			want: errBodyStalled, // an ErrTimeout (checked below) that says why
+		},
+		{
+			name: "slow but steady body is not cut: only a pause longer than the stall timeout is",
+			fault: onPath(tagsPath, func(w http.ResponseWriter, r *http.Request) {
+				fmt.Fprint(w, `{"name":"app","tags":["v1"`)
+				for i := range 8 {
+					w.(http.Flusher).Flush()
+					time.Sleep(50 * time.Millisecond) // 400 ms in all, each pause a third of the timeout
+					fmt.Fprintf(w, `,"s%d"`, i)
+				}
+				fmt.Fprint(w, `]}`)
+			}),
+			cfg:  func(c *Config) { c.BodyStallTimeout = 150 * time.Millisecond },
+			want: nil,
+		},
+		{
 			name: "oversize manifest",
 			fault: func(w http.ResponseWriter, r *http.Request) bool {
 				if !strings.HasPrefix(r.URL.Path, "/v2/app/manifests/") {
@@ -180,6 +207,9 @@ func TestFaults(t *testing.T) {
 			err := call(ctx, c)
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("error %v, want %v", err, tc.want)
+			}
+			if errors.Is(tc.want, errBodyStalled) && !errors.Is(err, ErrTimeout) {
+				t.Fatalf("error %v is not an ErrTimeout", err)
 			}
 			if tc.wantSends > 0 {
 				if got := fs.count("GET " + tagsPath); got != tc.wantSends {

@@ -41,6 +41,8 @@ type politeTransport struct {
 	// adaptive lowers both limiters' rates when the registry answers 429/503 and holds every request
 	// until a Retry-After has passed (nil: fixed rate).
 	adaptive *adaptiveRate
+	// stall fails a body read that gets no byte for this long (0: never).
+	stall time.Duration
 }
 
 // backgroundKey marks a request context as background work.
@@ -73,8 +75,20 @@ func (t *politeTransport) wait(ctx context.Context) error {
 	return t.limiter.Wait(ctx)
 }
 
-func (t *politeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+func (t *politeTransport) RoundTrip(req *http.Request) (_ *http.Response, err error) {
 	ctx := req.Context()
+	var stall *stallTimer
+	if t.stall > 0 {
+		// Cancelled when a body read makes no progress for t.stall; released when the body is
+		// closed, or here when no body is handed out.
+		stall = newStallTimer(ctx, t.stall)
+		req = req.WithContext(stall.ctx)
+		defer func() {
+			if err != nil {
+				stall.release()
+			}
+		}()
+	}
 	for attempt := 0; ; attempt++ {
 		if err := t.wait(ctx); err != nil {
 			return nil, fmt.Errorf("%w: waiting for the request rate limit: %w", ErrTimeout, err)
@@ -113,6 +127,7 @@ func (t *politeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if req.Context().Value(relayBlob{}) != nil {
 			// A layer for the scanner (through the Relay): bounded by the relay and the scanner's
 			// image size limits and checked against its digest, not by the manifest-sized limit.
+			stall.watch(resp)
 			return resp, nil
 		}
 		if req.Method != http.MethodHead && resp.ContentLength > t.maxBody {
@@ -120,6 +135,7 @@ func (t *politeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, fmt.Errorf("%w: %s %s: Content-Length %d over the %d-byte limit", ErrTooLarge, req.Method, req.URL.Path, resp.ContentLength, t.maxBody)
 		}
 		resp.Body = &limitedBody{rc: resp.Body, remaining: t.maxBody, limit: t.maxBody}
+		stall.watch(resp)
 		return resp, nil
 	}
 }
