@@ -56,11 +56,13 @@ type RegistrySpec struct {
 	// +optional
 	Repositories RegistryRepositories `json:"repositories,omitempty"`
 
-	// Interval between two listings of the registry (a Go duration such as `10m`; at least 30s).
+	// Interval between two listings of the registry (a Go duration such as `10m`; from 30s to 168h,
+	// so that the listing, the safety net behind every other trigger, runs at least weekly).
 	// +kubebuilder:default="10m"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern="^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('30s')",message="interval must be at least 30s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('168h')",message="interval must be at most 168h"
 	// +optional
 	Interval *metav1.Duration `json:"interval,omitempty"`
 

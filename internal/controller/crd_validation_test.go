@@ -91,6 +91,8 @@ func TestAdmissionValidation(t *testing.T) {
 		{"registry http with insecure", reg(func(r *v1alpha1.Registry) { r.Spec.URL = "http://127.0.0.1:5000"; r.Spec.Insecure = true }), ""},
 		{"registry unknown provider", reg(func(r *v1alpha1.Registry) { r.Spec.Provider = "Quay" }), "Unsupported value"},
 		{"registry interval too short", reg(func(r *v1alpha1.Registry) { r.Spec.Interval = &metav1.Duration{Duration: time.Second} }), "interval must be at least 30s"},
+		{"registry interval too long", reg(func(r *v1alpha1.Registry) { r.Spec.Interval = &metav1.Duration{Duration: 169 * time.Hour} }), "interval must be at most 168h"},
+		{"registry interval a week", reg(func(r *v1alpha1.Registry) { r.Spec.Interval = &metav1.Duration{Duration: 168 * time.Hour} }), ""},
 		{"registry names with include", reg(func(r *v1alpha1.Registry) {
 			r.Spec.Repositories.Names = []string{"library/nginx"}
 			r.Spec.Repositories.Include = []string{"**"}
