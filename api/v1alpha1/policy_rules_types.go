@@ -245,8 +245,10 @@ type RetentionSpec struct {
 	// +required
 	Rules []RetentionRule `json:"rules"`
 
-	// ProtectInUse keeps digests that a running Pod in the cluster uses; default true. Harbor runs
-	// its retention itself and cannot see Pods: on a Harbor Registry it must be set to false.
+	// ProtectInUse keeps digests that the cluster uses or may run again; default true: those a Pod
+	// (in any phase) names or ran, and those the pod template of a Deployment (scaled to zero too),
+	// ReplicaSet (kept for rollback), StatefulSet, DaemonSet, Job or CronJob names. Harbor runs its
+	// retention itself and cannot see the cluster: on a Harbor Registry it must be set to false.
 	// +kubebuilder:default=true
 	// +optional
 	ProtectInUse *bool `json:"protectInUse,omitempty"`

@@ -318,7 +318,7 @@ func (r *RetentionReconciler) plan(ctx context.Context, pol *v1alpha1.Repository
 	if *pods == nil {
 		p, err := listPodImages(ctx, r.APIReader)
 		if err != nil {
-			return plan, fmt.Errorf("listing Pods (protectInUse): %w", err)
+			return plan, fmt.Errorf("listing Pods and workloads (protectInUse): %w", err)
 		}
 		*pods = p
 	}

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -23,27 +25,18 @@ type podImages struct {
 // podPageSize is the page size of the uncached Pod list.
 const podPageSize = 500
 
-// listPodImages reads every Pod (uncached, page by page), whatever its phase (a CronJob's finished
-// Pods still name what it runs next): the images its containers, init containers and ephemeral
-// containers ask for, by digest or by tag, and the digests the kubelet pulled (status imageID).
+// listPodImages reads what the cluster runs or may run again (uncached, page by page): every Pod,
+// whatever its phase (a CronJob's finished Pods still name what it runs next), with the images its
+// containers, init containers and ephemeral containers ask for, by digest or by tag, and the digests
+// the kubelet pulled (status imageID); and the pod templates of every Deployment (scaled to zero
+// too), ReplicaSet (those kept for rollback), StatefulSet, DaemonSet, Job and CronJob, so an image a
+// rollback, a scale-up or the next scheduled run needs is never deleted for having no Pod now.
 func listPodImages(ctx context.Context, c client.Reader) (*podImages, error) {
 	p := &podImages{digests: map[string]bool{}, tags: map[string]map[string]bool{}}
-	opts := []client.ListOption{client.Limit(podPageSize)}
-	for {
-		pods := &corev1.PodList{}
-		if err := c.List(ctx, pods, opts...); err != nil {
-			return nil, err
-		}
-		for i := range pods.Items {
-			pod := &pods.Items[i]
-			for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
-				for _, ctr := range cs {
-					p.add(ctr.Image)
-				}
-			}
-			for _, ec := range pod.Spec.EphemeralContainers {
-				p.add(ec.Image)
-			}
+	err := listPages(ctx, c, func() client.ObjectList { return &corev1.PodList{} }, func(l client.ObjectList) {
+		for i := range l.(*corev1.PodList).Items {
+			pod := &l.(*corev1.PodList).Items[i]
+			p.addSpec(&pod.Spec)
 			for _, ss := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses} {
 				for _, s := range ss {
 					p.add(s.ImageID)
@@ -51,10 +44,96 @@ func listPodImages(ctx context.Context, c client.Reader) (*podImages, error) {
 				}
 			}
 		}
-		if pods.Continue == "" {
-			return p, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range workloadTemplates {
+		if err := listPages(ctx, c, w.newList, func(l client.ObjectList) {
+			for _, spec := range w.specs(l) {
+				p.addSpec(spec)
+			}
+		}); err != nil {
+			return nil, err
 		}
-		opts = []client.ListOption{client.Limit(podPageSize), client.Continue(pods.Continue)}
+	}
+	return p, nil
+}
+
+// +kubebuilder:rbac:groups=apps,resources=deployments;replicasets;statefulsets;daemonsets,verbs=list
+// +kubebuilder:rbac:groups=batch,resources=jobs;cronjobs,verbs=list
+
+// workloadTemplates are the kinds whose pod templates protectInUse reads, with how to find them.
+var workloadTemplates = []struct {
+	newList func() client.ObjectList
+	specs   func(client.ObjectList) []*corev1.PodSpec
+}{
+	{func() client.ObjectList { return &appsv1.DeploymentList{} }, func(l client.ObjectList) (out []*corev1.PodSpec) {
+		for i := range l.(*appsv1.DeploymentList).Items {
+			out = append(out, &l.(*appsv1.DeploymentList).Items[i].Spec.Template.Spec)
+		}
+		return out
+	}},
+	{func() client.ObjectList { return &appsv1.ReplicaSetList{} }, func(l client.ObjectList) (out []*corev1.PodSpec) {
+		for i := range l.(*appsv1.ReplicaSetList).Items {
+			out = append(out, &l.(*appsv1.ReplicaSetList).Items[i].Spec.Template.Spec)
+		}
+		return out
+	}},
+	{func() client.ObjectList { return &appsv1.StatefulSetList{} }, func(l client.ObjectList) (out []*corev1.PodSpec) {
+		for i := range l.(*appsv1.StatefulSetList).Items {
+			out = append(out, &l.(*appsv1.StatefulSetList).Items[i].Spec.Template.Spec)
+		}
+		return out
+	}},
+	{func() client.ObjectList { return &appsv1.DaemonSetList{} }, func(l client.ObjectList) (out []*corev1.PodSpec) {
+		for i := range l.(*appsv1.DaemonSetList).Items {
+			out = append(out, &l.(*appsv1.DaemonSetList).Items[i].Spec.Template.Spec)
+		}
+		return out
+	}},
+	{func() client.ObjectList { return &batchv1.JobList{} }, func(l client.ObjectList) (out []*corev1.PodSpec) {
+		for i := range l.(*batchv1.JobList).Items {
+			out = append(out, &l.(*batchv1.JobList).Items[i].Spec.Template.Spec)
+		}
+		return out
+	}},
+	{func() client.ObjectList { return &batchv1.CronJobList{} }, func(l client.ObjectList) (out []*corev1.PodSpec) {
+		for i := range l.(*batchv1.CronJobList).Items {
+			out = append(out, &l.(*batchv1.CronJobList).Items[i].Spec.JobTemplate.Spec.Template.Spec)
+		}
+		return out
+	}},
+}
+
+// listPages lists every object of a kind across namespaces, podPageSize at a time, handing each
+// page to fn.
+func listPages(ctx context.Context, c client.Reader, newList func() client.ObjectList, fn func(client.ObjectList)) error {
+	opts := []client.ListOption{client.Limit(podPageSize)}
+	for {
+		l := newList()
+		if err := c.List(ctx, l, opts...); err != nil {
+			return err
+		}
+		fn(l)
+		next := l.GetContinue()
+		if next == "" {
+			return nil
+		}
+		opts = []client.ListOption{client.Limit(podPageSize), client.Continue(next)}
+	}
+}
+
+// addSpec records the images a pod spec's containers, init containers and ephemeral containers
+// ask for.
+func (p *podImages) addSpec(spec *corev1.PodSpec) {
+	for _, cs := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for _, ctr := range cs {
+			p.add(ctr.Image)
+		}
+	}
+	for _, ec := range spec.EphemeralContainers {
+		p.add(ec.Image)
 	}
 }
 
