@@ -51,8 +51,13 @@ const (
 	RegistryNotFoundReason = "RegistryNotFound"
 	// InsecureNotAllowedReason: plain http to a non-loopback host, which the manager does not allow.
 	InsecureNotAllowedReason = "InsecureNotAllowed"
-	// HostNotAllowedReason: the registry host is not in the manager's list of allowed hosts.
+	// HostNotAllowedReason: the registry host is not in the manager's list of allowed hosts, or the
+	// manager's egress policy refused an address a request would connect to.
 	HostNotAllowedReason = "HostNotAllowed"
+	// ListingShrankReason: a repository's tag list, or the catalog, came back with under half of
+	// what the last listing saw. The ImageAttestations are kept and nothing acts on the smaller view
+	// until the next listing confirms it (a truncated response must never read as "deleted").
+	ListingShrankReason = "ListingShrank"
 	// ReadFailedReason: reading a referenced object from the API server failed; transient, retried
 	// with backoff.
 	ReadFailedReason = "ReadFailed"

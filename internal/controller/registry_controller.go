@@ -54,6 +54,8 @@ type RegistryReconciler struct {
 	// unreachable holds the Registries (client.ObjectKey) announced RegistryUnreachable and not yet
 	// RegistryRecovered.
 	unreachable sync.Map
+	// shrinks remembers the listings that came back far smaller than the inventory (shrinkGuard).
+	shrinks shrinkGuard
 }
 
 // +kubebuilder:rbac:groups=registry.portcullis.dev,resources=registries,verbs=list;watch
@@ -214,9 +216,16 @@ func (r *RegistryReconciler) pass(ctx context.Context, obj *v1alpha1.Registry) (
 		registryPasses.WithLabelValues(obj.Namespace + "/" + obj.Name).SetToCurrentTime()
 		// Repositories that left the catalog or the policies' scope lose their ImageAttestations, once
 		// the catalog was read to its end. A resumed pass saw only the names after `after`.
-		ch, derr := r.applyInventory(ctx, obj, l.vanished(res.governed), &inventory{images: map[imageKey]*image{}, failed: map[string]error{}}, policies.Items)
-		changes.add(ch)
-		werr = errors.Join(werr, derr)
+		gone := l.vanished(res.governed)
+		if err := catalogShrank(obj.Status.RepositoryCount, int32(res.repositories)+l.resumedRepositories(), len(gone)); err != nil {
+			// Kept until a listing confirms the smaller catalog: the next pass compares with the
+			// count this one records.
+			failedRepos["(catalog)"] = err
+		} else {
+			ch, derr := r.applyInventory(ctx, obj, gone, &inventory{images: map[imageKey]*image{}, failed: map[string]error{}}, policies.Items)
+			changes.add(ch)
+			werr = errors.Join(werr, derr)
+		}
 	}
 	obj.Status.ImageCount = int32(l.imageCount(changes))
 	switch {
@@ -255,6 +264,8 @@ func registryFailure(what string, err error) outcome {
 	switch {
 	case errors.Is(err, registry.ErrNotAllowed):
 		reason = v1alpha1.HostNotAllowedReason
+	case errors.Is(err, errListingShrank):
+		reason = v1alpha1.ListingShrankReason
 	case errors.Is(err, registry.ErrUnauthorized):
 		reason = v1alpha1.AuthenticationFailedReason
 	case errors.Is(err, registry.ErrRateLimited):

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -34,6 +35,9 @@ type proxy struct {
 	slowBy   time.Duration
 	// catalogLast records the `last` parameter of every catalog request.
 	catalogLast []string
+	// keepTags, when set, rewrites every tags/list answer to the tags it returns (a truncating
+	// registry or proxy).
+	keepTags func(tags []string) []string
 }
 
 func newProxy(t *testing.T, target string) *proxy { return newProxyTB(t, target) }
@@ -52,7 +56,22 @@ func newProxyTB(t testing.TB, target string) *proxy {
 			p.catalogLast = append(p.catalogLast, r.URL.Query().Get("last"))
 		}
 		slowBy := p.slowBy
+		keepTags := p.keepTags
 		p.mu.Unlock()
+		if keepTags != nil && strings.HasSuffix(r.URL.Path, "/tags/list") {
+			rec := httptest.NewRecorder()
+			rp.ServeHTTP(rec, r)
+			var body struct {
+				Name string   `json:"name"`
+				Tags []string `json:"tags"`
+			}
+			if err := json.Unmarshal(rec.Body.Bytes(), &body); err == nil && rec.Code == http.StatusOK {
+				body.Tags = keepTags(body.Tags)
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(body)
+				return
+			}
+		}
 		if slow {
 			select {
 			case <-time.After(slowBy):

@@ -64,6 +64,12 @@ func (l *listing) apply(rl repoListing) {
 	if inv.images == nil {
 		inv.images = map[imageKey]*image{}
 	}
+	if err := l.r.shrinks.tags(l.obj, rl.repo, l.byRepo[rl.repo], inv.images); err != nil {
+		l.mu.Lock()
+		l.failed[rl.repo] = err // its ImageAttestations are kept until a listing confirms it
+		l.mu.Unlock()
+		return
+	}
 	ch, err := l.r.applyInventory(l.ctx, l.obj, l.byRepo[rl.repo], inv, l.policies)
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -252,7 +252,13 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 			if held > 0 {
 				notes = append(notes, fmt.Sprintf("%s: %d deletions wait for a second plan", repo, held))
 			}
-			switch again, err := r.list(ctx, rc, repo); {
+			again, err := r.list(ctx, rc, repo)
+			tagsBefore, tagsNow, shrank := tagsShrank(inventory[repo], again.images)
+			var kept, keptDigest string
+			if len(units) > 0 && err == nil && !shrank {
+				kept, keptDigest, err = stillTagged(ctx, rc, repo, units, inventory[repo], again.images)
+			}
+			switch {
 			case len(units) == 0:
 			case !lst.complete:
 				notes = append(notes, fmt.Sprintf("%s: a tag did not resolve while listing; no deletion this pass", repo))
@@ -260,6 +266,10 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 				stopped = fmt.Errorf("listing %s again before deleting: %w", repo, err)
 			case !again.complete || !sameListing(lst.images, again.images):
 				notes = append(notes, fmt.Sprintf("%s changed during the pass; its deletions wait for the next pass", repo))
+			case shrank:
+				notes = append(notes, fmt.Sprintf("%s: its tag list returned %d tags where the Registry's listings saw %d; no deletion until a listing confirms it", repo, tagsNow, tagsBefore))
+			case kept != "":
+				notes = append(notes, fmt.Sprintf("%s: tag %s still points at %s though the tag list left it out (a truncated listing?); no deletion this pass", repo, kept, keptDigest))
 			default:
 				var done []policy.PlanItem
 				done, stopped = r.deleteUnits(ctx, rc, reg, pol, repo, units, &budget)
