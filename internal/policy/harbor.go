@@ -73,8 +73,8 @@ func ResolveHarborScope(spec *v1alpha1.RepositoryPolicySpec) (HarborScope, error
 	}
 	if im := spec.Immutability; im != nil {
 		for _, t := range im.Tags {
-			if tag, ok := freezesCosignTags(t); ok {
-				return HarborScope{}, fmt.Errorf("spec.immutability.tags: %q also matches cosign's tag %q, and a Harbor immutable rule cannot exclude tags: signing would fail; use a narrower pattern such as v*", t, tag)
+			if MatchesSupplyChainTag(t) {
+				return HarborScope{}, fmt.Errorf("spec.immutability.tags: %q also matches supply-chain tags (sha256-<hex>.sig, .att, .sbom, or the referrers fallback tag sha256-<hex>, for some digest), and a Harbor immutable rule cannot exclude tags: signing would fail; use a narrower pattern such as v*", t)
 			}
 			if len(spec.Tags.Exclude) > 0 || (len(spec.Tags.Include) > 0 && !slices.Contains(spec.Tags.Include, t)) {
 				return HarborScope{}, fmt.Errorf("spec.immutability.tags: %q is not among spec.tags.include (or spec.tags has exclude patterns), and a Harbor immutable rule cannot intersect tag patterns: it would freeze tags the policy does not select", t)
@@ -126,21 +126,6 @@ func harborRetention(spec *v1alpha1.RepositoryPolicySpec) error {
 
 // HarborMaxRetentionRules is Harbor's limit of retention rules per project.
 const HarborMaxRetentionRules = 15
-
-// cosignTags are examples of the tags cosign and the OCI referrers fallback push next to an image.
-var cosignTags = func() []string {
-	d := "sha256-" + strings.Repeat("0123456789abcdef", 4)
-	return []string{d + ".sig", d + ".att", d + ".sbom", d}
-}()
-
-func freezesCosignTags(pattern string) (string, bool) {
-	for _, t := range cosignTags {
-		if MatchAny([]string{pattern}, t) {
-			return t, true
-		}
-	}
-	return "", false
-}
 
 // HarborCVEAllowlist is the project CVE allowlist for a policy's vulnerability exceptions at now:
 // the IDs of the exceptions not expired (sorted, unique), and the earliest expiry among them (zero
