@@ -156,7 +156,8 @@ func (r *ImageAttestationReconciler) scan(ctx context.Context, ia *v1alpha1.Imag
 	}
 	// A digest scanned before passed the size limit then (digests are immutable).
 	sizeChecked := ia.Status.LastScanTime != nil && ia.Status.Scanner != nil
-	target, access := ref.String(), scan.Access{SizeChecked: sizeChecked}
+	// Layer analyses are shared within the namespace only (tenant isolation of the scan cache).
+	target, access := ref.String(), scan.Access{SizeChecked: sizeChecked, Tenant: reg.Namespace}
 	if relay := r.access.relay; relay != nil {
 		// Through the Registry's client: its rate limit, counters, credentials and CA; the scanner
 		// gets no credential.

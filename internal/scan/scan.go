@@ -22,6 +22,10 @@ type Scanner interface {
 type Access struct {
 	Username, Password string
 	Insecure           bool
+	// Tenant scopes the layer-analysis cache: an analysis is reused only by scans with the same
+	// Tenant (the Registry's namespace), so one tenant's registry that names another tenant's layer
+	// digests is never answered from that tenant's analysis. Empty: one shared scope.
+	Tenant string
 	// SizeChecked says the digest already passed the size limit in an earlier scan. The limit is
 	// now checked without downloading (compressed sizes from the manifest, uncompressed layers
 	// capped as they stream), so this no longer changes what a scan downloads; kept for callers.

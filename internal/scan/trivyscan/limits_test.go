@@ -197,3 +197,45 @@ func TestEscapingTarEntriesAreSkipped(t *testing.T) {
 		t.Fatalf("a rescan from the analysis cache reads no layer: EscapingEntries %d, %v", again.EscapingEntries, err)
 	}
 }
+
+// TestLayerCacheTenants: a layer's analysis is reused within a tenant only. Tenant a's second
+// scan downloads nothing; tenant b's scan of an image naming the same layer downloads the layer
+// (from b's registry) and analyses it itself, with the same findings.
+func TestLayerCacheTenants(t *testing.T) {
+	reg := newCountingRegistry(t)
+	img, err := mutate.AppendLayers(empty.Image, scantest.Layer(t, map[string][]byte{"app/server": scantest.VulnerableGoBinary(t)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	layerDigest, _ := layers[0].Digest()
+	target := reg.push(t, "team-a/app", img)
+	tr, err := NewTrivy(buildDB(t), t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	scanAs := func(tenant, target string) scan.Result {
+		res, err := tr.Scan(context.Background(), target, scan.Access{Insecure: true, Tenant: tenant})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	first := scanAs("team-a", target)
+	downloads := reg.downloads(layerDigest.String())
+	if downloads == 0 || len(first.Vulnerabilities) == 0 {
+		t.Fatalf("first scan: %d layer downloads, %d findings", downloads, len(first.Vulnerabilities))
+	}
+	scanAs("team-a", target)
+	if n := reg.downloads(layerDigest.String()); n != downloads {
+		t.Fatalf("the same tenant downloaded the cached layer again (%d downloads, want %d)", n, downloads)
+	}
+	other := scanAs("team-b", reg.push(t, "team-b/app", img))
+	if n := reg.downloads(layerDigest.String()); n <= downloads {
+		t.Fatalf("another tenant was answered from team-a's analysis: %d layer downloads, want more than %d", n, downloads)
+	}
+	if len(other.Vulnerabilities) != len(first.Vulnerabilities) {
+		t.Fatalf("team-b's own analysis found %d, team-a's %d", len(other.Vulnerabilities), len(first.Vulnerabilities))
+	}
+}

@@ -76,11 +76,16 @@ func NewTrivy(dbDir, cacheDir string, maxImageSize int64) (*Trivy, error) {
 		return nil, fmt.Errorf("opening the scan cache in %s: %w", cacheDir, err)
 	}
 	c := &lockedCache{inner: fsCache}
-	svc := local.NewService(applier.NewApplier(c), ospkg.NewScanner(), langpkg.NewScanner(), vulnerability.NewClient(db.Config{}))
 	mc := metadata.NewClient(dbDir)
-	t := &Trivy{dbDir: dbDir, maxSize: maxImageSize, cache: c, closeC: closeC, service: svc, version: trivyVersion(), dbTime: mc.Get}
+	t := &Trivy{dbDir: dbDir, maxSize: maxImageSize, cache: c, closeC: closeC, version: trivyVersion(), dbTime: mc.Get}
+	t.service = t.newService(c)
 	t.storeDBTime()
 	return t, nil
+}
+
+// newService is trivy's local scan service reading layer analyses from c.
+func (t *Trivy) newService(c cache.Cache) local.Service {
+	return local.NewService(applier.NewApplier(c), ospkg.NewScanner(), langpkg.NewScanner(), vulnerability.NewClient(db.Config{}))
 }
 
 // DBUpdatedAt is when the vulnerability DB in use was built (zero when unknown): a newer DB makes
@@ -139,7 +144,13 @@ func (t *Trivy) Scan(ctx context.Context, ref string, access scan.Access) (res s
 	}
 	img := newEscapeCounter(rawImg, t.maxSize)
 	// Offline: no Rekor SBOM look-ups for unpackaged binaries (the unpackaged post handler).
-	art, err := artimage.NewArtifact(img, t.cache, artifact.Option{ImageOption: imgOpt, Offline: true, Parallel: 2,
+	// The tenant's own view of the analysis cache, and a service that reads the same view.
+	ac, svc := cache.Cache(t.cache), t.service
+	if access.Tenant != "" {
+		ac = newTenantCache(t.cache, access.Tenant)
+		svc = t.newService(ac)
+	}
+	art, err := artimage.NewArtifact(img, ac, artifact.Option{ImageOption: imgOpt, Offline: true, Parallel: 2,
 		DisabledHandlers: []ftypes.HandlerType{ftypes.UnpackagedPostHandler},
 		// Tar entries that escape the layer's root ("../x" after cleaning) are not part of the image
 		// filesystem: skip them rather than analyse them under a path outside the root.
@@ -147,7 +158,7 @@ func (t *Trivy) Scan(ctx context.Context, ref string, access scan.Access) (res s
 	if err != nil {
 		return scan.Result{}, fmt.Errorf("preparing %s: %w", ref, err)
 	}
-	report, err := tscan.NewService(t.service, art).ScanArtifact(ctx, types.ScanOptions{
+	report, err := tscan.NewService(svc, art).ScanArtifact(ctx, types.ScanOptions{
 		PkgTypes:         []string{types.PkgTypeOS, types.PkgTypeLibrary},
 		PkgRelationships: ftypes.Relationships,
 		Scanners:         types.Scanners{types.VulnerabilityScanner, types.SecretScanner},
