@@ -253,6 +253,14 @@ type ScannerInfo struct {
 	// DBUpdatedAt is when the vulnerability DB was built.
 	// +optional
 	DBUpdatedAt *metav1.Time `json:"dbUpdatedAt,omitempty"`
+	// OS is the operating system the scan detected, family and version (e.g. `alpine 3.20.3`), or
+	// `none` when it detected none: the image's OS packages were not assessed (a distroless or
+	// scratch image, or a distribution the scanner does not know), so a clean scan says nothing
+	// about them (`scanning.requireOS` fails such an image). Empty for a scan made before Portcullis
+	// recorded it.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	OS string `json:"os,omitempty"`
 }
 
 // PolicyResult is the verdict of one policy for the digest.

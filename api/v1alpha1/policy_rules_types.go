@@ -18,6 +18,13 @@ type ScanningSpec struct {
 	// +optional
 	Misconfigurations *MisconfigurationThreshold `json:"misconfigurations,omitempty"`
 
+	// RequireOS fails an image in which the scan detected no operating system (reason
+	// NoOSDetected): its OS packages were not assessed, so zero findings would not mean a clean
+	// image. Leave it off for distroless and scratch images, whose language packages are still
+	// scanned. Default false.
+	// +optional
+	RequireOS bool `json:"requireOS,omitempty"`
+
 	// VEX applies signed OpenVEX documents (https://github.com/openvex/spec) to the vulnerability
 	// findings before the thresholds: a finding a trusted statement says is `not_affected` or
 	// `fixed` is not counted, and the ImageAttestation says which statement suppressed it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -42,6 +43,9 @@ func scanDue(ia *v1alpha1.ImageAttestation, policies []v1alpha1.RepositoryPolicy
 	if st.Scanner.DBUpdatedAt == nil || st.Scanner.DBUpdatedAt.Time.Before(dbTime.Truncate(time.Second)) {
 		return true
 	}
+	if st.Scanner.OS == "" && slices.ContainsFunc(policies, requiresOS) {
+		return true // scanned before the OS was recorded, and a policy's verdict depends on it
+	}
 	interval := defaultRescanInterval
 	for _, p := range policies {
 		if p.Spec.Scanning != nil && p.Spec.Scanning.RescanInterval != nil && p.Spec.Scanning.RescanInterval.Duration < interval {
@@ -49,6 +53,26 @@ func scanDue(ia *v1alpha1.ImageAttestation, policies []v1alpha1.RepositoryPolicy
 		}
 	}
 	return now.Sub(st.LastScanTime.Time) >= interval
+}
+
+// noOS is ScannerInfo.OS when the scan detected no operating system.
+const noOS = "none"
+
+// osOf is ScannerInfo.OS for a scan that detected os ("" for none).
+func osOf(os string) string {
+	if os == "" {
+		return noOS
+	}
+	return truncate(os, 200)
+}
+
+// osDetected reports whether the last scan detected an operating system.
+func osDetected(ia *v1alpha1.ImageAttestation) bool {
+	return ia.Status.Scanner != nil && ia.Status.Scanner.OS != "" && ia.Status.Scanner.OS != noOS
+}
+
+func requiresOS(p v1alpha1.RepositoryPolicy) bool {
+	return p.Spec.Scanning != nil && p.Spec.Scanning.RequireOS
 }
 
 // scanRecord is what verdicts need of a scan beyond the status: every vulnerability (status keeps
@@ -126,7 +150,7 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 	ia.Status.Vulnerabilities = vulnerabilitySummary(res.Vulnerabilities)
 	ia.Status.Secrets = secretSummary(res.Secrets)
 	ia.Status.Misconfigurations = misconfigurationSummary(res.Misconfigurations)
-	ia.Status.Scanner = &v1alpha1.ScannerInfo{Name: "trivy", Version: truncate(strings.TrimPrefix(res.Scanner, "trivy "), 256)}
+	ia.Status.Scanner = &v1alpha1.ScannerInfo{Name: "trivy", Version: truncate(strings.TrimPrefix(res.Scanner, "trivy "), 256), OS: osOf(res.OS)}
 	if !res.DBUpdatedAt.IsZero() {
 		ia.Status.Scanner.DBUpdatedAt = &metav1.Time{Time: res.DBUpdatedAt.Truncate(time.Second)}
 	}
@@ -140,6 +164,9 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 	cond.Status, cond.Reason = metav1.ConditionTrue, scannedReason
 	cond.Message = fmt.Sprintf("%d critical, %d high, %d medium, %d low, %d unknown (%d fixable); %d secrets; %d misconfigurations",
 		v.Critical, v.High, v.Medium, v.Low, v.Unknown, v.Fixable, ia.Status.Secrets.Count, ia.Status.Misconfigurations.Count)
+	if res.OS == "" {
+		cond.Message += "; no OS detected: OS packages not assessed"
+	}
 	cond.Message += escapingNote(res.EscapingEntries, apimeta.FindStatusCondition(ia.Status.Conditions, v1alpha1.VulnerabilitiesScannedCondition))
 	apimeta.SetStatusCondition(&ia.Status.Conditions, cond)
 	rec = newScanRecord(res)

@@ -2,6 +2,8 @@ package controller
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -12,6 +14,7 @@ import (
 	tov1alpha1 "github.com/aquasecurity/trivy-operator/pkg/apis/aquasecurity/v1alpha1"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
 	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
 )
@@ -61,6 +64,10 @@ func TestScanning(t *testing.T) {
 	if ia.Status.Scanner == nil || ia.Status.Scanner.Name != "trivy" || ia.Status.Scanner.DBUpdatedAt == nil || ia.Status.LastScanTime == nil {
 		t.Errorf("scanner info: %+v, lastScanTime %v", ia.Status.Scanner, ia.Status.LastScanTime)
 	}
+	// A Go binary on no base image: no OS, and the status says its packages were not assessed.
+	if c := findCondition(ia, v1alpha1.VulnerabilitiesScannedCondition); ia.Status.Scanner.OS != noOS || !strings.Contains(c.Message, "no OS detected: OS packages not assessed") {
+		t.Errorf("scanner OS %q, condition %q: want %q and the no-OS note", ia.Status.Scanner.OS, c.Message, noOS)
+	}
 	// The trivy-operator export (on in this suite) carries the same finding.
 	vr := &tov1alpha1.VulnerabilityReport{}
 	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: ia.Name}, vr); err != nil {
@@ -89,4 +96,10 @@ func TestScanning(t *testing.T) {
 	if !ia.Status.LastScanTime.Equal(last) {
 		t.Errorf("a policy change rescanned: lastScanTime %v -> %v", last, ia.Status.LastScanTime)
 	}
+
+	// A policy that requires an OS fails the image with NoOSDetected.
+	patchObject(t, pol, func(p *v1alpha1.RepositoryPolicy) { p.Spec.Scanning = &v1alpha1.ScanningSpec{RequireOS: true} })
+	imageFor(t, ns, "team-a/server", vuln, "NoOSDetected", func(ia *v1alpha1.ImageAttestation) bool {
+		return len(ia.Status.Policies) == 1 && !ia.Status.Policies[0].Compliant && slices.Contains(ia.Status.Policies[0].Reasons, policy.ReasonNoOSDetected)
+	})
 }

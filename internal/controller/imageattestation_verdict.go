@@ -34,7 +34,8 @@ func evaluate(ia *v1alpha1.ImageAttestation, policies []v1alpha1.RepositoryPolic
 	firstReason := ""
 	for i := range policies {
 		p := &policies[i]
-		ev := policy.Evidence{Signature: sigs[p.Name], Scan: state, Digest: ia.Spec.Digest}
+		ev := policy.Evidence{Signature: sigs[p.Name], Scan: state, Digest: ia.Spec.Digest,
+			OSDetected: osDetected(ia)}
 		if rec != nil {
 			ev.Vulnerabilities, ev.Secrets, ev.Misconfigurations = rec.vulns, rec.secrets, rec.misconf
 		}

@@ -25,6 +25,9 @@ const (
 	ReasonSecretFound = "SecretFound"
 	// ReasonMisconfigurationFound: a misconfiguration above the policy's maxSeverity.
 	ReasonMisconfigurationFound = "MisconfigurationFound"
+	// ReasonNoOSDetected: the policy requires an operating system (scanning.requireOS) and the scan
+	// detected none, so OS packages were not assessed.
+	ReasonNoOSDetected = "NoOSDetected"
 	// ReasonPolicyInvalid: the policy cannot be evaluated (its own status says why).
 	ReasonPolicyInvalid = "PolicyInvalid"
 )
@@ -67,6 +70,8 @@ type Evidence struct {
 	Secrets int
 	// Misconfigurations are the severities of the failed image-config checks.
 	Misconfigurations []v1alpha1.Severity
+	// OSDetected is true when the scan detected an operating system (its packages were assessed).
+	OSDetected bool
 }
 
 // Verdict is the outcome of one policy for one digest.
@@ -115,13 +120,16 @@ func Evaluate(spec *v1alpha1.RepositoryPolicySpec, ev Evidence, now time.Time) V
 			}
 		}
 	}
-	if sc := spec.Scanning; sc != nil && (sc.Vulnerabilities != nil || sc.Secrets != nil || sc.Misconfigurations != nil) {
+	if sc := spec.Scanning; sc != nil && (sc.Vulnerabilities != nil || sc.Secrets != nil || sc.Misconfigurations != nil || sc.RequireOS) {
 		switch ev.Scan {
 		case ScanMissing:
 			fail(ReasonNotScanned, "no scan of the digest")
 		case ScanFailedState:
 			fail(ReasonScanFailed, "the scan of the digest failed")
 		default:
+			if sc.RequireOS && !ev.OSDetected {
+				fail(ReasonNoOSDetected, "no OS detected: OS packages not assessed")
+			}
 			evaluateScan(sc, ev, now, fail, &v)
 		}
 	}

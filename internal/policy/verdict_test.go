@@ -33,6 +33,12 @@ func TestEvaluate(t *testing.T) {
 		{"verification not run never passes", v1alpha1.RepositoryPolicySpec{Verification: verification}, Evidence{Scan: ScanDone}, "NotVerified", "signatures not verified yet"},
 		{"scan never ran never passes", v1alpha1.RepositoryPolicySpec{Scanning: scanning}, with(func(e *Evidence) { e.Scan = ScanMissing }), "NotScanned", "no scan of the digest"},
 		{"failed scan never passes", v1alpha1.RepositoryPolicySpec{Scanning: scanning}, with(func(e *Evidence) { e.Scan = ScanFailedState }), "ScanFailed", "the scan of the digest failed"},
+		{"requireOS fails an image with no OS detected", v1alpha1.RepositoryPolicySpec{Scanning: &v1alpha1.ScanningSpec{RequireOS: true}},
+			clean, "NoOSDetected", "no OS detected: OS packages not assessed"},
+		{"requireOS passes an image with an OS", v1alpha1.RepositoryPolicySpec{Scanning: &v1alpha1.ScanningSpec{RequireOS: true}},
+			with(func(e *Evidence) { e.OSDetected = true }), "", ""},
+		{"requireOS needs a scan", v1alpha1.RepositoryPolicySpec{Scanning: &v1alpha1.ScanningSpec{RequireOS: true}},
+			with(func(e *Evidence) { e.Scan = ScanMissing; e.OSDetected = true }), "NotScanned", "no scan of the digest"},
 		{"signature reasons listed", v1alpha1.RepositoryPolicySpec{Verification: verification},
 			with(func(e *Evidence) {
 				e.Signature = &SignatureOutcome{Reasons: []string{"SignatureMissing", "AttestationConditionFailed", "SignatureMissing"}}
