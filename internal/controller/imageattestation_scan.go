@@ -122,6 +122,9 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 		apimeta.SetStatusCondition(&ia.Status.Conditions, cond)
 		return nil, policy.ScanMissing, nil
 	}
+	if c := apimeta.FindStatusCondition(ia.Status.Conditions, v1alpha1.VulnerabilitiesScannedCondition); c != nil && c.Reason == notApplicableReason {
+		return nil, policy.ScanNotApplicable, nil // a digest never changes: nothing to scan, ever
+	}
 	now := time.Now()
 	rec := r.records.get(recordKey(ia))
 	due := scanDue(ia, policies, r.Scanner.DBUpdatedAt(), now)
@@ -133,6 +136,14 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 	}
 	scannedBefore := hasConditionStatus(ia, v1alpha1.VulnerabilitiesScannedCondition, metav1.ConditionTrue)
 	lastScan := ia.Status.LastScanTime
+	if kind, err := artifactKind(ctx, rc, ia); err == nil && kind != "" {
+		// A Helm chart, WASM module, SBOM or other OCI artifact: not a scan failure to retry.
+		cond.Status, cond.Reason = metav1.ConditionFalse, notApplicableReason
+		cond.Message = truncate(fmt.Sprintf("not a container image (%s): nothing to scan; scanning rules do not apply", kind), 1000)
+		apimeta.SetStatusCondition(&ia.Status.Conditions, cond)
+		ia.Status.LastScanTime = &metav1.Time{Time: now}
+		return nil, policy.ScanNotApplicable, nil
+	}
 	res, err := r.scan(ctx, ia, reg, rc)
 	if err != nil {
 		if scannedBefore { // the earlier scan's findings still stand (nil when no longer in memory)

@@ -2,9 +2,12 @@ package controller
 
 import (
 	"context"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -102,4 +105,65 @@ func TestScanning(t *testing.T) {
 	imageFor(t, ns, "team-a/server", vuln, "NoOSDetected", func(ia *v1alpha1.ImageAttestation) bool {
 		return len(ia.Status.Policies) == 1 && !ia.Status.Policies[0].Compliant && slices.Contains(ia.Status.Policies[0].Reasons, policy.ReasonNoOSDetected)
 	})
+}
+
+// TestNotAnImage: what a manifest is, from its body.
+func TestNotAnImage(t *testing.T) {
+	for _, c := range []struct {
+		body, mediaType, want string
+	}{
+		{`{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json"}}`, "application/vnd.oci.image.manifest.v1+json", ""},
+		{`{"config":{"mediaType":"application/vnd.docker.container.image.v1+json"}}`, "application/vnd.docker.distribution.manifest.v2+json", ""},
+		{`{"config":{"mediaType":"application/vnd.cncf.helm.config.v1+json"}}`, "application/vnd.oci.image.manifest.v1+json", "application/vnd.cncf.helm.config.v1+json"},
+		{`{"artifactType":"application/vnd.example.sbom","config":{"mediaType":"application/vnd.oci.empty.v1+json"}}`, "application/vnd.oci.image.manifest.v1+json", "application/vnd.example.sbom"},
+		{`{"config":{"mediaType":"application/vnd.wasm.config.v0+json"}}`, "application/vnd.oci.image.manifest.v1+json", "application/vnd.wasm.config.v0+json"},
+		{`{"manifests":[]}`, "application/vnd.oci.image.index.v1+json", ""},
+		{`not json`, "application/vnd.oci.image.manifest.v1+json", ""},
+	} {
+		if got := notAnImage([]byte(c.body), c.mediaType); got != c.want {
+			t.Errorf("%s: %q, want %q", c.body, got, c.want)
+		}
+	}
+}
+
+// TestArtifactNotApplicable: a Helm chart in the catalog is not scanned and not failed: its
+// VulnerabilitiesScanned says NotApplicable (final, never retried), and a policy with scanning
+// thresholds judges it compliant.
+func TestArtifactNotApplicable(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	dist := registrytest.StartDistribution(t, registrytest.Options{})
+	chart := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	chart = mutate.ConfigMediaType(chart, "application/vnd.cncf.helm.config.v1+json")
+	chart, err := mutate.AppendLayers(chart, static.NewLayer([]byte("chart"), "application/vnd.cncf.helm.chart.content.v1.tar+gzip"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := dist.Push(t, "charts/app", "1.0.0", chart)
+	reg := &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "dist", Namespace: ns}, Spec: v1alpha1.RegistrySpec{URL: dist.URL, Insecure: true}}
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "scan", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "dist"}, Repositories: []string{"**"},
+		Scanning: &v1alpha1.ScanningSpec{Vulnerabilities: &v1alpha1.VulnerabilityThresholds{MaxCritical: ptrTo(int32(0))}, RequireOS: true}}}
+	for _, o := range []client.Object{pol, reg} {
+		if err := k8sClient.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ia := imageFor(t, ns, "charts/app", d, "NotApplicable and compliant", func(ia *v1alpha1.ImageAttestation) bool {
+		return hasCondition(ia, v1alpha1.VulnerabilitiesScannedCondition, metav1.ConditionFalse, notApplicableReason) &&
+			len(ia.Status.Policies) == 1 && ia.Status.Policies[0].Compliant
+	})
+	if c := findCondition(ia, v1alpha1.VulnerabilitiesScannedCondition); !strings.Contains(c.Message, "application/vnd.cncf.helm.config.v1+json") {
+		t.Errorf("condition message %q does not name the artifact's type", c.Message)
+	}
+	// Another pass does not try again.
+	last := ia.Status.LastScanTime.DeepCopy()
+	requestPass(t, reg)
+	time.Sleep(time.Second)
+	ia = imageFor(t, ns, "charts/app", d, "still NotApplicable", func(ia *v1alpha1.ImageAttestation) bool {
+		return hasCondition(ia, v1alpha1.VulnerabilitiesScannedCondition, metav1.ConditionFalse, notApplicableReason)
+	})
+	if !ia.Status.LastScanTime.Equal(last) {
+		t.Errorf("a not-applicable artifact was looked at again: lastScanTime %v -> %v", last, ia.Status.LastScanTime)
+	}
 }

@@ -42,6 +42,9 @@ const (
 	ScanFailedState
 	// ScanDone: Evidence holds the findings of a scan.
 	ScanDone
+	// ScanNotApplicable: the digest is not a container image (a Helm chart, a WASM module, an SBOM
+	// or another OCI artifact): there is nothing to scan, so scanning rules do not apply to it.
+	ScanNotApplicable
 )
 
 // SignatureOutcome is a policy's verification result for the digest.
@@ -126,6 +129,8 @@ func Evaluate(spec *v1alpha1.RepositoryPolicySpec, ev Evidence, now time.Time) V
 			fail(ReasonNotScanned, "no scan of the digest")
 		case ScanFailedState:
 			fail(ReasonScanFailed, "the scan of the digest failed")
+		case ScanNotApplicable:
+			v.Details = append(v.Details, "not a container image: scanning rules do not apply")
 		default:
 			if sc.RequireOS && !ev.OSDetected {
 				fail(ReasonNoOSDetected, "no OS detected: OS packages not assessed")

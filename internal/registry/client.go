@@ -504,3 +504,30 @@ func (c *Client) ref(repository, suffix string) (name.Reference, error) {
 	}
 	return r, nil
 }
+
+// Manifest returns the manifest or index with the given digest and its media type: from the
+// manifests the Client fetched lately (the listing's, no request), else with one GET by digest,
+// whose body go-containerregistry checks against the digest. It is then kept for the Relay, so the
+// scanner's read of the same manifest costs no request either.
+func (c *Client) Manifest(ctx context.Context, repository, digest string) (body []byte, mediaType string, err error) {
+	if v, ok := c.manifests.Get(digest); ok {
+		m := v.(cachedManifest)
+		return m.body, m.mediaType, nil
+	}
+	op := fmt.Sprintf("reading %s@%s", repository, digest)
+	ref, err := c.ref(repository, "@"+digest)
+	if err != nil {
+		return nil, "", classify(op, err)
+	}
+	p, done, err := c.pull()
+	if err != nil {
+		return nil, "", err
+	}
+	defer func() { err = done(err) }()
+	got, err := p.Get(ctx, ref)
+	if err != nil {
+		return nil, "", classify(op, err)
+	}
+	c.manifests.Add(got.Digest.String(), cachedManifest{body: got.Manifest, mediaType: string(got.MediaType)})
+	return got.Manifest, string(got.MediaType), nil
+}
