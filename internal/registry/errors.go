@@ -90,7 +90,8 @@ func kindOf(err error) error {
 	switch msg := err.Error(); {
 	case strings.Contains(msg, ErrTooLarge.Error()):
 		return ErrTooLarge
-	case strings.Contains(msg, context.DeadlineExceeded.Error()), strings.Contains(msg, context.Canceled.Error()):
+	case strings.Contains(msg, context.DeadlineExceeded.Error()), strings.Contains(msg, context.Canceled.Error()),
+		strings.Contains(msg, errBodyStalled.Error()):
 		return ErrTimeout
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
