@@ -2,12 +2,15 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/portcullis-dev/portcullis/internal/policy"
@@ -48,12 +51,18 @@ func listPodImages(ctx context.Context, c client.Reader) (*podImages, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, w := range workloadTemplates {
-		if err := listPages(ctx, c, w.newList, func(l client.ObjectList) {
-			for _, spec := range w.specs(l) {
-				p.addSpec(spec)
+	for _, newList := range workloadLists {
+		var extractErr error
+		err := listPages(ctx, c, newList, func(l client.ObjectList) {
+			items, err := apimeta.ExtractList(l) // pointers into the page's items
+			extractErr = errors.Join(extractErr, err)
+			for _, it := range items {
+				if spec := templateSpec(it); spec != nil {
+					p.addSpec(spec)
+				}
 			}
-		}); err != nil {
+		})
+		if err = errors.Join(err, extractErr); err != nil {
 			return nil, err
 		}
 	}
@@ -63,47 +72,33 @@ func listPodImages(ctx context.Context, c client.Reader) (*podImages, error) {
 // +kubebuilder:rbac:groups=apps,resources=deployments;replicasets;statefulsets;daemonsets,verbs=list
 // +kubebuilder:rbac:groups=batch,resources=jobs;cronjobs,verbs=list
 
-// workloadTemplates are the kinds whose pod templates protectInUse reads, with how to find them.
-var workloadTemplates = []struct {
-	newList func() client.ObjectList
-	specs   func(client.ObjectList) []*corev1.PodSpec
-}{
-	{func() client.ObjectList { return &appsv1.DeploymentList{} }, func(l client.ObjectList) (out []*corev1.PodSpec) {
-		for i := range l.(*appsv1.DeploymentList).Items {
-			out = append(out, &l.(*appsv1.DeploymentList).Items[i].Spec.Template.Spec)
-		}
-		return out
-	}},
-	{func() client.ObjectList { return &appsv1.ReplicaSetList{} }, func(l client.ObjectList) (out []*corev1.PodSpec) {
-		for i := range l.(*appsv1.ReplicaSetList).Items {
-			out = append(out, &l.(*appsv1.ReplicaSetList).Items[i].Spec.Template.Spec)
-		}
-		return out
-	}},
-	{func() client.ObjectList { return &appsv1.StatefulSetList{} }, func(l client.ObjectList) (out []*corev1.PodSpec) {
-		for i := range l.(*appsv1.StatefulSetList).Items {
-			out = append(out, &l.(*appsv1.StatefulSetList).Items[i].Spec.Template.Spec)
-		}
-		return out
-	}},
-	{func() client.ObjectList { return &appsv1.DaemonSetList{} }, func(l client.ObjectList) (out []*corev1.PodSpec) {
-		for i := range l.(*appsv1.DaemonSetList).Items {
-			out = append(out, &l.(*appsv1.DaemonSetList).Items[i].Spec.Template.Spec)
-		}
-		return out
-	}},
-	{func() client.ObjectList { return &batchv1.JobList{} }, func(l client.ObjectList) (out []*corev1.PodSpec) {
-		for i := range l.(*batchv1.JobList).Items {
-			out = append(out, &l.(*batchv1.JobList).Items[i].Spec.Template.Spec)
-		}
-		return out
-	}},
-	{func() client.ObjectList { return &batchv1.CronJobList{} }, func(l client.ObjectList) (out []*corev1.PodSpec) {
-		for i := range l.(*batchv1.CronJobList).Items {
-			out = append(out, &l.(*batchv1.CronJobList).Items[i].Spec.JobTemplate.Spec.Template.Spec)
-		}
-		return out
-	}},
+// workloadLists are the kinds whose pod templates protectInUse reads.
+var workloadLists = []func() client.ObjectList{
+	func() client.ObjectList { return &appsv1.DeploymentList{} },
+	func() client.ObjectList { return &appsv1.ReplicaSetList{} },
+	func() client.ObjectList { return &appsv1.StatefulSetList{} },
+	func() client.ObjectList { return &appsv1.DaemonSetList{} },
+	func() client.ObjectList { return &batchv1.JobList{} },
+	func() client.ObjectList { return &batchv1.CronJobList{} },
+}
+
+// templateSpec is the pod spec of a workload's template (nil for another kind).
+func templateSpec(o runtime.Object) *corev1.PodSpec {
+	switch w := o.(type) {
+	case *appsv1.Deployment:
+		return &w.Spec.Template.Spec
+	case *appsv1.ReplicaSet:
+		return &w.Spec.Template.Spec
+	case *appsv1.StatefulSet:
+		return &w.Spec.Template.Spec
+	case *appsv1.DaemonSet:
+		return &w.Spec.Template.Spec
+	case *batchv1.Job:
+		return &w.Spec.Template.Spec
+	case *batchv1.CronJob:
+		return &w.Spec.JobTemplate.Spec.Template.Spec
+	}
+	return nil
 }
 
 // listPages lists every object of a kind across namespaces, podPageSize at a time, handing each
