@@ -21,13 +21,16 @@ const (
 	shrinkMinCatalog        = 4
 )
 
+// halved reports a suspicious shrink: now is under half of before, which was at least min.
+func halved(before, now, min int) bool { return before >= min && now*2 < before }
+
 // catalogShrank returns an error wrapping errListingShrank when the catalog just read holds under
 // half of the repositories the previous listing counted (status.repositoryCount) and some
 // ImageAttestations would be deleted for it. A token whose scope shrank, a proxy or a registry bug
 // can return a short catalog; deleting on it would lose every verdict. The next pass compares with
 // the smaller count this pass records, so a real shrink goes through one interval later.
 func catalogShrank(before, now int32, wouldDelete int) error {
-	if wouldDelete == 0 || before < shrinkMinCatalog || now*2 >= before {
+	if wouldDelete == 0 || !halved(int(before), int(now), shrinkMinCatalog) {
 		return nil
 	}
 	return fmt.Errorf("%w: the catalog lists %d repositories where the last listing saw %d; their %d images are kept until the next listing confirms it",
@@ -60,7 +63,7 @@ func (g *shrinkGuard) tags(obj *v1alpha1.Registry, repo string, existing []*v1al
 	for _, img := range listed {
 		now += len(img.tags)
 	}
-	if before < shrinkMinRepositoryTags || now*2 >= before {
+	if !halved(before, now, shrinkMinRepositoryTags) {
 		g.held.Delete(key)
 		return nil
 	}

@@ -10,10 +10,6 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/registry"
 )
 
-// shrinkMinTags: a repository whose earlier listings saw fewer tags than this is never judged
-// truncated (a small repository legitimately loses half its tags).
-const shrinkMinTags = 10
-
 // tagsShrank reports whether the fresh listing of a repository holds under half the tags the
 // Registry's earlier listings recorded in its ImageAttestations (inventory): a tags/list cut short
 // by a proxy, a token whose scope shrank or a registry bug must never cost a kept tag, so a deleting
@@ -25,7 +21,7 @@ func tagsShrank(inventory []*v1alpha1.ImageAttestation, fresh []policy.Retention
 	for _, img := range fresh {
 		now += len(img.Tags)
 	}
-	return before, now, before >= shrinkMinTags && now*2 < before
+	return before, now, halved(before, now, shrinkMinRepositoryTags) // the Registry listing's rule
 }
 
 // stillTagged HEADs again, before a digest is deleted, every tag an earlier listing saw on it that
