@@ -328,7 +328,7 @@ func scannerBinary(flagValue string) (string, error) {
 // egressPolicy is the manager's egress policy: the flags' entries, and the cluster's own addresses
 // (controller.ClusterEgressDenials) denied.
 func egressPolicy(f flags, reader client.Reader, apiServer string) (*egress.Policy, error) {
-	p, err := egress.Parse(f.egressAllow, f.egressDeny)
+	p, err := egress.Parse(splitList(f.egressAllow), splitList(f.egressDeny))
 	if err != nil {
 		return nil, fmt.Errorf("--egress-allow/--egress-deny: %w", err)
 	}

@@ -121,14 +121,14 @@ func unmapPrefix(p netip.Prefix) netip.Prefix {
 	return p.Masked()
 }
 
-// Parse builds a Policy from the manager's flag values: comma-separated entries (see ParseRule).
-func Parse(allow, deny string) (*Policy, error) {
+// Parse builds a Policy from the manager's flag values, one entry each (see ParseRule).
+func Parse(allow, deny []string) (*Policy, error) {
 	p := &Policy{}
 	for _, l := range []struct {
-		s  string
+		s  []string
 		to *[]Rule
 	}{{allow, &p.Allow}, {deny, &p.Deny}} {
-		for _, s := range splitList(l.s) {
+		for _, s := range l.s {
 			r, err := ParseRule(s)
 			if err != nil {
 				return nil, err
@@ -137,16 +137,6 @@ func Parse(allow, deny string) (*Policy, error) {
 		}
 	}
 	return p, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 // Check returns nil when the policy lets the manager connect to ap, and otherwise an error wrapping

@@ -8,16 +8,20 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
 
+// list splits a comma-separated flag value as the manager does.
+func list(s string) []string { return strings.Split(s, ",") }
+
 func TestCheck(t *testing.T) {
-	p, err := Parse("127.0.0.1:5000, 10.96.0.0/12:0, fd12::/16", "10.96.0.0/12, 192.168.10.0/24")
+	p, err := Parse(list("127.0.0.1:5000, 10.96.0.0/12:0, fd12::/16"), list("10.96.0.0/12, 192.168.10.0/24"))
 	if err == nil {
 		t.Fatal(`"10.96.0.0/12:0" parsed as an allow entry`)
 	}
-	p, err = Parse("127.0.0.1:5000, 192.168.10.7, fd12::/16", "10.96.0.0/12, 192.168.10.0/24")
+	p, err = Parse(list("127.0.0.1:5000, 192.168.10.7, fd12::/16"), list("10.96.0.0/12, 192.168.10.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +59,7 @@ func TestCheck(t *testing.T) {
 		}
 	}
 	// The most specific entry decides: a broad loopback allowance does not open the API server.
-	q, err := Parse("127.0.0.0/8", "127.0.0.1:6443, 127.0.0.5")
+	q, err := Parse(list("127.0.0.0/8"), list("127.0.0.1:6443, 127.0.0.5"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +69,7 @@ func TestCheck(t *testing.T) {
 		}
 	}
 	// ... and an allowance as specific as a denial does not lift it.
-	q, _ = Parse("10.96.0.1:443", "10.96.0.1:443")
+	q, _ = Parse(list("10.96.0.1:443"), list("10.96.0.1:443"))
 	if err := q.Check(netip.MustParseAddrPort("10.96.0.1:443")); err == nil {
 		t.Error("an allow entry equal to a deny entry lifted it")
 	}
