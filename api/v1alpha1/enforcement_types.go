@@ -116,6 +116,12 @@ type OwnedImmutableRule struct {
 	// Tags and Repositories are the rule's doublestar patterns.
 	Tags         string `json:"tags"`
 	Repositories string `json:"repositories"`
+	// TagDecoration is the tag selector's decoration in Harbor: "matches" (absent: the tags
+	// matching Tags are immutable) or "excludes" (the tags not matching it are: how spec.immutability
+	// tags "**" is written, excluding the supply-chain tags "sha256-*").
+	// +kubebuilder:validation:Enum=matches;excludes
+	// +optional
+	TagDecoration string `json:"tagDecoration,omitempty"`
 }
 
 // HarborRetentionRun is the latest execution of a project retention policy.

@@ -368,16 +368,38 @@ func (p *harborPlanner) disown(project, kind, name string) {
 // planRules creates an immutable tag rule per (tag pattern, repository pattern) that no enabled
 // rule already holds, and deletes the rules Portcullis created that the policy no longer asks for.
 func (p *harborPlanner) planRules(project string, st *harborProject, inScope bool) {
-	type pair struct{ tags, repos string }
+	// A pair is one Harbor rule: its tag selector (decoration "" is "matches") and repository pattern.
+	type pair struct{ tags, deco, repos string }
 	var want []pair
 	if im := p.pol.Spec.Immutability; im != nil && inScope {
 		for _, repo := range p.scope.Repositories[project] {
 			for _, tag := range im.Tags {
-				if !slices.Contains(want, pair{tag, repo}) {
-					want = append(want, pair{tag, repo})
+				sel, ok := policy.HarborImmutableTags(tag)
+				if !ok {
+					continue // ResolveHarborScope refused the policy before any plan
+				}
+				w := pair{sel.Pattern, sel.Decoration, repo}
+				if w.deco == "matches" {
+					w.deco = ""
+				}
+				if !slices.Contains(want, w) {
+					want = append(want, w)
 				}
 			}
 		}
+	}
+	ruleOf := func(r harbor.ImmutableRule) pair {
+		w := pair{r.TagPattern, r.Decoration(), r.RepoPattern}
+		if w.deco == "matches" {
+			w.deco = ""
+		}
+		return w
+	}
+	name := func(w pair) string {
+		if w.deco == "excludes" {
+			return "all tags but " + w.tags + " in " + w.repos
+		}
+		return w.tags + " in " + w.repos
 	}
 	have := map[int64]harbor.ImmutableRule{}
 	for _, r := range st.rules {
@@ -387,7 +409,7 @@ func (p *harborPlanner) planRules(project string, st *harborProject, inScope boo
 	// rule for the same tag pattern, and re-enabling is the administrator's call.
 	held := func(w pair) bool {
 		for _, r := range st.rules {
-			if r.TagPattern == w.tags && r.RepoPattern == w.repos {
+			if ruleOf(r) == w {
 				return true
 			}
 		}
@@ -397,7 +419,7 @@ func (p *harborPlanner) planRules(project string, st *harborProject, inScope boo
 		if held(w) {
 			continue
 		}
-		rule := harbor.ImmutableRule{TagPattern: w.tags, RepoPattern: w.repos}
+		rule := harbor.ImmutableRule{TagPattern: w.tags, TagDecoration: w.deco, RepoPattern: w.repos}
 		p.add(func(ctx context.Context) error {
 			if err := p.w.CreateImmutableRule(ctx, project, rule); err != nil {
 				return err
@@ -409,20 +431,24 @@ func (p *harborPlanner) planRules(project string, st *harborProject, inScope boo
 				return err
 			}
 			for _, r := range rules {
-				if _, before := have[r.ID]; !before && r.TagPattern == rule.TagPattern && r.RepoPattern == rule.RepoPattern {
-					p.ledger.rules = append(p.ledger.rules, v1alpha1.OwnedImmutableRule{Project: project, ID: r.ID, Tags: r.TagPattern, Repositories: r.RepoPattern})
+				if _, before := have[r.ID]; !before && ruleOf(r) == w {
+					p.ledger.rules = append(p.ledger.rules, v1alpha1.OwnedImmutableRule{Project: project, ID: r.ID, Tags: w.tags, TagDecoration: w.deco, Repositories: w.repos})
 					have[r.ID] = r
 					break
 				}
 			}
 			return nil
-		}, v1alpha1.EnforcementChange{Project: project, Kind: changeImmutableRule, Name: w.tags + " in " + w.repos, Action: actionCreate})
+		}, v1alpha1.EnforcementChange{Project: project, Kind: changeImmutableRule, Name: name(w), Action: actionCreate})
 	}
 	for _, o := range slices.Clone(p.ledger.rules) {
-		if o.Project != project || slices.Contains(want, pair{o.Tags, o.Repositories}) {
+		owned := pair{o.Tags, o.TagDecoration, o.Repositories}
+		if owned.deco == "matches" {
+			owned.deco = ""
+		}
+		if o.Project != project || slices.Contains(want, owned) {
 			continue
 		}
-		if r, ok := have[o.ID]; !ok || r.TagPattern != o.Tags || r.RepoPattern != o.Repositories {
+		if r, ok := have[o.ID]; !ok || ruleOf(r) != owned {
 			p.dropRule(o) // gone, or the ID now holds another rule: not ours to delete
 			continue
 		}
@@ -432,7 +458,7 @@ func (p *harborPlanner) planRules(project string, st *harborProject, inScope boo
 			}
 			p.dropRule(o)
 			return nil
-		}, v1alpha1.EnforcementChange{Project: project, Kind: changeImmutableRule, Name: o.Tags + " in " + o.Repositories, Action: actionDelete,
+		}, v1alpha1.EnforcementChange{Project: project, Kind: changeImmutableRule, Name: name(owned), Action: actionDelete,
 			Detail: fmt.Sprintf("rule %d was created by Portcullis and is no longer in spec.immutability", o.ID)})
 	}
 }

@@ -127,17 +127,27 @@ func expiry(unix int64) time.Time {
 	return time.Unix(unix, 0)
 }
 
-// ImmutableRule is a tag immutability rule of a project: tags matching TagPattern in repositories
-// matching RepoPattern (doublestar) cannot be overwritten or deleted.
+// ImmutableRule is a tag immutability rule of a project: in repositories matching RepoPattern
+// (doublestar), tags matching TagPattern (TagDecoration "matches", the default when empty) or not
+// matching it ("excludes") cannot be overwritten or deleted.
 type ImmutableRule struct {
 	ID                      int64
 	Disabled                bool
 	TagPattern, RepoPattern string
+	TagDecoration           string
+}
+
+// Decoration is r.TagDecoration, "matches" when empty.
+func (r ImmutableRule) Decoration() string {
+	if r.TagDecoration == "" {
+		return "matches"
+	}
+	return r.TagDecoration
 }
 
 // ImmutableRules lists a project's immutable tag rules that Portcullis can express (one doublestar
-// tag selector "matches" and one repository selector "repoMatches"); others are returned with empty
-// patterns, so that a caller never mistakes them for its own.
+// tag selector, "matches" or "excludes", and one repository selector "repoMatches"); others are
+// returned with empty patterns, so that a caller never mistakes them for its own.
 func (c *Client) ImmutableRules(ctx context.Context, projectName string) ([]ImmutableRule, error) {
 	return listAll("listing the immutable tag rules of project "+projectName, func(page, size int64) ([]ImmutableRule, int, int64, error) {
 		res, err := c.immutable.ListImmuRules(ctx, immutable.NewListImmuRulesParams().WithProjectNameOrID(projectName).
@@ -152,9 +162,10 @@ func (c *Client) ImmutableRules(ctx context.Context, projectName string) ([]Immu
 			}
 			rule := ImmutableRule{ID: r.ID, Disabled: r.Disabled}
 			repos := r.ScopeSelectors["repository"]
-			if len(r.TagSelectors) == 1 && r.TagSelectors[0] != nil && r.TagSelectors[0].Kind == "doublestar" && r.TagSelectors[0].Decoration == "matches" &&
+			if len(r.TagSelectors) == 1 && r.TagSelectors[0] != nil && r.TagSelectors[0].Kind == "doublestar" &&
+				(r.TagSelectors[0].Decoration == "matches" || r.TagSelectors[0].Decoration == "excludes") &&
 				len(repos) == 1 && repos[0].Kind == "doublestar" && repos[0].Decoration == "repoMatches" {
-				rule.TagPattern, rule.RepoPattern = r.TagSelectors[0].Pattern, repos[0].Pattern
+				rule.TagPattern, rule.TagDecoration, rule.RepoPattern = r.TagSelectors[0].Pattern, r.TagSelectors[0].Decoration, repos[0].Pattern
 			}
 			out = append(out, rule)
 		}
@@ -164,7 +175,7 @@ func (c *Client) ImmutableRules(ctx context.Context, projectName string) ([]Immu
 
 func immutableRule(r ImmutableRule) *models.ImmutableRule {
 	return &models.ImmutableRule{ID: r.ID, Disabled: r.Disabled, Action: "immutable", Template: "immutable_template",
-		TagSelectors:   []*models.ImmutableSelector{{Kind: "doublestar", Decoration: "matches", Pattern: r.TagPattern}},
+		TagSelectors:   []*models.ImmutableSelector{{Kind: "doublestar", Decoration: r.Decoration(), Pattern: r.TagPattern}},
 		ScopeSelectors: map[string][]models.ImmutableSelector{"repository": {{Kind: "doublestar", Decoration: "repoMatches", Pattern: r.RepoPattern}}}}
 }
 

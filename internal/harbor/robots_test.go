@@ -74,11 +74,25 @@ func TestImmutableRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rules) != 1 || rules[0].TagPattern != "v*" || rules[0].RepoPattern != "**" || rules[0].ID == 0 {
+	if len(rules) != 1 || rules[0].TagPattern != "v*" || rules[0].RepoPattern != "**" || rules[0].Decoration() != "matches" || rules[0].ID == 0 {
 		t.Fatalf("rules %+v", rules)
 	}
-	if err := c.DeleteImmutableRule(ctx, "team-a", rules[0].ID); err != nil {
+	if err := c.CreateImmutableRule(ctx, "team-a", ImmutableRule{TagPattern: "sha256-*", TagDecoration: "excludes", RepoPattern: "api"}); err != nil {
 		t.Fatal(err)
+	}
+	h.Mu.Lock()
+	posted := h.Projects["team-a"].ImmutableRules[1]["tag_selectors"]
+	h.Mu.Unlock()
+	if sel, _ := posted.([]any); len(sel) != 1 || sel[0].(map[string]any)["decoration"] != "excludes" {
+		t.Fatalf("posted tag selectors %v", posted)
+	}
+	if rules, err = c.ImmutableRules(ctx, "team-a"); err != nil || len(rules) != 2 || rules[1].TagDecoration != "excludes" || rules[1].TagPattern != "sha256-*" {
+		t.Fatalf("rules %+v, %v", rules, err)
+	}
+	for _, r := range rules {
+		if err := c.DeleteImmutableRule(ctx, "team-a", r.ID); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if rules, err := c.ImmutableRules(ctx, "team-a"); err != nil || len(rules) != 0 {
 		t.Fatalf("after delete: %v, %v", rules, err)

@@ -37,8 +37,9 @@ func WritesToHarbor(spec *v1alpha1.RepositoryPolicySpec) bool {
 //   - members, robots and security switches apply to whole projects, so with access or
 //     registrySettings every project needs a "<project>/**" pattern;
 //   - a robot has exactly one project permission entry, so robots need exactly one project;
-//   - an immutable tag rule has one tag pattern and one repository pattern and cannot exclude tags, so
-//     a tag pattern that would also freeze cosign's signature tags (sha256-<hex>.sig, .att, .sbom, and
+//   - an immutable tag rule has one tag selector (matches or excludes one pattern) and one repository
+//     pattern, so every tag ("**") is written as "excludes sha256-*" (HarborImmutableTags) and any
+//     other pattern that would also freeze cosign's signature tags (sha256-<hex>.sig, .att, .sbom, and
 //     the referrers fallback tag sha256-<hex>) is refused, spec.tags may only narrow immutability to
 //     patterns it includes itself, and a project holds at most 15 rules;
 //   - Harbor runs retention itself: it cannot see Pods (protectInUse must be false), does not cap
@@ -73,8 +74,8 @@ func ResolveHarborScope(spec *v1alpha1.RepositoryPolicySpec) (HarborScope, error
 	}
 	if im := spec.Immutability; im != nil {
 		for _, t := range im.Tags {
-			if MatchesSupplyChainTag(t) {
-				return HarborScope{}, fmt.Errorf("spec.immutability.tags: %q also matches supply-chain tags (sha256-<hex>.sig, .att, .sbom, or the referrers fallback tag sha256-<hex>, for some digest), and a Harbor immutable rule cannot exclude tags: signing would fail; use a narrower pattern such as v*", t)
+			if _, ok := HarborImmutableTags(t); !ok {
+				return HarborScope{}, fmt.Errorf("spec.immutability.tags: %q also matches supply-chain tags (sha256-<hex>.sig, .att, .sbom, or the referrers fallback tag sha256-<hex>, for some digest) and not every tag, and one Harbor tag selector cannot both match it and exclude them: signing would fail; use a narrower pattern such as v*, or ** (every tag but sha256-*)", t)
 			}
 			if len(spec.Tags.Exclude) > 0 || (len(spec.Tags.Include) > 0 && !slices.Contains(spec.Tags.Include, t)) {
 				return HarborScope{}, fmt.Errorf("spec.immutability.tags: %q is not among spec.tags.include (or spec.tags has exclude patterns), and a Harbor immutable rule cannot intersect tag patterns: it would freeze tags the policy does not select", t)

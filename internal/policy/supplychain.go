@@ -1,5 +1,7 @@
 package policy
 
+import "strings"
+
 // Supply-chain tags are the tags cosign and the OCI referrers fallback push next to an image:
 // "sha256-<64 hex>.sig", ".att", ".sbom" (cosign's tag scheme) and "sha256-<64 hex>" (the
 // referrers tag schema of the OCI distribution spec, "Referrers Tag Schema"). Freezing them would
@@ -194,4 +196,34 @@ func splitTopLevel(s string) []string {
 		}
 	}
 	return append(out, s[last:])
+}
+
+// HarborSupplyChainTags is the doublestar pattern a Harbor immutable rule excludes when a policy
+// makes every tag immutable: every supply-chain tag starts with "sha256-". A user tag that starts
+// with "sha256-" is left mutable too; the prefix is the referrers tag schema's, not a tag name
+// people choose.
+const HarborSupplyChainTags = "sha256-*"
+
+// HarborTagSelector is one tag selector of a Harbor immutable tag rule (Harbor's
+// src/pkg/immutable/match/rule: a rule is decided by its first tag selector alone, with the
+// decoration "matches" or "excludes").
+type HarborTagSelector struct {
+	Pattern    string
+	Decoration string // "matches" or "excludes"
+}
+
+// HarborImmutableTags maps a spec.immutability.tags pattern onto one Harbor tag selector that
+// never freezes a supply-chain tag. A pattern that matches no supply-chain tag maps to itself
+// ("matches"); a pattern that matches every tag ("*", "**") maps to "excludes sha256-*", which is
+// how Harbor's UI ("excluding") and Terraform's tag_excluding write it. Any other pattern that
+// meets the supply-chain family would need "matches P and excludes sha256-*", which one Harbor
+// selector cannot say: ok is false.
+func HarborImmutableTags(pattern string) (sel HarborTagSelector, ok bool) {
+	if !MatchesSupplyChainTag(pattern) {
+		return HarborTagSelector{Pattern: pattern, Decoration: "matches"}, true
+	}
+	if strings.Trim(pattern, "*") == "" {
+		return HarborTagSelector{Pattern: HarborSupplyChainTags, Decoration: "excludes"}, true
+	}
+	return HarborTagSelector{}, false
 }

@@ -3,6 +3,8 @@ package policy
 import (
 	"strings"
 	"testing"
+
+	"github.com/bmatcuk/doublestar/v4"
 )
 
 // TestMatchesSupplyChainTag: the check covers every digest, not one example, and agrees with
@@ -37,6 +39,62 @@ func TestMatchesSupplyChainTag(t *testing.T) {
 				if MatchAny([]string{pattern}, tag) && !MatchesSupplyChainTag(pattern) {
 					t.Errorf("%q matches %s but MatchesSupplyChainTag says no", pattern, tag)
 				}
+			}
+		}
+	}
+}
+
+// TestHarborImmutableTags maps immutability patterns onto one Harbor tag selector and evaluates
+// the selector the way Harbor's immutable matcher does (doublestar, "excludes" inverts): the
+// selector keeps the pattern's ordinary tags and never freezes a supply-chain tag.
+func TestHarborImmutableTags(t *testing.T) {
+	digest := strings.Repeat("f0", 32)
+	supplyChain := []string{"sha256-" + digest, "sha256-" + digest + ".sig", "sha256-" + digest + ".att", "sha256-" + digest + ".sbom"}
+	immutable := func(sel HarborTagSelector, tag string) bool {
+		m, err := doublestar.Match(sel.Pattern, tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m == (sel.Decoration == "matches")
+	}
+	for _, c := range []struct {
+		pattern string
+		ok      bool
+		frozen  []string // ordinary tags the rule must freeze
+		free    []string // ordinary tags it must leave alone
+	}{
+		{pattern: "v*", ok: true, frozen: []string{"v1", "v2.0.1"}, free: []string{"latest", "1.0"}},
+		{pattern: "**", ok: true, frozen: []string{"v1", "latest", "release-1.sig"}},
+		{pattern: "*", ok: true, frozen: []string{"v1", "latest"}},
+		{pattern: "***", ok: true, frozen: []string{"main"}},
+		{pattern: "s*", ok: false},
+		{pattern: "*.sig", ok: false},
+		{pattern: "sha256-*", ok: false},
+	} {
+		sel, ok := HarborImmutableTags(c.pattern)
+		if ok != c.ok {
+			t.Errorf("%q: ok %v, want %v", c.pattern, ok, c.ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if sel.Decoration != "matches" && sel.Decoration != "excludes" {
+			t.Errorf("%q: decoration %q", c.pattern, sel.Decoration)
+		}
+		for _, tag := range supplyChain {
+			if immutable(sel, tag) {
+				t.Errorf("%q -> %+v freezes the supply-chain tag %s", c.pattern, sel, tag)
+			}
+		}
+		for _, tag := range c.frozen {
+			if !immutable(sel, tag) {
+				t.Errorf("%q -> %+v leaves %q mutable", c.pattern, sel, tag)
+			}
+		}
+		for _, tag := range c.free {
+			if immutable(sel, tag) {
+				t.Errorf("%q -> %+v freezes %q", c.pattern, sel, tag)
 			}
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/bmatcuk/doublestar/v4"
 )
 
 // handle serves one operation of Harbor's API by its operationId; faulted reports an injected fault.
@@ -292,7 +294,7 @@ func (s *Server) handleMore(w http.ResponseWriter, r *http.Request, op string, p
 		for _, a := range arts[from:to] {
 			tags := []map[string]any{}
 			for _, t := range a.Tags {
-				tags = append(tags, map[string]any{"name": t, "push_time": a.PushTime.UTC().Format(time.RFC3339), "immutable": false})
+				tags = append(tags, map[string]any{"name": t, "push_time": a.PushTime.UTC().Format(time.RFC3339), "immutable": proj.TagImmutable(repo, t)})
 			}
 			out = append(out, map[string]any{"digest": a.Digest, "manifest_media_type": "application/vnd.oci.image.manifest.v1+json",
 				"media_type": "application/vnd.oci.image.config.v1+json", "type": "IMAGE", "push_time": a.PushTime.UTC().Format(time.RFC3339),
@@ -327,4 +329,55 @@ func (s *Server) sortedRobots() []*Robot {
 func (s *Server) secret() string {
 	s.nextID++
 	return fmt.Sprintf("secret-%d-%d", s.nextID, time.Now().UnixNano())
+}
+
+// TagImmutable evaluates the project's immutable tag rules as Harbor does
+// (src/pkg/immutable/match/rule): an enabled rule freezes a tag when its first repository selector
+// and its first tag selector both select it, each doublestar with "matches"/"repoMatches" or
+// "excludes"/"repoExcludes". Rules are held as posted (JSON decoded into map[string]any).
+func (p *Project) TagImmutable(repo, tag string) bool {
+	selects := func(sels any, name string) bool {
+		var first map[string]any
+		switch v := sels.(type) {
+		case []any:
+			if len(v) > 0 {
+				first, _ = v[0].(map[string]any)
+			}
+		case []map[string]any:
+			if len(v) > 0 {
+				first = v[0]
+			}
+		}
+		if first == nil || first["kind"] != "doublestar" {
+			return false
+		}
+		pattern, _ := first["pattern"].(string)
+		m, err := doublestar.Match(pattern, name)
+		if err != nil {
+			return false
+		}
+		switch first["decoration"] {
+		case "matches", "repoMatches":
+			return m
+		case "excludes", "repoExcludes":
+			return !m
+		}
+		return false
+	}
+	for _, r := range p.ImmutableRules {
+		if d, _ := r["disabled"].(bool); d {
+			continue
+		}
+		var scope any
+		switch v := r["scope_selectors"].(type) {
+		case map[string]any:
+			scope = v["repository"]
+		case map[string][]map[string]any:
+			scope = v["repository"]
+		}
+		if selects(scope, repo) && selects(r["tag_selectors"], tag) {
+			return true
+		}
+	}
+	return false
 }
