@@ -66,6 +66,7 @@ type flags struct {
 	maxImageSize           int64
 	trivyOperatorReports   bool
 	scannerBinary          string
+	scannerSocket          string
 	scanInProcess          bool // deprecated, ignored
 	vulnDBRepositories     string
 	vulnDBRefresh          time.Duration
@@ -128,6 +129,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 		"Deprecated and ignored: the manager no longer links trivy; scans always run in portcullis-scanner (see --scanner-binary).")
 	fs.StringVar(&f.scannerBinary, "scanner-binary", "",
 		"Path of the portcullis-scanner binary, the scan worker that links trivy (scans and DB downloads run in it, never in the manager). Empty: portcullis-scanner beside this executable, else on PATH.")
+	fs.StringVar(&f.scannerSocket, "scanner-socket", "",
+		"Unix socket of a portcullis-scanner started on its own with --listen (the scanner container of config/manager, which has no ServiceAccount token and its own resource limits) instead of a child process; --scanner-binary is then unused. DB and cache paths are the scanner's.")
 	fs.BoolVar(&f.trivyOperatorReports, "trivy-operator-reports", false,
 		"Also write trivy-operator VulnerabilityReport and ExposedSecretReport objects (its CRDs must be installed).")
 	fs.StringVar(&f.vulnDBDir, "vulndb-dir", "",
@@ -272,7 +275,9 @@ func run() error {
 		return err
 	}
 	log.Info("egress policy", "allow", opts.Egress.Allow, "deny", opts.Egress.Deny)
-	if opts.VulnDBDir != "" || len(opts.VulnDBRepositories) > 0 {
+	if f.scannerSocket != "" {
+		opts.ScannerAddress = f.scannerSocket
+	} else if opts.VulnDBDir != "" || len(opts.VulnDBRepositories) > 0 {
 		bin, err := scannerBinary(f.scannerBinary)
 		if err != nil {
 			return err

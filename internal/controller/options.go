@@ -12,6 +12,7 @@ import (
 	"github.com/bmatcuk/doublestar/v4"
 
 	"github.com/portcullis-dev/portcullis/internal/egress"
+	"github.com/portcullis-dev/portcullis/internal/scan"
 )
 
 // Options are the manager-wide settings the controllers share, set from cmd/main.go flags.
@@ -70,6 +71,18 @@ type Options struct {
 	// fail with ScanFailed and a new worker starts), and the manager's memory holds none of trivy.
 	// Empty: this executable (a test binary that serves as its own worker).
 	ScannerCommand []string
+
+	// ScannerAddress, when set, is the Unix socket of a scanner that runs on its own
+	// (portcullis-scanner --listen: the scanner container of config/manager, with no ServiceAccount
+	// token and its own resource limits); ScannerCommand is then unused. The DB and cache paths
+	// (CacheDir/db, CacheDir/trivy, VulnDBDir) are paths in the scanner's file system, where
+	// config/manager mounts the scanner's own volume at the manager's CacheDir.
+	ScannerAddress string
+}
+
+// scannerAt says where scanner processes run: started as children or listening at an address.
+func (o Options) scannerAt() scan.WorkerConfig {
+	return scan.WorkerConfig{Command: o.ScannerCommand, Address: o.ScannerAddress}
 }
 
 // hostAllowed reports whether the URL's host matches AllowedRegistryHosts (or the list is empty).

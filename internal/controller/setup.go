@@ -114,7 +114,7 @@ func downloadedScanner(mgr ctrl.Manager, opts Options) (reloadableScanner, error
 	dbDir := filepath.Join(opts.CacheDir, "db")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	stale, err := scan.EnsureDB(ctx, opts.ScannerCommand, dbDir, opts.VulnDBRepositories, opts.VulnDBInsecure)
+	stale, err := scan.EnsureDB(ctx, opts.scannerAt(), dbDir, opts.VulnDBRepositories, opts.VulnDBInsecure)
 	switch {
 	case stale:
 		ctrl.Log.WithName("vulndb").Error(err, "downloading the vulnerability DB failed; scanning with the older one in the cache until a refresh succeeds",
@@ -143,7 +143,7 @@ func downloadedScanner(mgr ctrl.Manager, opts Options) (reloadableScanner, error
 			case <-ctx.Done():
 				return nil
 			case <-timer.C:
-				updated, err := scan.UpdateDB(ctx, opts.ScannerCommand, dbDir, opts.VulnDBRepositories, opts.VulnDBInsecure)
+				updated, err := scan.UpdateDB(ctx, opts.scannerAt(), dbDir, opts.VulnDBRepositories, opts.VulnDBInsecure)
 				if err != nil {
 					log.Error(err, "refreshing the vulnerability DB; the current one stays in use", "retryIn", min(every, dbRetry))
 					timer.Reset(min(every, dbRetry))
@@ -168,11 +168,12 @@ type reloadableScanner interface {
 	Reload() error
 }
 
-// newScanner opens the DB in dbDir in a scan worker (Options.ScannerCommand), stopped with the
-// manager.
+// newScanner opens the DB in dbDir in a scan worker (Options.ScannerCommand or ScannerAddress),
+// stopped with the manager.
 func newScanner(mgr ctrl.Manager, opts Options, dbDir string) (reloadableScanner, error) {
-	s, err := scan.NewIsolated(scan.WorkerConfig{DBDir: dbDir, CacheDir: filepath.Join(opts.CacheDir, "trivy"),
-		MaxImageSize: opts.MaxImageSize, Command: opts.ScannerCommand})
+	at := opts.scannerAt()
+	at.DBDir, at.CacheDir, at.MaxImageSize = dbDir, filepath.Join(opts.CacheDir, "trivy"), opts.MaxImageSize
+	s, err := scan.NewIsolated(at)
 	if err != nil {
 		return nil, err
 	}

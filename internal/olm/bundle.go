@@ -38,7 +38,8 @@ type Options struct {
 	Package string
 	// Version is the operator's semantic version without a leading "v", e.g. "0.1.0".
 	Version string
-	// Image is the manager image the Deployment runs, e.g. "ghcr.io/portcullis-dev/portcullis:v0.1.0".
+	// Image is the manager image the Deployment runs, e.g. "ghcr.io/portcullis-dev/portcullis:v0.1.0"
+	// (in both containers: the manager and its scanner).
 	Image string
 	// BundleImage is where the bundle image is pushed; the catalog points at it.
 	BundleImage string
@@ -177,9 +178,10 @@ func BuildBundle(o Options) (*Bundle, error) {
 		}
 	}
 
+	// The manager and its scanner container run the same image (two binaries).
 	for i := range deploy.Spec.Template.Spec.Containers {
-		if deploy.Spec.Template.Spec.Containers[i].Name == "manager" {
-			deploy.Spec.Template.Spec.Containers[i].Image = o.Image
+		if c := &deploy.Spec.Template.Spec.Containers[i]; c.Name == "manager" || c.Name == "scanner" {
+			c.Image = o.Image
 		}
 	}
 	if err := completeCSV(csv, o, icon, crds, deploy, permissions, clusterPermissions, examples); err != nil {

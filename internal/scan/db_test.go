@@ -16,7 +16,7 @@ func TestEnsureDBScannerFails(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	failing := []string{"/bin/false"}
+	failing := WorkerConfig{Command: []string{"/bin/false"}}
 	if stale, err := EnsureDB(context.Background(), failing, withDB, []string{"127.0.0.1:1/db:2"}, true); err == nil || !stale {
 		t.Errorf("an older DB and a failed scanner: stale %v, %v; want stale with the error", stale, err)
 	}

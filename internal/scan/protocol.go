@@ -4,7 +4,8 @@ import "time"
 
 // The scan worker protocol (between Isolated in the manager and the scanner binary,
 // cmd/portcullis-scanner, which links trivy): one JSON object per line, requests on the worker's
-// stdin and responses on its stdout, matched by ID.
+// stdin and responses on its stdout (a child process), or both on one Unix socket connection (a
+// scanner container), matched by ID.
 const (
 	// WorkerEnv holds the WorkerConfig (JSON) of a long-lived scan worker; the scanner binary serves
 	// scans when it is set.
@@ -15,23 +16,33 @@ const (
 	// WorkerErrPrefix starts the line a worker prints on stderr when it cannot serve (a DB that does
 	// not open).
 	WorkerErrPrefix = "scan worker: "
+	// ListenEnv holds the path of a Unix socket on which the scanner binary serves the protocol to
+	// every connection (as its --listen flag does): the scanner container of config/manager, which
+	// has no ServiceAccount token, reached by WorkerConfig.Address.
+	ListenEnv = "PORTCULLIS_SCAN_LISTEN"
 )
 
-// WorkerRequest is one line on the worker's stdin. Op is "scan", "reload" or "cancel" (of the scan
-// with this ID).
+// WorkerRequest is one line on the worker's stdin (or connection). Op is "scan", "reload",
+// "cancel" (of the scan with this ID), "open" (the first request on a connection to a listening
+// scanner: open the DB of Config, or check that the one open is the same) or "db" (perform DB, a
+// DBRequest, in the scanner).
 type WorkerRequest struct {
-	ID     uint64 `json:"id"`
-	Op     string `json:"op"`
-	Image  string `json:"image,omitempty"`
-	Access Access `json:"access"`
+	ID     uint64        `json:"id"`
+	Op     string        `json:"op"`
+	Image  string        `json:"image,omitempty"`
+	Access Access        `json:"access"`
+	Config *WorkerConfig `json:"config,omitempty"`
+	DB     *DBRequest    `json:"db,omitempty"`
 }
 
-// WorkerResponse is one line on the worker's stdout: the result or the error of request ID.
+// WorkerResponse is one line on the worker's stdout (or connection): the result or the error of
+// request ID. DB answers an "db" request.
 type WorkerResponse struct {
-	ID          uint64    `json:"id"`
-	Result      *Result   `json:"result,omitempty"`
-	Err         string    `json:"err,omitempty"`
-	DBUpdatedAt time.Time `json:"dbUpdatedAt"`
+	ID          uint64      `json:"id"`
+	Result      *Result     `json:"result,omitempty"`
+	DB          *DBResponse `json:"db,omitempty"`
+	Err         string      `json:"err,omitempty"`
+	DBUpdatedAt time.Time   `json:"dbUpdatedAt"`
 }
 
 // DBRequest asks a scanner process for one vulnerability DB operation on Dir: "ensure" (download

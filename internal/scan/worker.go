@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -37,16 +38,26 @@ type Isolated struct {
 	nextID    atomic.Uint64
 }
 
-// WorkerConfig says how to start the child and what it opens.
+// WorkerConfig says how to reach the worker and what it opens.
 type WorkerConfig struct {
-	// DBDir, CacheDir and MaxImageSize are NewTrivy's arguments in the child.
+	// DBDir, CacheDir and MaxImageSize are NewTrivy's arguments in the worker (paths in the
+	// worker's file system).
 	DBDir, CacheDir string
 	MaxImageSize    int64
 	// Command starts the child; default: this executable (os.Executable) without arguments.
-	Command []string
+	Command []string `json:"-"`
 	// Env is added to the child's environment.
-	Env []string
+	Env []string `json:"-"`
+	// Address, when set, is the Unix socket of a scanner that is already running (portcullis-scanner
+	// --listen: the scanner container of config/manager, which holds no ServiceAccount token and
+	// has its own memory and CPU limits); no child is started. Its connection ending fails the
+	// scans in flight with ErrWorkerExited, and the next call connects again.
+	Address string `json:"-"`
 }
+
+// dialWait is how long a call waits for a listening scanner's socket to accept (its container
+// starting or restarting).
+var dialWait = 30 * time.Second
 
 // ErrWorkerExited: the scan process exited (crashed) while a scan was in flight.
 var ErrWorkerExited = errors.New("the scan worker process exited")
@@ -54,7 +65,16 @@ var ErrWorkerExited = errors.New("the scan worker process exited")
 var _ Scanner = (*Isolated)(nil)
 
 // NewIsolated checks the DB in cfg.DBDir and returns a scanner whose child starts on the first scan.
+// With cfg.Address it connects to the scanner there and has it open the DB instead.
 func NewIsolated(cfg WorkerConfig) (*Isolated, error) {
+	if cfg.Address != "" {
+		s := &Isolated{cfg: cfg}
+		s.dbUpdated.Store(time.Time{})
+		if _, err := s.running(); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
 	if len(cfg.Command) == 0 {
 		exe, err := os.Executable()
 		if err != nil {
@@ -103,11 +123,13 @@ func (s *Isolated) Close() error {
 	if w == nil {
 		return nil
 	}
-	_ = w.stdin.Close()
+	_ = w.stop.Close()
 	select {
 	case <-w.done:
 	case <-time.After(10 * time.Second):
-		_ = w.cmd.Process.Kill()
+		if w.cmd != nil {
+			_ = w.cmd.Process.Kill()
+		}
 		<-w.done
 	}
 	return nil
@@ -119,12 +141,19 @@ func (s *Isolated) call(ctx context.Context, req WorkerRequest) (WorkerResponse,
 		return WorkerResponse{}, err
 	}
 	req.ID = s.nextID.Add(1)
+	return w.roundTrip(ctx, req)
+}
+
+// roundTrip sends req and waits for its response, the worker's end or ctx's (which cancels req in
+// the worker).
+func (w *worker) roundTrip(ctx context.Context, req WorkerRequest) (WorkerResponse, error) {
 	ch := make(chan WorkerResponse, 1)
 	w.mu.Lock()
 	w.pending[req.ID] = ch
-	err = w.enc.Encode(req)
+	err := w.enc.Encode(req)
 	w.mu.Unlock()
 	if err != nil {
+		_ = w.stop.Close()
 		return WorkerResponse{}, w.exited(err)
 	}
 	select {
@@ -155,6 +184,22 @@ func (s *Isolated) running() (*worker, error) {
 			return s.w, nil
 		}
 	}
+	if s.cfg.Address != "" {
+		w, err := dialWorker(s.cfg.Address)
+		if err != nil {
+			return nil, err
+		}
+		// The first request on a connection opens the DB (or checks the one open is ours).
+		cfg := s.cfg
+		resp, err := w.roundTrip(context.Background(), WorkerRequest{ID: s.nextID.Add(1), Op: "open", Config: &cfg})
+		if err != nil {
+			_ = w.stop.Close()
+			return nil, fmt.Errorf("opening the vulnerability DB %s in the scanner at %s: %w", cfg.DBDir, s.cfg.Address, err)
+		}
+		s.dbUpdated.Store(resp.DBUpdatedAt)
+		s.w = w
+		return w, nil
+	}
 	cfg, err := json.Marshal(s.cfg)
 	if err != nil {
 		return nil, err
@@ -174,25 +219,49 @@ func (s *Isolated) running() (*worker, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting the scan worker %s: %w", s.cfg.Command[0], err)
 	}
-	w := &worker{cmd: cmd, stdin: stdin, enc: json.NewEncoder(stdin), pending: map[uint64]chan WorkerResponse{}, done: make(chan struct{}), tail: tail}
-	go w.readResponses(stdout)
+	w := &worker{cmd: cmd, stop: stdin, enc: json.NewEncoder(stdin), pending: map[uint64]chan WorkerResponse{}, done: make(chan struct{}), tail: tail}
+	go w.readResponses(stdout, cmd.Wait)
 	s.w = w
 	return w, nil
 }
 
+// dialWorker connects to a listening scanner, waiting up to dialWait for its socket to accept.
+func dialWorker(address string) (*worker, error) {
+	deadline := time.Now().Add(dialWait)
+	var d net.Dialer
+	for {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		conn, err := d.DialContext(ctx, "unix", address)
+		cancel()
+		if err == nil {
+			w := &worker{stop: conn, enc: json.NewEncoder(conn), pending: map[uint64]chan WorkerResponse{}, done: make(chan struct{}),
+				tail: &crashNote{}, address: address}
+			go w.readResponses(conn, func() error { return fmt.Errorf("the connection to the scanner at %s closed", address) })
+			return w, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("connecting to the scanner at %s: %w", address, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// worker is one running worker: a child process (cmd set; stop closes its stdin) or a connection
+// to a listening scanner (address set; stop closes the connection).
 type worker struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	tail  *crashNote
-	done  chan struct{} // closed once the child has exited
-	err   error         // how it exited, set before done closes
+	cmd     *exec.Cmd
+	address string
+	stop    io.Closer
+	tail    *crashNote
+	done    chan struct{} // closed once the child has exited or the connection ended
+	err     error         // how it ended, set before done closes
 
 	mu      sync.Mutex // enc and pending
 	enc     *json.Encoder
 	pending map[uint64]chan WorkerResponse
 }
 
-func (w *worker) readResponses(stdout io.Reader) {
+func (w *worker) readResponses(stdout io.Reader, wait func() error) {
 	dec := json.NewDecoder(bufio.NewReader(stdout))
 	for {
 		var resp WorkerResponse
@@ -207,7 +276,7 @@ func (w *worker) readResponses(stdout io.Reader) {
 			ch <- resp
 		}
 	}
-	w.err = w.cmd.Wait()
+	w.err = wait()
 	close(w.done)
 }
 

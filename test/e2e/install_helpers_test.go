@@ -188,6 +188,13 @@ func checkMonitorSelectsService(t *testing.T, monitors, install []*unstructured.
 // flags in overrides replaced (an empty value drops the flag).
 func deploymentArgs(t *testing.T, objs []*unstructured.Unstructured, overrides map[string]string) []string {
 	t.Helper()
+	return containerArgs(t, objs, "manager", overrides)
+}
+
+// containerArgs returns the arguments of the named container of config/default's Deployment, with
+// the flags in overrides replaced (an empty value drops the flag).
+func containerArgs(t *testing.T, objs []*unstructured.Unstructured, name string, overrides map[string]string) []string {
+	t.Helper()
 	for _, o := range objs {
 		if o.GetKind() != "Deployment" {
 			continue
@@ -195,7 +202,7 @@ func deploymentArgs(t *testing.T, objs []*unstructured.Unstructured, overrides m
 		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
 		for _, c := range containers {
 			c := c.(map[string]any)
-			if c["name"] != "manager" {
+			if c["name"] != name {
 				continue
 			}
 			var out []string
@@ -213,7 +220,7 @@ func deploymentArgs(t *testing.T, objs []*unstructured.Unstructured, overrides m
 			return out
 		}
 	}
-	t.Fatal("config/default has no Deployment with a manager container")
+	t.Fatalf("config/default has no Deployment with a %s container", name)
 	return nil
 }
 

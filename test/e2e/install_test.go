@@ -143,8 +143,14 @@ func TestInstall(t *testing.T) {
 	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", vulndb.ShippedOSV), filepath.Join(dir, "vulndb")); err != nil {
 		t.Fatalf("building the vulnerability DB: %v", err)
 	}
+	// The scanner runs as its container does: its own process, with the container's arguments and
+	// none of the manager's environment (no kubeconfig, no credentials).
+	checkScannerIsolation(t, objs)
+	socket := startScanner(t, filepath.Join(filepath.Dir(manager), "portcullis-scanner"), containerArgs(t, objs, "scanner", map[string]string{"--listen": ""}),
+		filepath.Join(dir, "scanner.log"))
 	metricsAddr, probeAddr := freeAddr(t), freeAddr(t)
 	args := deploymentArgs(t, objs, map[string]string{
+		"--scanner-socket":            socket,
 		"--metrics-bind-address":      metricsAddr,
 		"--health-probe-bind-address": probeAddr,
 		"--cache-dir":                 filepath.Join(dir, "cache"),

@@ -91,10 +91,10 @@ func TestUpdateDB(t *testing.T) {
 	}
 	// The same through a scanner process (this test binary), as the manager asks: no download, and
 	// a mirror that cannot be reached is an error that names it.
-	if updated, err := scan.UpdateDB(ctx, nil, dbDir, repo, true); err != nil || updated {
+	if updated, err := scan.UpdateDB(ctx, scan.WorkerConfig{}, dbDir, repo, true); err != nil || updated {
 		t.Fatalf("scanner process: a fresh DB must not be downloaded again: %v, %v", updated, err)
 	}
-	if _, err := scan.UpdateDB(ctx, nil, filepath.Join(t.TempDir(), "db"), []string{"127.0.0.1:1/aquasec/trivy-db:2"}, true); err == nil ||
+	if _, err := scan.UpdateDB(ctx, scan.WorkerConfig{}, filepath.Join(t.TempDir(), "db"), []string{"127.0.0.1:1/aquasec/trivy-db:2"}, true); err == nil ||
 		!strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Fatalf("scanner process, unreachable mirror: %v", err)
 	}
@@ -159,7 +159,13 @@ func TestEnsureDB(t *testing.T) {
 	t.Run("in process", func(t *testing.T) { testEnsureDB(t, EnsureDB) })
 	t.Run("scanner process", func(t *testing.T) {
 		testEnsureDB(t, func(ctx context.Context, dir string, repos []string, insecure bool) (bool, error) {
-			return scan.EnsureDB(ctx, nil, dir, repos, insecure)
+			return scan.EnsureDB(ctx, scan.WorkerConfig{}, dir, repos, insecure)
+		})
+	})
+	t.Run("listening scanner", func(t *testing.T) {
+		at := scan.WorkerConfig{Address: startListener(t).socket}
+		testEnsureDB(t, func(ctx context.Context, dir string, repos []string, insecure bool) (bool, error) {
+			return scan.EnsureDB(ctx, at, dir, repos, insecure)
 		})
 	})
 }
