@@ -82,7 +82,17 @@ type Options struct {
 
 // scannerAt says where scanner processes run: started as children or listening at an address.
 func (o Options) scannerAt() scan.WorkerConfig {
-	return scan.WorkerConfig{Command: o.ScannerCommand, Address: o.ScannerAddress}
+	at := scan.WorkerConfig{Command: o.ScannerCommand, Address: o.ScannerAddress}
+	if o.Egress != nil {
+		at.Egress = &scan.EgressRules{}
+		for _, r := range o.Egress.Allow {
+			at.Egress.Allow = append(at.Egress.Allow, r.String())
+		}
+		for _, r := range o.Egress.Deny {
+			at.Egress.Deny = append(at.Egress.Deny, r.String())
+		}
+	}
+	return at
 }
 
 // hostAllowed reports whether the URL's host matches AllowedRegistryHosts (or the list is empty).

@@ -50,6 +50,7 @@ func UpdateDB(ctx context.Context, at WorkerConfig, dir string, repositories []s
 // stderr goes to this process's stderr (its logs). With at.Address it sends req to the listening
 // scanner there instead.
 func runDB(ctx context.Context, at WorkerConfig, req DBRequest) (DBResponse, error) {
+	req.Egress = at.Egress
 	if at.Address != "" {
 		w, err := dialWorker(at.Address)
 		if err != nil {

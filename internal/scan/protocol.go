@@ -48,12 +48,22 @@ type WorkerResponse struct {
 // DBRequest asks a scanner process for one vulnerability DB operation on Dir: "ensure" (download
 // and install one when there is none or it is due; EnsureDB) or "update" (download a due one into
 // Dir+".new" for a worker's reload; UpdateDB). Repositories are OCI repositories of trivy's DB
-// artifact, tried in order; Insecure allows plain http to them.
+// artifact, tried in order; Insecure allows plain http to them; Egress, when set, is checked at
+// every dial of the download.
 type DBRequest struct {
-	Op           string   `json:"op"`
-	Dir          string   `json:"dir"`
-	Repositories []string `json:"repositories"`
-	Insecure     bool     `json:"insecure,omitempty"`
+	Op           string       `json:"op"`
+	Dir          string       `json:"dir"`
+	Repositories []string     `json:"repositories"`
+	Insecure     bool         `json:"insecure,omitempty"`
+	Egress       *EgressRules `json:"egress,omitempty"`
+}
+
+// EgressRules carry the manager's egress policy (package egress: Allow and Deny entries as
+// egress.ParseRule reads them, besides its default denials) to the scanner, which dials the DB
+// repositories, their token realms and redirects through it. nil: no policy (tests).
+type EgressRules struct {
+	Allow []string `json:"allow,omitempty"`
+	Deny  []string `json:"deny,omitempty"`
 }
 
 // DBResponse is a DBRequest's outcome. Updated: a new DB was downloaded ("update": into Dir+".new";

@@ -53,6 +53,8 @@ type WorkerConfig struct {
 	// has its own memory and CPU limits); no child is started. Its connection ending fails the
 	// scans in flight with ErrWorkerExited, and the next call connects again.
 	Address string `json:"-"`
+	// Egress is the policy the scanner's own downloads (the vulnerability DB) are dialled under.
+	Egress *EgressRules `json:"-"`
 }
 
 // dialWait is how long a call waits for a listening scanner's socket to accept (its container

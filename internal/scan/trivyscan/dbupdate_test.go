@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/portcullis-dev/portcullis/internal/egress"
 	"github.com/portcullis-dev/portcullis/internal/scan"
 	"github.com/portcullis-dev/portcullis/internal/scan/scantest"
 )
@@ -210,5 +211,30 @@ func testEnsureDB(t *testing.T, EnsureDB func(context.Context, string, []string,
 	defer tr.Close()
 	if tr.DBUpdatedAt().IsZero() {
 		t.Fatal("the older DB has no build time")
+	}
+}
+
+// TestDBDownloadEgress: the DB download in a scanner process dials under the manager's egress
+// policy: with the default denials a mirror on loopback is refused before any byte is sent (no
+// blob fetched), and the same request with loopback allowed downloads the DB.
+func TestDBDownloadEgress(t *testing.T) {
+	reg := newCountingRegistry(t)
+	repo := []string{reg.host + "/aquasec/trivy-db:2"}
+	pushDB(t, reg.host, buildDB(t), time.Now().Add(time.Hour))
+	ctx := context.Background()
+	denied := scan.WorkerConfig{Egress: &scan.EgressRules{Deny: []string{"10.96.0.0/12"}}}
+	dir := filepath.Join(t.TempDir(), "db")
+	if _, err := scan.UpdateDB(ctx, denied, dir, repo, true); err == nil || !strings.Contains(err.Error(), egress.ErrNotAllowed.Error()) {
+		t.Fatalf("a loopback mirror under the default denials: %v; want the egress refusal", err)
+	}
+	reg.mu.Lock()
+	fetched := len(reg.blobs)
+	reg.mu.Unlock()
+	if fetched != 0 {
+		t.Fatalf("%d blobs fetched from a refused mirror", fetched)
+	}
+	allowed := scan.WorkerConfig{Egress: &scan.EgressRules{Allow: []string{"127.0.0.0/8"}, Deny: []string{"10.96.0.0/12"}}}
+	if updated, err := scan.UpdateDB(ctx, allowed, dir, repo, true); err != nil || !updated {
+		t.Fatalf("with loopback allowed: %v, %v; want a download", updated, err)
 	}
 }

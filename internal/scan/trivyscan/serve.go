@@ -8,11 +8,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 
+	xhttp "github.com/aquasecurity/trivy/pkg/x/http"
+
+	"github.com/portcullis-dev/portcullis/internal/egress"
 	"github.com/portcullis-dev/portcullis/internal/scan"
 )
 
@@ -158,6 +162,13 @@ func (s *server) db(ctx context.Context, raw string) scan.DBResponse {
 	if err := json.Unmarshal([]byte(raw), &req); err != nil {
 		return scan.DBResponse{Err: "DB request: " + err.Error()}
 	}
+	if req.Egress != nil {
+		p, err := egress.Parse(req.Egress.Allow, req.Egress.Deny)
+		if err != nil {
+			return scan.DBResponse{Err: "DB request: " + err.Error()}
+		}
+		ctx = xhttp.WithTransport(ctx, egressTransport{p})
+	}
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
 	s.mu.Lock()
@@ -285,4 +296,17 @@ func (s *server) serve(in io.Reader, out io.Writer) {
 	}
 	cmu.Unlock()
 	wg.Wait()
+}
+
+// egressTransport is trivy's transport (pkg/x/http) with every dial checked against the manager's
+// egress policy: the DB repository, its token realm and any redirect (to blob storage).
+type egressTransport struct{ p *egress.Policy }
+
+func (e egressTransport) Build(opts ...xhttp.TransportOption) http.RoundTripper {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = e.p.DialContext
+	for _, opt := range opts {
+		opt(tr)
+	}
+	return tr
 }
