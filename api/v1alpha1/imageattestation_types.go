@@ -263,6 +263,29 @@ type ScannerInfo struct {
 	OS string `json:"os,omitempty"`
 }
 
+// PlatformScan is the scan of one platform image of an index.
+type PlatformScan struct {
+	// Platform is os/architecture[/variant] from the index, e.g. `linux/arm64/v8`.
+	// +kubebuilder:validation:MaxLength=128
+	Platform string `json:"platform"`
+	// Digest is the platform manifest's digest.
+	// +kubebuilder:validation:MaxLength=256
+	Digest string `json:"digest"`
+	// OS is the operating system the scan of this platform detected, or `none`.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	OS string `json:"os,omitempty"`
+	// Critical, High, Medium, Low and Unknown count this platform's vulnerabilities by severity.
+	Critical int32 `json:"critical"`
+	High     int32 `json:"high"`
+	Medium   int32 `json:"medium"`
+	Low      int32 `json:"low"`
+	Unknown  int32 `json:"unknown"`
+	// Secrets and Misconfigurations count this platform's other findings.
+	Secrets           int32 `json:"secrets"`
+	Misconfigurations int32 `json:"misconfigurations"`
+}
+
 // PolicyResult is the verdict of one policy for the digest.
 type PolicyResult struct {
 	// Name of the RepositoryPolicy.
@@ -354,6 +377,16 @@ type ImageAttestationStatus struct {
 	// Scanner that made the last scan.
 	// +optional
 	Scanner *ScannerInfo `json:"scanner,omitempty"`
+
+	// Platforms has one scan per platform image when the digest is an index (OCI image index or
+	// Docker manifest list); empty for a single image. Attestation manifests (platform
+	// unknown/unknown) are not platforms. The summaries above merge the platforms' findings (a
+	// finding on several platforms counts once), so every count is at least the worst platform's,
+	// and scanner.os is `none` when any platform has no OS.
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=atomic
+	// +optional
+	Platforms []PlatformScan `json:"platforms,omitempty"`
 
 	// LastScanTime is when the digest was last scanned.
 	// +optional

@@ -136,7 +136,8 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 	}
 	scannedBefore := hasConditionStatus(ia, v1alpha1.VulnerabilitiesScannedCondition, metav1.ConditionTrue)
 	lastScan := ia.Status.LastScanTime
-	if kind, err := artifactKind(ctx, rc, ia); err == nil && kind != "" {
+	kind, platforms := artifactKind(ctx, rc, ia)
+	if kind != "" {
 		// A Helm chart, WASM module, SBOM or other OCI artifact: not a scan failure to retry.
 		cond.Status, cond.Reason = metav1.ConditionFalse, notApplicableReason
 		cond.Message = truncate(fmt.Sprintf("not a container image (%s): nothing to scan; scanning rules do not apply", kind), 1000)
@@ -144,7 +145,7 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 		ia.Status.LastScanTime = &metav1.Time{Time: now}
 		return nil, policy.ScanNotApplicable, nil
 	}
-	res, err := r.scan(ctx, ia, reg, rc)
+	res, perPlatform, err := r.scanPlatforms(ctx, ia, reg, rc, platforms)
 	if err != nil {
 		if scannedBefore { // the earlier scan's findings still stand (nil when no longer in memory)
 			return rec, policy.ScanDone, err
@@ -161,6 +162,7 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 	ia.Status.Vulnerabilities = vulnerabilitySummary(res.Vulnerabilities)
 	ia.Status.Secrets = secretSummary(res.Secrets)
 	ia.Status.Misconfigurations = misconfigurationSummary(res.Misconfigurations)
+	ia.Status.Platforms = perPlatform
 	ia.Status.Scanner = &v1alpha1.ScannerInfo{Name: "trivy", Version: truncate(strings.TrimPrefix(res.Scanner, "trivy "), 256), OS: osOf(res.OS)}
 	if !res.DBUpdatedAt.IsZero() {
 		ia.Status.Scanner.DBUpdatedAt = &metav1.Time{Time: res.DBUpdatedAt.Truncate(time.Second)}
@@ -175,6 +177,9 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 	cond.Status, cond.Reason = metav1.ConditionTrue, scannedReason
 	cond.Message = fmt.Sprintf("%d critical, %d high, %d medium, %d low, %d unknown (%d fixable); %d secrets; %d misconfigurations",
 		v.Critical, v.High, v.Medium, v.Low, v.Unknown, v.Fixable, ia.Status.Secrets.Count, ia.Status.Misconfigurations.Count)
+	if len(perPlatform) > 0 {
+		cond.Message += fmt.Sprintf("; merged from %d platforms (%s)", len(platforms), platformNames(platforms))
+	}
 	if res.OS == "" {
 		cond.Message += "; no OS detected: OS packages not assessed"
 	}
@@ -185,13 +190,55 @@ func (r *ImageAttestationReconciler) scanImage(ctx context.Context, ia *v1alpha1
 	return rec, policy.ScanDone, nil
 }
 
-// scan runs one bounded scan of the digest with the Registry's credentials.
+// maxPlatformScans bounds the per-platform entries of the status (the API's MaxItems); every
+// platform is scanned and merged all the same.
+const maxPlatformScans = 32
+
+// scanPlatforms scans the digest, or when it is an index each of its platform images (platforms,
+// from artifactKind), one after the other, and merges their results (scan.Merge). Any platform's
+// failure fails the scan: a partial result would read as a clean one.
+func (r *ImageAttestationReconciler) scanPlatforms(ctx context.Context, ia *v1alpha1.ImageAttestation, reg *v1alpha1.Registry,
+	rc *registry.Client, platforms []scan.Platform) (scan.Result, []v1alpha1.PlatformScan, error) {
+	if len(platforms) == 0 {
+		res, err := r.scan(ctx, ia, reg, rc, ia.Spec.Digest)
+		return res, nil, err
+	}
+	var results []scan.Result
+	var status []v1alpha1.PlatformScan
+	for _, p := range platforms {
+		res, err := r.scan(ctx, ia, reg, rc, p.Digest)
+		if err != nil {
+			return scan.Result{}, nil, fmt.Errorf("platform %s (%s): %w", p.Platform, p.Digest, err)
+		}
+		results = append(results, res)
+		if len(status) < maxPlatformScans {
+			c := severityCounts(res.Vulnerabilities, func(v scan.Vulnerability) string { return v.Severity })
+			status = append(status, v1alpha1.PlatformScan{Platform: truncate(p.Platform, 128), Digest: truncate(p.Digest, 256), OS: osOf(res.OS),
+				Critical: c[v1alpha1.SeverityCritical], High: c[v1alpha1.SeverityHigh], Medium: c[v1alpha1.SeverityMedium],
+				Low: c[v1alpha1.SeverityLow], Unknown: c[v1alpha1.SeverityUnknown],
+				Secrets: int32(len(res.Secrets)), Misconfigurations: int32(len(res.Misconfigurations))})
+		}
+	}
+	return scan.Merge(results), status, nil
+}
+
+func platformNames(ps []scan.Platform) string {
+	names := make([]string, 0, len(ps))
+	for _, p := range ps {
+		names = append(names, p.Platform)
+	}
+	return truncate(strings.Join(names, ", "), 300)
+}
+
+// scan runs one bounded scan of digest (the ImageAttestation's, or one platform image of it) in the
+// image's repository with the Registry's credentials.
 func (r *ImageAttestationReconciler) scan(ctx context.Context, ia *v1alpha1.ImageAttestation, reg *v1alpha1.Registry,
-	rc *registry.Client) (scan.Result, error) {
-	ref, err := digestRef(reg, ia)
+	rc *registry.Client, digest string) (scan.Result, error) {
+	indexRef, err := digestRef(reg, ia)
 	if err != nil {
 		return scan.Result{}, err
 	}
+	ref := indexRef.Context().Digest(digest)
 	// A digest scanned before passed the size limit then (digests are immutable).
 	sizeChecked := ia.Status.LastScanTime != nil && ia.Status.Scanner != nil
 	// Layer analyses are shared within the namespace only (tenant isolation of the scan cache).
@@ -199,7 +246,7 @@ func (r *ImageAttestationReconciler) scan(ctx context.Context, ia *v1alpha1.Imag
 	if relay := r.access.relay; relay != nil {
 		// Through the Registry's client: its rate limit, counters, credentials and CA; the scanner
 		// gets no credential.
-		target = relay.Reference(client.ObjectKeyFromObject(reg).String(), rc, ia.Spec.Repository, ia.Spec.Digest)
+		target = relay.Reference(client.ObjectKeyFromObject(reg).String(), rc, ia.Spec.Repository, digest)
 		access.Insecure = true
 	} else {
 		user, pass, insecure, err := rc.Credentials()
