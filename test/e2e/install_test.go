@@ -169,8 +169,8 @@ func TestInstall(t *testing.T) {
 	cmd, exited := startManager(t, manager, impersonating(t, dir, adminKubeconfig, "system:serviceaccount:"+installNS+":"+managerSA),
 		filepath.Join(dir, "manager.log"), args...)
 
-	workload(t, ctx, c)
-	harborWorkload(t, ctx, c, cfg)
+	registryPassword := workload(t, ctx, c)
+	h := harborWorkload(t, ctx, c, cfg)
 	scrapeMetrics(t, ctx, c, cs, metricsAddr)
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -185,18 +185,31 @@ func TestInstall(t *testing.T) {
 		t.Fatal("manager did not stop within 30s of SIGTERM")
 	}
 
-	// 5. What the manager did, from the audit log, against what config/default grants.
+	// 5. No credential the manager handled appears in what it wrote: its log and the scanner's,
+	// events, and the status of every object.
+	h.Mu.Lock()
+	credentials := append([]string{registryPassword, h.Password}, h.Issued...)
+	h.Mu.Unlock()
+	if len(credentials) < 3 {
+		t.Fatalf("the fake Harbor issued no robot secret: nothing planted to look for")
+	}
+	checkNoCredentialLeak(t, ctx, c, cs, []string{filepath.Join(dir, "manager.log"), filepath.Join(dir, "scanner.log")}, credentials)
+
+	// 6. What the manager did, from the audit log, against what config/default grants.
 	checkRBACExact(t, auditLog, grantedTo(t, objs, managerSA))
 }
 
-// workload gives the manager something to do in every kind: a Registry with two images, a policy
-// that verifies signatures with a key from a Secret and scans, then a narrower policy so that one
-// ImageAttestation is deleted.
-func workload(t *testing.T, ctx context.Context, c client.Client) {
+// workload gives the manager something to do in every kind: a Registry with two images behind a
+// password (returned), a policy that verifies signatures with a key from a Secret and scans, then a
+// narrower policy so that one ImageAttestation is deleted.
+func workload(t *testing.T, ctx context.Context, c client.Client) (password string) {
 	t.Helper()
 	const ns = "shop"
 	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
-	dist := registrytest.StartDistribution(t, registrytest.Options{})
+	password = fmt.Sprintf("planted-registry-password-%d", time.Now().UnixNano())
+	dist := registrytest.StartDistribution(t, registrytest.Options{Username: "shop-robot", Password: password})
+	mustCreate(t, c, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "registry-creds", Namespace: ns}, Type: corev1.SecretTypeBasicAuth,
+		StringData: map[string]string{"username": "shop-robot", "password": password}})
 	appOne := registrytest.RandomImage(t)
 	oneDigest := dist.Push(t, "app/one", "v1", appOne)
 	old, err := mutate.CreatedAt(registrytest.RandomImage(t), v1.Time{Time: time.Now().Add(-90 * 24 * time.Hour)})
@@ -208,7 +221,8 @@ func workload(t *testing.T, ctx context.Context, c client.Client) {
 	mustCreate(t, c, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cosign", Namespace: ns},
 		StringData: map[string]string{"cosign.pub": publicKeyPEM(t)}})
 	mustCreate(t, c, &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "dist", Namespace: ns},
-		Spec: v1alpha1.RegistrySpec{URL: dist.URL, Insecure: true, Interval: &metav1.Duration{Duration: 30 * time.Second}}})
+		Spec: v1alpha1.RegistrySpec{URL: dist.URL, Insecure: true, Interval: &metav1.Duration{Duration: 30 * time.Second},
+			SecretRef: &v1alpha1.LocalObjectReference{Name: "registry-creds"}}})
 	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "signed", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
 		RegistryRef: v1alpha1.LocalObjectReference{Name: "dist"}, Repositories: []string{"app/**"},
 		Verification: &v1alpha1.VerificationSpec{Authorities: []v1alpha1.Authority{{Name: "ci", IgnoreTransparencyLog: true,
@@ -277,11 +291,12 @@ func workload(t *testing.T, ctx context.Context, c client.Client) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the ImageAttestation of app/two deleted", judged(2))
+	return password
 }
 
 // harborWorkload has the manager write to a (fake, swagger-checked) Harbor: a member and a robot
 // whose credentials go to a Secret (create), a rotation (patch), and the robot removed (delete).
-func harborWorkload(t *testing.T, ctx context.Context, c client.Client, cfg *rest.Config) {
+func harborWorkload(t *testing.T, ctx context.Context, c client.Client, cfg *rest.Config) *harbortest.Server {
 	t.Helper()
 	const ns = "platform"
 	mustCreate(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
@@ -344,6 +359,7 @@ func harborWorkload(t *testing.T, ctx context.Context, c client.Client, cfg *res
 		t.Fatal(err)
 	}
 	waitUntil(t, "the robot's Secret deleted with the robot", func() bool { return apierrors.IsNotFound(c.Get(ctx, key, &corev1.Secret{})) })
+	return h
 }
 
 // scrapeMetrics reads /metrics over https as a Prometheus would: with its ServiceAccount's token,

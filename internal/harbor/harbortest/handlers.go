@@ -328,7 +328,9 @@ func (s *Server) sortedRobots() []*Robot {
 
 func (s *Server) secret() string {
 	s.nextID++
-	return fmt.Sprintf("secret-%d-%d", s.nextID, time.Now().UnixNano())
+	secret := fmt.Sprintf("secret-%d-%d", s.nextID, time.Now().UnixNano())
+	s.Issued = append(s.Issued, secret)
+	return secret
 }
 
 // TagImmutable evaluates the project's immutable tag rules as Harbor does

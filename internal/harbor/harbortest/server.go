@@ -74,6 +74,9 @@ type Server struct {
 	Requests map[string]int
 	// Robots by ID.
 	Robots map[int64]*Robot
+	// Issued are every robot secret this server has issued (created or refreshed), for tests that
+	// look for them where they must not be.
+	Issued []string
 	// onboarded are the LDAP groups Harbor knows (DN -> name).
 	onboarded map[string]string
 	// Retentions are the retention policies by ID, as posted (RetentionPolicy JSON, "id" set);

@@ -1,13 +1,21 @@
 package e2e
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 )
 
 // tokenPath is where the kubelet mounts a ServiceAccount token (and client-go reads it).
@@ -139,4 +147,50 @@ func startScanner(t *testing.T, scanner string, args []string, logPath string) s
 		}
 	})
 	return socket
+}
+
+// checkNoCredentialLeak looks for every credential the run planted or the fake Harbor issued
+// (registry password, Harbor admin password, robot secrets) in the manager's and the scanner's
+// logs, in every Event (core and events.k8s.io), and in every Portcullis object, status included
+// (conditions, messages, errors): none may appear.
+func checkNoCredentialLeak(t *testing.T, ctx context.Context, c client.Client, cs kubernetes.Interface, logs []string, credentials []string) {
+	t.Helper()
+	var where []string // "what: text"
+	for _, path := range logs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		where = append(where, path+": "+string(data))
+	}
+	if evs, err := cs.CoreV1().Events("").List(ctx, metav1.ListOptions{}); err == nil {
+		raw, _ := json.Marshal(evs.Items)
+		where = append(where, fmt.Sprintf("%d core Events: %s", len(evs.Items), raw))
+	} else {
+		t.Fatal(err)
+	}
+	if evs, err := cs.EventsV1().Events("").List(ctx, metav1.ListOptions{}); err == nil {
+		raw, _ := json.Marshal(evs.Items)
+		where = append(where, fmt.Sprintf("%d events.k8s.io Events: %s", len(evs.Items), raw))
+	} else {
+		t.Fatal(err)
+	}
+	for _, list := range []client.ObjectList{&v1alpha1.RegistryList{}, &v1alpha1.RepositoryPolicyList{}, &v1alpha1.ImageAttestationList{}} {
+		if err := c.List(ctx, list); err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := json.Marshal(list)
+		where = append(where, fmt.Sprintf("%T: %s", list, raw))
+	}
+	for _, cred := range credentials {
+		if cred == "" {
+			continue
+		}
+		for _, w := range where {
+			if strings.Contains(w, cred) {
+				what, _, _ := strings.Cut(w, ":")
+				t.Errorf("a credential (%d characters) appears in %s", len(cred), what)
+			}
+		}
+	}
 }
