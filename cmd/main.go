@@ -290,7 +290,7 @@ func run() error {
 	}
 	if f.admission {
 		err := admission.Setup(mgr, admission.Options{Settings: admission.Settings{RefuseUncovered: f.admissionRefuse},
-			Resolve: wiring.ResolveTag, ResolveTimeout: f.admissionResolve, Exempt: splitList(f.admissionExempt)})
+			Resolve: wiring.ResolveTag, ResolveTimeout: f.admissionResolve, Evaluate: wiring.Evaluate, Exempt: splitList(f.admissionExempt)})
 		if err != nil {
 			return fmt.Errorf("setting up the admission webhook: %w", err)
 		}

@@ -44,6 +44,10 @@ type RepositoryPolicySpec struct {
 	// +optional
 	Mode PolicyMode `json:"mode,omitempty"`
 
+	// Admission tunes how the admission webhook treats images this policy governs.
+	// +optional
+	Admission *AdmissionSpec `json:"admission,omitempty"`
+
 	// Verification requires signatures and attestations; when absent none are required.
 	// +optional
 	Verification *VerificationSpec `json:"verification,omitempty"`
@@ -250,4 +254,18 @@ type RepositoryPolicyList struct {
 
 func init() {
 	SchemeBuilder.Register(&RepositoryPolicy{}, &RepositoryPolicyList{})
+}
+
+// AdmissionSpec tunes the admission webhook for a policy's images (docs/admission.md).
+type AdmissionSpec struct {
+	// WaitForVerdict lets the webhook evaluate an image it has no verdict for yet (a tag pushed
+	// since the last listing, a digest not in the inventory, a verdict of an older policy
+	// generation) and wait up to this long for the verdict before deciding. The image's
+	// ImageAttestation is created (after one manifest request to the registry confirms the digest)
+	// and verified and scanned at once; if the verdict is not there in time the image is refused as
+	// NotEvaluated, as without this field. It must stay under the webhook's timeoutSeconds (5 s in
+	// config/webhook: raise both together; at most 25 s). Absent: no waiting.
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('25s')",message="waitForVerdict must be between 0s and 25s"
+	// +optional
+	WaitForVerdict *metav1.Duration `json:"waitForVerdict,omitempty"`
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -52,6 +53,8 @@ type Coverage struct {
 	ResolveError string
 	// Attestation is the digest's ImageAttestation, nil when the inventory has none yet.
 	Attestation *v1alpha1.ImageAttestation
+	// Source is the Registry itself (the cache's object: read only), for an on-demand evaluation.
+	Source *v1alpha1.Registry
 }
 
 // Finding is one policy's objection to one image.
@@ -277,4 +280,38 @@ func truncate(s string, n int) string {
 		cut--
 	}
 	return s[:cut] + "…"
+}
+
+// WaitFor says how long the webhook may wait for d to be judged: the longest
+// spec.admission.waitForVerdict among the policies whose finding is ReasonNotEvaluated (a tag the
+// registry resolved, or a digest, with no current verdict); 0 when no such policy allows waiting,
+// or when some finding would stand whatever the wait (a failed verdict, a tag that did not resolve,
+// an invalid reference): waiting cannot turn d into an admission then.
+func WaitFor(d ImageDecision, cov []Coverage) time.Duration {
+	var wait time.Duration
+	for _, f := range d.Findings {
+		if !slices.Equal(f.Reasons, []string{ReasonNotEvaluated}) {
+			if f.Mode == v1alpha1.ModeEnforce {
+				return 0
+			}
+			continue // an Audit objection only warns: it does not stop an admission
+		}
+		w := time.Duration(0)
+		for _, c := range cov {
+			if c.Registry.Namespace != f.Policy.Namespace {
+				continue
+			}
+			for i := range c.Policies {
+				p := &c.Policies[i]
+				if p.Name == f.Policy.Name && p.Spec.Admission != nil && p.Spec.Admission.WaitForVerdict != nil {
+					w = max(w, p.Spec.Admission.WaitForVerdict.Duration)
+				}
+			}
+		}
+		if w == 0 && f.Mode == v1alpha1.ModeEnforce {
+			return 0 // a refusal no wait was asked for: decided now
+		}
+		wait = max(wait, w)
+	}
+	return wait
 }

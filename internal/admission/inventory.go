@@ -81,7 +81,7 @@ func (inv *Inventory) Coverage(ctx context.Context, ref Reference) ([]Coverage, 
 	out := make([]Coverage, 0, len(regs.Items))
 	for i := range regs.Items {
 		reg := &regs.Items[i]
-		c := Coverage{Registry: types.NamespacedName{Namespace: reg.Namespace, Name: reg.Name}}
+		c := Coverage{Registry: types.NamespacedName{Namespace: reg.Namespace, Name: reg.Name}, Source: reg}
 		pols := &v1alpha1.RepositoryPolicyList{}
 		if err := inv.Reader.List(ctx, pols, client.InNamespace(reg.Namespace), client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("reading RepositoryPolicies: %w", err)

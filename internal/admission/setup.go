@@ -42,6 +42,9 @@ type Options struct {
 	ResolveTimeout time.Duration
 	// Exempt namespaces are never judged; kube-system always is exempt.
 	Exempt []string
+	// Evaluate evaluates an image on demand for policies with spec.admission.waitForVerdict (nil:
+	// the webhook never waits).
+	Evaluate Evaluator
 }
 
 // Setup registers the webhook on mgr's webhook server at Path, its field indexes, and a readiness
@@ -58,6 +61,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		Recorder:  mgr.GetEventRecorder("portcullis-admission"),
 		Authorize: SubjectAccessReviewer(mgr.GetClient()),
 		Exempt:    append([]string{"kube-system"}, o.Exempt...),
+		Evaluate:  o.Evaluate,
 		OptedIn:   NamespaceOptIn(mgr.GetCache(), mgr.GetAPIReader()),
 	}
 	// Start the Namespace informer (metadata only: names and labels) with the manager, so the first

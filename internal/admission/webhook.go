@@ -58,6 +58,9 @@ type Handler struct {
 	// Exempt namespaces are never judged (the manager's own, kube-system), whatever the webhook
 	// configuration says.
 	Exempt []string
+	// Evaluate puts an image into the inventory now (controller.Wiring.Evaluate), for policies with
+	// spec.admission.waitForVerdict (nil: the webhook never waits).
+	Evaluate Evaluator
 	// OptedIn reports whether a namespace carries NamespaceLabel=enabled (nil: trust the webhook
 	// configuration's namespaceSelector). The handler checks it itself because a namespaceSelector
 	// is not always ours to set: OLM replaces it with the OperatorGroup's.
@@ -101,12 +104,12 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	if len(images) == 0 {
 		return admission.Allowed("no new image")
 	}
-	decisions := make([]ImageDecision, 0, len(images))
+	items := make([]judged, 0, len(images))
 	for _, img := range images {
 		ref, err := ParseReference(img)
 		if err != nil {
-			decisions = append(decisions, ImageDecision{Image: img, Outcome: Refuse,
-				Findings: []Finding{{Mode: v1alpha1.ModeEnforce, Reasons: []string{ReasonInvalidReference}, Detail: err.Error()}}})
+			items = append(items, judged{decision: ImageDecision{Image: img, Outcome: Refuse,
+				Findings: []Finding{{Mode: v1alpha1.ModeEnforce, Reasons: []string{ReasonInvalidReference}, Detail: err.Error()}}}})
 			continue
 		}
 		cov, err := h.Inventory.Coverage(ctx, ref)
@@ -115,7 +118,12 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 			observe(req.Namespace, nil, "error", start)
 			return admission.Errored(http.StatusInternalServerError, err)
 		}
-		decisions = append(decisions, Decide(ref, cov, h.Settings))
+		items = append(items, judged{ref: ref, cov: cov, decision: Decide(ref, cov, h.Settings)})
+	}
+	h.awaitVerdicts(ctx, items)
+	decisions := make([]ImageDecision, 0, len(items))
+	for _, it := range items {
+		decisions = append(decisions, it.decision)
 	}
 	resp := Summarize(decisions)
 	dryRun := req.DryRun != nil && *req.DryRun

@@ -2,6 +2,7 @@ package admission
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -111,6 +112,9 @@ type fixture struct {
 	stopped  chan struct{}
 	resolves atomic.Int64
 	handled  atomic.Int64 // requests the API server sent the webhook server
+	// evaluate, when set, stands for controller.Wiring.Evaluate; evaluations counts its calls.
+	evaluate    atomic.Pointer[Evaluator]
+	evaluations atomic.Int64
 }
 
 // countingServer counts the requests to every handler registered on it.
@@ -162,7 +166,14 @@ func startFixture(t *testing.T) *fixture {
 		m, err := rc.Resolve(ctx, repo, tag)
 		return m.Digest, err
 	}
-	if err := Setup(mgr, Options{Resolve: resolve, Exempt: []string{"portcullis-system"}}); err != nil {
+	evaluate := func(ctx context.Context, reg *v1alpha1.Registry, repo, tag, digest string) (string, error) {
+		f.evaluations.Add(1)
+		if e := f.evaluate.Load(); e != nil {
+			return (*e)(ctx, reg, repo, tag, digest)
+		}
+		return "", errors.New("no on-demand evaluation in this test")
+	}
+	if err := Setup(mgr, Options{Resolve: resolve, Exempt: []string{"portcullis-system"}, Evaluate: evaluate}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

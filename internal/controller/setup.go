@@ -21,6 +21,12 @@ type Wiring struct {
 	// Registry's own client (its limiter, request counter, credentials and CA). A Registry that
 	// cannot be reached as configured is an error naming the reason.
 	ResolveTag func(ctx context.Context, reg *v1alpha1.Registry, repository, tag string) (string, error)
+	// Evaluate puts repository@digest (or the digest tag points at; both: tag must point at digest)
+	// of reg into the inventory now, ahead of the next listing, so it is verified, scanned and
+	// judged at once: one manifest request to the registry, then the ImageAttestation is created
+	// (an existing one is left as it is). It returns the digest. The image must be one the Registry
+	// watches and one of its policies selects.
+	Evaluate func(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) (string, error)
 }
 
 // SetupAll registers the controllers with mgr. Secrets and ConfigMaps are read through the
@@ -38,6 +44,7 @@ func setupAll(mgr ctrl.Manager, opts Options, w *Wiring) error {
 	}
 	access := &registryAccess{apiReader: mgr.GetAPIReader(), options: opts}
 	w.ResolveTag = access.resolveTag
+	w.Evaluate = (&onDemand{client: mgr.GetClient(), scheme: mgr.GetScheme(), access: access}).evaluate
 	if opts.VulnDBDir != "" || len(opts.VulnDBRepositories) > 0 {
 		maxBlob := opts.MaxImageSize
 		if maxBlob <= 0 {

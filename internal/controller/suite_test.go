@@ -51,6 +51,8 @@ var (
 	suiteCfg *rest.Config
 	// deniedLoopback listens on a 127.0.0.1 port that the suite's egress policy denies.
 	deniedLoopback net.Listener
+	// testWiring is what SetupAll gave the suite's manager (the admission webhook's hooks).
+	testWiring Wiring
 )
 
 // testOptions are the manager options of the suite: a host allowlist so that HostNotAllowed and
@@ -154,7 +156,7 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	testOptions.Egress = &egress.Policy{Allow: []egress.Rule{{Prefix: netip.MustParsePrefix("127.0.0.1/32")}}, Deny: append(cluster, denied)}
-	if _, err := SetupAll(mgr, testOptions); err != nil {
+	if testWiring, err = SetupAll(mgr, testOptions); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -1,0 +1,96 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/registry"
+)
+
+// onDemand puts one image into the inventory ahead of the next listing (Wiring.Evaluate): the
+// ImageAttestation controller then verifies and scans it at once, as it does a digest a listing
+// found. The next listing reconciles the object like any other (tags, accessories, moves).
+type onDemand struct {
+	client client.Client
+	scheme *runtime.Scheme
+	access *registryAccess
+}
+
+// evaluate makes sure reg's inventory holds repository@digest. The registry is asked once, never
+// trusting the caller's mapping: a tag is resolved (one manifest HEAD) and must point at digest when
+// digest is given; a digest alone is read (one manifest GET, which the scan reuses). The image must
+// be one the Registry watches and one of its policies selects (by its tag; any tag for a bare
+// digest). An ImageAttestation that exists already is left as it is. It returns the digest.
+func (o *onDemand) evaluate(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) (string, error) {
+	if reg.Spec.Suspend {
+		return "", fmt.Errorf("the Registry %s/%s is suspended", reg.Namespace, reg.Name)
+	}
+	if len(reg.Spec.Repositories.Names) > 0 && !slices.Contains(reg.Spec.Repositories.Names, repository) ||
+		len(reg.Spec.Repositories.Names) == 0 && !policy.Selects(reg.Spec.Repositories.PatternSelector, repository) {
+		return "", fmt.Errorf("the Registry %s/%s does not watch the repository %s", reg.Namespace, reg.Name, repository)
+	}
+	policies := &v1alpha1.RepositoryPolicyList{}
+	if err := o.client.List(ctx, policies, client.InNamespace(reg.Namespace), client.MatchingFields{indexRegistryRef: reg.Name}); err != nil {
+		return "", err
+	}
+	sel := policy.NewSelection(policies.Items)
+	if !sel.Repository(repository) || (tag != "" && !sel.Tag(repository, tag)) {
+		return "", fmt.Errorf("no RepositoryPolicy of the Registry %s/%s selects %s:%s", reg.Namespace, reg.Name, repository, tag)
+	}
+	c, out, ok, err := o.access.client(ctx, reg)
+	switch {
+	case err != nil:
+		return "", err
+	case !ok:
+		return "", fmt.Errorf("the Registry %s/%s cannot be reached as configured: %s", reg.Namespace, reg.Name, out.message)
+	}
+	img := &image{}
+	if tag != "" {
+		m, err := c.Resolve(ctx, repository, tag)
+		if err != nil {
+			c.Forget(err)
+			return "", err
+		}
+		if digest != "" && m.Digest != digest {
+			return "", fmt.Errorf("%s:%s points at %s, not %s", repository, tag, m.Digest, digest)
+		}
+		digest, img.mediaType, img.tags = m.Digest, m.MediaType, []string{tag}
+	} else {
+		_, mediaType, err := c.Manifest(ctx, repository, digest)
+		if err != nil {
+			c.Forget(err)
+			return "", err
+		}
+		img.mediaType = mediaType
+	}
+	k := imageKey{repository, digest}
+	existing := &v1alpha1.ImageAttestation{}
+	switch err := o.client.Get(ctx, client.ObjectKey{Namespace: reg.Namespace, Name: imageAttestationName(reg.Name, repository, digest)}, existing); {
+	case err == nil:
+		return digest, nil
+	case !apierrors.IsNotFound(err):
+		return "", err
+	}
+	if (registry.Manifest{MediaType: img.mediaType}).IsIndex() {
+		if img.platforms, err = platformsOf(ctx, c, repository, digest); err != nil {
+			return "", err
+		}
+	}
+	ia := newImageAttestation(reg, k, img)
+	ia.Spec.Accessories = nil // not listed yet: every supply-chain source is looked at
+	if err := controllerutil.SetControllerReference(reg, ia, o.scheme); err != nil {
+		return "", err
+	}
+	if err := o.client.Create(ctx, ia); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("creating ImageAttestation for %s@%s: %w", repository, digest, err)
+	}
+	return digest, nil
+}
