@@ -305,6 +305,12 @@ type PolicyResult struct {
 	// absent when the policy applies none.
 	// +optional
 	VEX *VEXResult `json:"vex,omitempty"`
+	// Attested fingerprints the verdict last pushed to the registry as a verdict attestation
+	// (spec.verdictAttestation of the policy); empty when none was pushed. An unchanged verdict is
+	// not pushed again.
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	Attested string `json:"attested,omitempty"`
 }
 
 // VEXResult is what signed OpenVEX statements did to one image's findings under one policy.

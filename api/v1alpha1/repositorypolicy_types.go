@@ -48,6 +48,17 @@ type RepositoryPolicySpec struct {
 	// +optional
 	Admission *AdmissionSpec `json:"admission,omitempty"`
 
+	// VerdictAttestation, when set, signs each verdict of this policy as an in-toto attestation
+	// with a SLSA verification summary predicate (https://slsa.dev/verification_summary/v1,
+	// verificationResult PASSED or FAILED) and pushes it to the registry as a cosign attestation of
+	// the image (the `sha256-<hex>.att` tag), replacing the one this policy pushed before, so that
+	// Kyverno or Sigstore policy-controller can admit on the verdict (docs/admission.md). A verdict
+	// is pushed once, when it changes; the Registry's credentials must allow pushes. A push that
+	// fails is reported (an event on the ImageAttestation, a metric) and retried at the next
+	// pass; it never changes the verdict. A key that cannot be read stalls the policy.
+	// +optional
+	VerdictAttestation *VerdictAttestationSpec `json:"verdictAttestation,omitempty"`
+
 	// Verification requires signatures and attestations; when absent none are required.
 	// +optional
 	Verification *VerificationSpec `json:"verification,omitempty"`
@@ -268,4 +279,24 @@ type AdmissionSpec struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('25s')",message="waitForVerdict must be between 0s and 25s"
 	// +optional
 	WaitForVerdict *metav1.Duration `json:"waitForVerdict,omitempty"`
+}
+
+// VerdictAttestationSpec says how verdicts are signed (see RepositoryPolicySpec.VerdictAttestation).
+type VerdictAttestationSpec struct {
+	// KeySecretRef is the Secret key, in the policy's namespace, holding the signing key: a PEM
+	// private key (ECDSA, Ed25519 or RSA; PKCS#8, PKCS#1 or SEC 1), or a key written by `cosign
+	// generate-key-pair`, whose password is then under PasswordKey of the same Secret. Its public
+	// key verifies the attestations.
+	// +required
+	KeySecretRef SecretKeyReference `json:"keySecretRef"`
+	// PasswordKey is the key of the same Secret holding a cosign key's password (default
+	// `cosign.password`; absent from the Secret: no password).
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	PasswordKey string `json:"passwordKey,omitempty"`
+	// VerifierID is the predicate's verifier.id, a URI naming this verifier (default
+	// `https://portcullis.dev/verifier`).
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	VerifierID string `json:"verifierID,omitempty"`
 }

@@ -92,6 +92,12 @@ func TestAdmissionValidation(t *testing.T) {
 		{"registry unknown provider", reg(func(r *v1alpha1.Registry) { r.Spec.Provider = "Quay" }), "Unsupported value"},
 		{"registry interval too short", reg(func(r *v1alpha1.Registry) { r.Spec.Interval = &metav1.Duration{Duration: time.Second} }), "interval must be at least 30s"},
 		{"registry interval too long", reg(func(r *v1alpha1.Registry) { r.Spec.Interval = &metav1.Duration{Duration: 169 * time.Hour} }), "interval must be at most 168h"},
+		{"admission wait too long", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Admission = &v1alpha1.AdmissionSpec{WaitForVerdict: &metav1.Duration{Duration: 26 * time.Second}}
+		}), "waitForVerdict must be between 0s and 25s"},
+		{"admission wait of zero", pol(func(p *v1alpha1.RepositoryPolicy) {
+			p.Spec.Admission = &v1alpha1.AdmissionSpec{WaitForVerdict: &metav1.Duration{}}
+		}), "waitForVerdict must be between 0s and 25s"},
 		{"registry interval a week", reg(func(r *v1alpha1.Registry) { r.Spec.Interval = &metav1.Duration{Duration: 168 * time.Hour} }), ""},
 		{"registry names with include", reg(func(r *v1alpha1.Registry) {
 			r.Spec.Repositories.Names = []string{"library/nginx"}

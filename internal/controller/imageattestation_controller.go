@@ -50,6 +50,8 @@ type ImageAttestationReconciler struct {
 	scanSlots chan struct{}
 	// fair orders new and changed digests across Registries and namespaces in the queue.
 	fair *fairShare
+	// signers holds the policies' verdict signing keys (spec.verdictAttestation).
+	signers verdictSigners
 }
 
 // RBAC is exactly what the manager uses (test/e2e TestInstall checks it against the API server's audit
@@ -122,7 +124,14 @@ func (r *ImageAttestationReconciler) reconcile(ctx context.Context, ia *v1alpha1
 	if before != nil && before.Reason == v1alpha1.NotEvaluatedReason {
 		before = nil
 	}
+	attested := map[string]string{}
+	for _, res := range ia.Status.Policies {
+		attested[res.Name] = res.Attested
+	}
 	summary := evaluate(ia, policies, sigs, rec, state, time.Now())
+	if scanErr == nil || state == policy.ScanDone {
+		r.attestVerdicts(ctx, ia, reg, rc, policies, attested)
+	}
 	after := verdictTransition(r.Recorder, ia, before)
 	immutabilityEvent := immutabilityCondition(r.Recorder, ia, policies)
 	switch {

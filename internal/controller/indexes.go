@@ -48,10 +48,13 @@ func policyConfigMapNames(o client.Object) []string {
 
 // policyRefs lists the Secrets or ConfigMaps a policy's authorities read.
 func policyRefs(p *v1alpha1.RepositoryPolicy, kind string) []string {
-	if p.Spec.Verification == nil {
-		return nil
-	}
 	var names []string
+	if va := p.Spec.VerdictAttestation; va != nil && kind == "Secret" {
+		names = append(names, va.KeySecretRef.Name)
+	}
+	if p.Spec.Verification == nil {
+		return names
+	}
 	for _, a := range p.Spec.Verification.Authorities {
 		if a.Key != nil && a.Key.SecretRef != nil && kind == "Secret" {
 			names = append(names, a.Key.SecretRef.Name)

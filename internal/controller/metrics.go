@@ -168,10 +168,17 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// verdictAttestations counts verdict attestations pushed to registries (spec.verdictAttestation) by
+// result: pushed or failed.
+var verdictAttestations = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "portcullis_verdict_attestations_total",
+	Help: "Verdict attestations pushed to registries (spec.verdictAttestation), by result: pushed or failed.",
+}, []string{"result"})
+
 // collectors are the metrics this package serves on the manager's /metrics (controller-runtime's
 // registry); the README's table and config/grafana are checked against them.
 var collectors = []prometheus.Collector{registryPasses, escapingEntries, scans, scanSeconds, verifications, verificationSeconds,
-	verdictEvents, verdicts, retentionDeletions, immutableTagMoves, enforcementChanges}
+	verdictEvents, verdicts, retentionDeletions, immutableTagMoves, enforcementChanges, verdictAttestations}
 
 func init() {
 	ctrlmetrics.Registry.MustRegister(collectors...)

@@ -64,23 +64,13 @@ func (r *RepositoryPolicyReconciler) reconcile(ctx context.Context, obj *v1alpha
 			return o, err
 		}
 	}
-	if obj.Spec.Verification != nil {
-		// A verdict change re-counts the policy: the verification, which reads key material uncached
-		// and compiles it, is checked again only when the policy or that material changed.
+	if obj.Spec.Verification != nil || obj.Spec.VerdictAttestation != nil {
+		// A verdict change re-counts the policy: the verification and the verdict signing key, read
+		// uncached, are checked again only when the policy or that material changed.
 		key, keyed := r.validationKey(ctx, obj)
 		if prev, ok := r.validated.Load(obj.UID); !keyed || !ok || prev != key {
-			material, o, ok, err := readMaterial(ctx, r.APIReader, obj.Namespace, obj.Spec.Verification)
-			if !ok || err != nil {
+			if o, ok, err := r.validateMaterial(ctx, obj); !ok || err != nil {
 				return o, err
-			}
-			v, err := verify.Compile(obj.Spec.Verification, material)
-			if err != nil {
-				return stalled(v1alpha1.InvalidSpecReason, "spec.verification: %v", err), nil
-			}
-			if sc := obj.Spec.Scanning; sc != nil && sc.VEX != nil {
-				if err := v.WithVEX(sc.VEX.Authorities); err != nil {
-					return stalled(v1alpha1.InvalidSpecReason, "spec.scanning.vex: %v", err), nil
-				}
 			}
 			if keyed {
 				r.validated.Store(obj.UID, key)
@@ -97,6 +87,31 @@ func (r *RepositoryPolicyReconciler) reconcile(ctx context.Context, obj *v1alpha
 	}
 	return ready(v1alpha1.SucceededReason, "%d images in %d repositories: %d compliant, %d non-compliant, %d pending",
 		st.CompliantImages+st.NonCompliantImages+st.PendingImages, st.MatchedRepositories, st.CompliantImages, st.NonCompliantImages, st.PendingImages), nil
+}
+
+// validateMaterial reads and checks what the policy's verification and verdict signing read.
+func (r *RepositoryPolicyReconciler) validateMaterial(ctx context.Context, obj *v1alpha1.RepositoryPolicy) (outcome, bool, error) {
+	if obj.Spec.Verification != nil {
+		material, o, ok, err := readMaterial(ctx, r.APIReader, obj.Namespace, obj.Spec.Verification)
+		if !ok || err != nil {
+			return o, false, err
+		}
+		v, err := verify.Compile(obj.Spec.Verification, material)
+		if err != nil {
+			return stalled(v1alpha1.InvalidSpecReason, "spec.verification: %v", err), false, nil
+		}
+		if sc := obj.Spec.Scanning; sc != nil && sc.VEX != nil {
+			if err := v.WithVEX(sc.VEX.Authorities); err != nil {
+				return stalled(v1alpha1.InvalidSpecReason, "spec.scanning.vex: %v", err), false, nil
+			}
+		}
+	}
+	if va := obj.Spec.VerdictAttestation; va != nil {
+		if _, o, ok, err := readVerdictSigner(ctx, r.APIReader, obj.Namespace, va); !ok || err != nil {
+			return o, false, err
+		}
+	}
+	return outcome{}, true, nil
 }
 
 // validationKey names what validating a policy's verification depends on: its generation and the

@@ -141,3 +141,22 @@ func contentNotFound(terr *transport.Error) bool {
 	}
 	return false
 }
+
+// Sanitize describes err, an error from an operation made with RemoteOptions (a push through
+// another library), by its kind alone and the HTTP status when there is one: what a condition or
+// event may show of an upstream failure, never the registry's response body. An egress refusal keeps
+// its own message (it names the address and the rule, nothing the server sent).
+func Sanitize(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	kind := kindOf(err)
+	if kind == ErrNotAllowed || kind == ErrTimeout {
+		return classify(op, err)
+	}
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		return fmt.Errorf("%s: %w (HTTP %d)", op, kind, terr.StatusCode)
+	}
+	return fmt.Errorf("%s: %w", op, kind)
+}
