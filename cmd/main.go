@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
@@ -33,6 +34,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/admission"
 	"github.com/portcullis-dev/portcullis/internal/controller"
 	"github.com/portcullis-dev/portcullis/internal/egress"
+	"github.com/portcullis-dev/portcullis/internal/receiver"
 )
 
 // defaultGCPercent is the manager's Go GC target unless GOGC is set: the heap may grow to 1.5 times
@@ -79,6 +81,7 @@ type flags struct {
 	admission              bool
 	admissionRefuse        bool
 	admissionResolve       time.Duration
+	receiverAddr           string
 	admissionExempt        string
 	egressAllow            string
 	egressDeny             string
@@ -145,6 +148,8 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 		"Serve the validating admission webhook for images (path "+admission.Path+" on --webhook-port; docs/admission.md). Needs a serving certificate in --webhook-cert-dir.")
 	fs.BoolVar(&f.admissionRefuse, "admission-refuse-uncovered", false,
 		"Refuse images whose registry host no Registry covers (default: admit them).")
+	fs.StringVar(&f.receiverAddr, "receiver-bind-address", "0",
+		"Address of the push receiver (registry notifications for Registries with spec.notifications), e.g. :8082; 0 turns it off. Plain HTTP: put TLS in front (an Ingress) when the registry is outside the cluster.")
 	fs.DurationVar(&f.admissionResolve, "admission-resolve-timeout", admission.DefaultResolveTimeout,
 		"Bound of the one registry request that resolves a tag the inventory does not know yet, at admission.")
 	fs.StringVar(&f.admissionExempt, "admission-exempt-namespaces", os.Getenv("POD_NAMESPACE"),
@@ -293,6 +298,20 @@ func run() error {
 			Resolve: wiring.ResolveTag, ResolveTimeout: f.admissionResolve, Evaluate: wiring.Evaluate, Exempt: splitList(f.admissionExempt)})
 		if err != nil {
 			return fmt.Errorf("setting up the admission webhook: %w", err)
+		}
+	}
+	if f.receiverAddr != "0" && f.receiverAddr != "" {
+		reader := mgr.GetClient()
+		srv := &receiver.Server{Addr: f.receiverAddr, Handler: &receiver.Handler{Target: wiring.Receiver},
+			Get: func(ctx context.Context, key types.NamespacedName) (*v1alpha1.Registry, error) {
+				reg := &v1alpha1.Registry{}
+				return reg, reader.Get(ctx, key, reg)
+			}}
+		if err := mgr.Add(srv); err != nil {
+			return err
+		}
+		if err := mgr.Add(wiring.ReceiverStatus); err != nil {
+			return err
 		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -86,6 +86,23 @@ type RegistrySpec struct {
 	// Distribution, Harbor); set them below a hosted registry's published limits.
 	// +optional
 	Requests *RequestBudget `json:"requests,omitempty"`
+
+	// Notifications turns on the push receiver: the registry calls the manager on push and delete
+	// (CNCF Distribution notifications, Harbor webhooks, or a generic HMAC-signed payload), and a
+	// pushed image has its verdict seconds later instead of at the next listing, which can then run
+	// rarely (docs/registries.md, "Verdicts at push time").
+	// +optional
+	Notifications *NotificationsSpec `json:"notifications,omitempty"`
+}
+
+// NotificationsSpec configures a Registry's push receiver.
+type NotificationsSpec struct {
+	// SecretRef names a Secret, in the Registry's namespace, whose key `token` authenticates
+	// deliveries: `Authorization: Bearer <token>` (Distribution's endpoint headers, Harbor's Auth
+	// Header), or an HMAC-SHA256 of the body keyed with it in `X-Portcullis-Signature:
+	// sha256=<hex>` (required for the generic payload).
+	// +required
+	SecretRef LocalObjectReference `json:"secretRef"`
 }
 
 // RequestBudget bounds the requests Portcullis makes to one registry.
@@ -158,6 +175,28 @@ type RegistryStatus struct {
 	// finishes.
 	// +optional
 	Listing *ListingProgress `json:"listing,omitempty"`
+
+	// Notifications reports the push receiver (spec.notifications).
+	// +optional
+	Notifications *NotificationsStatus `json:"notifications,omitempty"`
+}
+
+// NotificationsStatus reports a Registry's push receiver. Counters are written at most every 10
+// seconds.
+type NotificationsStatus struct {
+	// Path is the receiver's URL path on the manager's receiver port (--receiver-bind-address):
+	// configure the registry to POST to http(s)://<receiver Service>/<path>.
+	// +kubebuilder:validation:MaxLength=128
+	Path string `json:"path"`
+	// LastReceivedTime is when the last delivery was accepted.
+	// +optional
+	LastReceivedTime *metav1.Time `json:"lastReceivedTime,omitempty"`
+	// Accepted and Refused count deliveries since the manager started (refused: a wrong token
+	// or signature, an oversize or malformed body, over the rate limit).
+	// +optional
+	Accepted int64 `json:"accepted,omitempty"`
+	// +optional
+	Refused int64 `json:"refused,omitempty"`
 }
 
 // ListingProgress is where an unfinished listing of a registry's catalog stands.

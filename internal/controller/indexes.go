@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/receiver"
 )
 
 // Field index names. Each maps an object to the names of objects it references in its namespace, so a
@@ -22,6 +23,8 @@ const (
 	indexSecretRefs = ".portcullis.secretRefs"
 	// indexConfigMapRefs: RepositoryPolicy -> ConfigMaps (trusted roots).
 	indexConfigMapRefs = ".portcullis.configMapRefs"
+	// indexReceiverPath: Registry -> its push receiver path (receiver.Path), with spec.notifications.
+	indexReceiverPath = "receiverPath"
 	// indexRegistryRef: RepositoryPolicy and ImageAttestation -> Registry.
 	indexRegistryRef = ".spec.registryRef.name"
 )
@@ -115,6 +118,12 @@ func registerIndexes(ctx context.Context, idx client.FieldIndexer) error {
 		extract client.IndexerFunc
 	}{
 		{&v1alpha1.Registry{}, indexSecretRefs, registrySecretNames},
+		{&v1alpha1.Registry{}, indexReceiverPath, func(o client.Object) []string {
+			if o.(*v1alpha1.Registry).Spec.Notifications == nil {
+				return nil
+			}
+			return []string{receiver.Path(o.GetUID())}
+		}},
 		{&v1alpha1.RepositoryPolicy{}, indexSecretRefs, policySecretNames},
 		{&v1alpha1.RepositoryPolicy{}, indexConfigMapRefs, policyConfigMapNames},
 		{&v1alpha1.RepositoryPolicy{}, indexRegistryRef, func(o client.Object) []string {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -14,6 +15,9 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/registry"
 )
+
+// errNotGoverned: the image is not one the Registry watches and a policy selects (final).
+var errNotGoverned = errors.New("not governed")
 
 // onDemand puts one image into the inventory ahead of the next listing (Wiring.Evaluate): the
 // ImageAttestation controller then verifies and scans it at once, as it does a digest a listing
@@ -31,11 +35,11 @@ type onDemand struct {
 // digest). An ImageAttestation that exists already is left as it is. It returns the digest.
 func (o *onDemand) evaluate(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) (string, error) {
 	if reg.Spec.Suspend {
-		return "", fmt.Errorf("the Registry %s/%s is suspended", reg.Namespace, reg.Name)
+		return "", fmt.Errorf("%w: the Registry %s/%s is suspended", errNotGoverned, reg.Namespace, reg.Name)
 	}
 	if len(reg.Spec.Repositories.Names) > 0 && !slices.Contains(reg.Spec.Repositories.Names, repository) ||
 		len(reg.Spec.Repositories.Names) == 0 && !policy.Selects(reg.Spec.Repositories.PatternSelector, repository) {
-		return "", fmt.Errorf("the Registry %s/%s does not watch the repository %s", reg.Namespace, reg.Name, repository)
+		return "", fmt.Errorf("%w: the Registry %s/%s does not watch the repository %s", errNotGoverned, reg.Namespace, reg.Name, repository)
 	}
 	policies := &v1alpha1.RepositoryPolicyList{}
 	if err := o.client.List(ctx, policies, client.InNamespace(reg.Namespace), client.MatchingFields{indexRegistryRef: reg.Name}); err != nil {
@@ -43,7 +47,7 @@ func (o *onDemand) evaluate(ctx context.Context, reg *v1alpha1.Registry, reposit
 	}
 	sel := policy.NewSelection(policies.Items)
 	if !sel.Repository(repository) || (tag != "" && !sel.Tag(repository, tag)) {
-		return "", fmt.Errorf("no RepositoryPolicy of the Registry %s/%s selects %s:%s", reg.Namespace, reg.Name, repository, tag)
+		return "", fmt.Errorf("%w: no RepositoryPolicy of the Registry %s/%s selects %s:%s", errNotGoverned, reg.Namespace, reg.Name, repository, tag)
 	}
 	c, out, ok, err := o.access.client(ctx, reg)
 	switch {

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/receiver"
 	"github.com/portcullis-dev/portcullis/internal/registry"
 	"github.com/portcullis-dev/portcullis/internal/scan"
 	"github.com/portcullis-dev/portcullis/internal/store"
@@ -27,6 +28,10 @@ type Wiring struct {
 	// (an existing one is left as it is). It returns the digest. The image must be one the Registry
 	// watches and one of its policies selects.
 	Evaluate func(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) (string, error)
+	// Receiver is what the push receiver (package receiver) needs of the manager; ReceiverStatus
+	// writes its counters to the Registries' status (add it to the manager with the receiver).
+	Receiver       receiver.Target
+	ReceiverStatus manager.Runnable
 }
 
 // SetupAll registers the controllers with mgr. Secrets and ConfigMaps are read through the
@@ -44,7 +49,10 @@ func setupAll(mgr ctrl.Manager, opts Options, w *Wiring) error {
 	}
 	access := &registryAccess{apiReader: mgr.GetAPIReader(), options: opts}
 	w.ResolveTag = access.resolveTag
-	w.Evaluate = (&onDemand{client: mgr.GetClient(), scheme: mgr.GetScheme(), access: access}).evaluate
+	od := &onDemand{client: mgr.GetClient(), scheme: mgr.GetScheme(), access: access}
+	w.Evaluate = od.evaluate
+	rt := newReceiverTarget(od, mgr.GetAPIReader())
+	w.Receiver, w.ReceiverStatus = rt, rt
 	if opts.VulnDBDir != "" || len(opts.VulnDBRepositories) > 0 {
 		maxBlob := opts.MaxImageSize
 		if maxBlob <= 0 {

@@ -531,3 +531,26 @@ func (c *Client) Manifest(ctx context.Context, repository, digest string) (body 
 	c.manifests.Add(got.Digest.String(), cachedManifest{body: got.Manifest, mediaType: string(got.MediaType)})
 	return got.Manifest, string(got.MediaType), nil
 }
+
+// Exists reports whether repository@digest is in the registry, with one `HEAD
+// /v2/<name>/manifests/<digest>` (never answered from the Client's manifest cache): false with a
+// nil error when the registry says the manifest or the repository is unknown.
+func (c *Client) Exists(ctx context.Context, repository, digest string) (found bool, err error) {
+	op := fmt.Sprintf("looking for %s@%s", repository, digest)
+	ref, err := c.ref(repository, "@"+digest)
+	if err != nil {
+		return false, classify(op, err)
+	}
+	p, done, err := c.pull()
+	if err != nil {
+		return false, err
+	}
+	defer func() { err = done(err) }()
+	if _, err := p.Head(ctx, ref); err != nil {
+		if err = classify(op, err); errors.Is(err, ErrNotFound) {
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
+}

@@ -48,6 +48,34 @@ type Options struct {
 	Dir string
 	// NoDelete switches manifest deletion off (Distribution's default), so DELETE answers 405.
 	NoDelete bool
+	// Notify, when set, is a notifications endpoint (Distribution's `notifications.endpoints`):
+	// every push and delete is POSTed to Notify.URL with `Authorization: Bearer <Notify.Token>`.
+	Notify *NotifyEndpoint
+}
+
+// NotifyEndpoint is one Distribution notifications endpoint.
+type NotifyEndpoint struct {
+	URL, Token string
+}
+
+// notificationsConfig is the `notifications` section for n (docs/configuration.md of
+// distribution: "notifications"), pulls ignored, retried every 500ms.
+func notificationsConfig(n *NotifyEndpoint) string {
+	if n == nil {
+		return ""
+	}
+	return fmt.Sprintf(`notifications:
+  endpoints:
+    - name: portcullis
+      url: %s
+      headers:
+        Authorization: [Bearer %s]
+      timeout: 2s
+      threshold: 10
+      backoff: 500ms
+      ignore:
+        actions: [pull]
+`, n.URL, n.Token)
 }
 
 // StartDistribution starts the registry (deletion enabled unless opts.NoDelete) on a free loopback port and stops it
@@ -117,7 +145,7 @@ storage:
 http:
   addr: %s
   secret: %s
-%s`, filepath.Join(opts.Dir, "data"), !opts.NoDelete, addr, hex.EncodeToString(secret), auth)
+%s%s`, filepath.Join(opts.Dir, "data"), !opts.NoDelete, addr, hex.EncodeToString(secret), auth, notificationsConfig(opts.Notify))
 	cfgPath := filepath.Join(opts.Dir, "config.yml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
 		return nil, nil, err

@@ -1,0 +1,263 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/receiver"
+	"github.com/portcullis-dev/portcullis/internal/registry"
+)
+
+// tokenKey is the key of the spec.notifications Secret that holds the receiver token.
+const tokenKey = "token"
+
+// receiverTarget is receiver.Target over the manager: Registries from the cache, tokens read
+// uncached once per Secret version, images put into the inventory by onDemand.
+type receiverTarget struct {
+	od *onDemand
+	// api reads Secrets uncached.
+	api client.Reader
+
+	mu     sync.Mutex
+	tokens map[types.NamespacedName]cachedToken
+	counts map[types.NamespacedName]*deliveries
+}
+
+type cachedToken struct {
+	resourceVersion string
+	token           []byte
+}
+
+// deliveries are a Registry's counters since the manager started.
+type deliveries struct {
+	accepted, refused int64
+	last              time.Time
+}
+
+var _ receiver.Target = (*receiverTarget)(nil)
+
+func newReceiverTarget(od *onDemand, api client.Reader) *receiverTarget {
+	return &receiverTarget{od: od, api: api, tokens: map[types.NamespacedName]cachedToken{}, counts: map[types.NamespacedName]*deliveries{}}
+}
+
+// Lookup implements receiver.Target.
+func (t *receiverTarget) Lookup(ctx context.Context, path string) (*v1alpha1.Registry, []byte, error) {
+	regs := &v1alpha1.RegistryList{}
+	if err := t.od.client.List(ctx, regs, client.MatchingFields{indexReceiverPath: path}); err != nil {
+		return nil, nil, err
+	}
+	if len(regs.Items) != 1 {
+		return nil, nil, receiver.ErrUnknown
+	}
+	reg := &regs.Items[0]
+	token, err := t.token(ctx, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return reg, token, nil
+}
+
+// token reads the Registry's receiver token, from the API server only when the Secret's version
+// changed (its metadata comes from the manager's metadata cache). A missing Secret or key is an
+// empty token, which authenticates nothing.
+func (t *receiverTarget) token(ctx context.Context, reg *v1alpha1.Registry) ([]byte, error) {
+	key := types.NamespacedName{Namespace: reg.Namespace, Name: reg.Spec.Notifications.SecretRef.Name}
+	meta := &metav1.PartialObjectMetadata{}
+	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	switch err := t.od.client.Get(ctx, key, meta); {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	t.mu.Lock()
+	c, ok := t.tokens[key]
+	t.mu.Unlock()
+	if ok && c.resourceVersion == meta.ResourceVersion {
+		return c.token, nil
+	}
+	s := &corev1.Secret{}
+	switch err := t.api.Get(ctx, key, s); {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	c = cachedToken{resourceVersion: s.ResourceVersion, token: s.Data[tokenKey]}
+	t.mu.Lock()
+	t.tokens[key] = c
+	t.mu.Unlock()
+	return c.token, nil
+}
+
+// Evaluate implements receiver.Target: an image the Registry does not watch or no policy selects
+// is receiver.ErrIgnored (final, not retried).
+func (t *receiverTarget) Evaluate(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) (string, error) {
+	d, err := t.od.evaluate(ctx, reg, repository, tag, digest)
+	if errors.Is(err, errNotGoverned) {
+		return "", fmt.Errorf("%w: %w", receiver.ErrIgnored, err)
+	}
+	return d, err
+}
+
+// Forget implements receiver.Target.
+func (t *receiverTarget) Forget(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) error {
+	return t.od.forget(ctx, reg, repository, tag, digest)
+}
+
+// Record implements receiver.Target.
+func (t *receiverTarget) Record(reg types.NamespacedName, accepted bool, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d := t.counts[reg]
+	if d == nil {
+		d = &deliveries{}
+		t.counts[reg] = d
+	}
+	if accepted {
+		d.accepted++
+		d.last = at
+	} else {
+		d.refused++
+	}
+}
+
+// statusEvery is how often the receiver's counters reach the Registries' status.
+const statusEvery = 10 * time.Second
+
+// Start writes status.notifications of every Registry with spec.notifications every statusEvery
+// when it changed (the path at once, the counters as deliveries come): a merge patch of that field
+// only. It is a leader-elected Runnable.
+func (t *receiverTarget) Start(ctx context.Context) error {
+	tick := time.NewTicker(statusEvery)
+	defer tick.Stop()
+	for {
+		t.writeStatus(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable.
+func (t *receiverTarget) NeedLeaderElection() bool { return true }
+
+func (t *receiverTarget) writeStatus(ctx context.Context) {
+	regs := &v1alpha1.RegistryList{}
+	if err := t.od.client.List(ctx, regs); err != nil {
+		return
+	}
+	for i := range regs.Items {
+		reg := &regs.Items[i]
+		if reg.Spec.Notifications == nil {
+			continue
+		}
+		key := types.NamespacedName{Namespace: reg.Namespace, Name: reg.Name}
+		want := v1alpha1.NotificationsStatus{Path: receiver.Path(reg.UID)}
+		t.mu.Lock()
+		if d := t.counts[key]; d != nil {
+			want.Accepted, want.Refused = d.accepted, d.refused
+			if !d.last.IsZero() {
+				want.LastReceivedTime = &metav1.Time{Time: d.last.Truncate(time.Second)}
+			}
+		}
+		t.mu.Unlock()
+		if have := reg.Status.Notifications; have != nil && have.Path == want.Path && have.Accepted == want.Accepted && have.Refused == want.Refused {
+			continue
+		}
+		base := reg.DeepCopy()
+		reg = reg.DeepCopy()
+		reg.Status.Notifications = &want
+		if err := t.od.client.Status().Patch(ctx, reg, client.MergeFrom(base)); err != nil {
+			ctrl.LoggerFrom(ctx).V(1).Info("writing the receiver status", "registry", key.String(), "error", err.Error())
+		}
+	}
+}
+
+// forget removes from reg's inventory what the registry confirms is gone, checking with one
+// request each: the digest (a HEAD by digest; 404: its ImageAttestation is deleted) and the tag (a
+// HEAD; 404: the tag leaves the ImageAttestations that carry it, and one left with no tag is
+// deleted, as the next listing would). A tag that still resolves was moved or pushed again: it is
+// evaluated like a push. Nothing is removed on a registry error.
+func (o *onDemand) forget(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) error {
+	c, out, ok, err := o.access.client(ctx, reg)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return fmt.Errorf("the Registry %s/%s cannot be reached as configured: %s", reg.Namespace, reg.Name, out.message)
+	}
+	var ias []*v1alpha1.ImageAttestation
+	list := &v1alpha1.ImageAttestationList{}
+	if err := o.client.List(ctx, list, client.InNamespace(reg.Namespace), client.MatchingLabels{
+		v1alpha1.RegistryLabel: labelValue(reg.Name), v1alpha1.RepositoryHashLabel: shortHash(repository, 16)}); err != nil {
+		return err
+	}
+	for i := range list.Items {
+		if ia := &list.Items[i]; ia.Spec.RegistryRef.Name == reg.Name && ia.Spec.Repository == repository {
+			ias = append(ias, ia)
+		}
+	}
+	if digest != "" {
+		found, err := c.Exists(ctx, repository, digest)
+		if err != nil {
+			c.Forget(err)
+			return err
+		}
+		if !found {
+			for _, ia := range ias {
+				if ia.Spec.Digest == digest {
+					if err := o.client.Delete(ctx, ia); client.IgnoreNotFound(err) != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		}
+	}
+	if tag == "" {
+		return nil
+	}
+	switch _, err := c.Resolve(ctx, repository, tag); {
+	case err == nil:
+		_, err := o.evaluate(ctx, reg, repository, tag, "")
+		if errors.Is(err, errNotGoverned) {
+			return nil
+		}
+		return err
+	case !errors.Is(err, registry.ErrNotFound):
+		c.Forget(err)
+		return err
+	}
+	for _, ia := range ias {
+		if !slices.Contains(ia.Spec.Tags, tag) {
+			continue
+		}
+		if len(ia.Spec.Tags) == 1 {
+			if err := o.client.Delete(ctx, ia); client.IgnoreNotFound(err) != nil {
+				return err
+			}
+			continue
+		}
+		base := ia.DeepCopy()
+		ia.Spec.Tags = slices.DeleteFunc(slices.Clone(ia.Spec.Tags), func(t string) bool { return t == tag })
+		if err := o.client.Patch(ctx, ia, client.MergeFrom(base)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

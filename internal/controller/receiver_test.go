@@ -1,0 +1,179 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/receiver"
+	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
+
+// startReceiver runs the push receiver of the suite's manager on a free port and returns its base
+// URL.
+func startReceiver(t *testing.T) string {
+	t.Helper()
+	addr := freeAddr(t)
+	srv := &receiver.Server{Addr: addr, Handler: &receiver.Handler{Target: testWiring.Receiver},
+		Get: func(ctx context.Context, key types.NamespacedName) (*v1alpha1.Registry, error) {
+			reg := &v1alpha1.Registry{}
+			return reg, k8sClient.Get(ctx, key, reg)
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Start(ctx) }()
+	go func() { _ = testWiring.ReceiverStatus.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			_ = c.Close()
+			return "http://" + addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the receiver did not listen")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPushReceiver: a real CNCF Distribution configured with `notifications.endpoints` pointing at
+// the manager's receiver, for a Registry listed once a day: a push has its verdict with no listing
+// (the counting proxy sees no catalog or tags request, one manifest HEAD), a delete removes the
+// ImageAttestation, and forged, unsigned, oversize, malformed and replayed deliveries change
+// nothing; the Registry's status counts accepted and refused deliveries.
+func TestPushReceiver(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	base := startReceiver(t)
+	const token = "receiver-token-0123456789"
+	distAddr := freeAddr(t)
+	p := newProxy(t, "http://"+distAddr)
+	reg := &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "dist", Namespace: ns}, Spec: v1alpha1.RegistrySpec{URL: p.URL, Insecure: true,
+		Interval: &metav1.Duration{Duration: 24 * time.Hour}, Notifications: &v1alpha1.NotificationsSpec{SecretRef: v1alpha1.LocalObjectReference{Name: "hook"}}}}
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "all", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "dist"}, Repositories: []string{"**"}}}
+	hook := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hook", Namespace: ns}, Data: map[string][]byte{"token": []byte(token)}}
+	for _, o := range []client.Object{hook, pol, reg} {
+		if err := k8sClient.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	url := base + receiver.Path(reg.UID)
+	dist := registrytest.StartDistribution(t, registrytest.Options{Addr: distAddr, Notify: &registrytest.NotifyEndpoint{URL: url, Token: token}})
+	seed := dist.Push(t, "shop/seed", "v1", registrytest.RandomImage(t))
+	requestPass(t, reg)
+	imageFor(t, ns, "shop/seed", seed, "the one listing's image", func(ia *v1alpha1.ImageAttestation) bool { return len(ia.Status.Policies) == 1 })
+	waitFor(t, reg, "the receiver path in status", func(r *v1alpha1.Registry) bool {
+		return r.Status.Notifications != nil && r.Status.Notifications.Path == receiver.Path(r.UID)
+	})
+
+	before := p.snapshot()
+	start := time.Now()
+	pushed := dist.Push(t, "shop/api", "v1", registrytest.RandomImage(t))
+	ia := imageFor(t, ns, "shop/api", pushed, "a verdict at push time", func(ia *v1alpha1.ImageAttestation) bool { return len(ia.Status.Policies) == 1 })
+	t.Logf("push to verdict: %s", time.Since(start).Round(time.Millisecond))
+	after := p.snapshot()
+	if after["GET catalog"] != before["GET catalog"] || after["GET tags"] != before["GET tags"] || after["HEAD manifest"]-before["HEAD manifest"] != 1 {
+		t.Errorf("requests for a pushed image: %v -> %v; want one manifest HEAD and no listing", before, after)
+	}
+
+	post := func(path, auth string, hdr map[string]string, body []byte) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, base+path, bytes.NewReader(body))
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	envelope := func(action, repo, tag, digest string) []byte {
+		return []byte(`{"events":[{"action":"` + action + `","target":{"mediaType":"application/vnd.oci.image.manifest.v1+json","repository":"` + repo +
+			`","tag":"` + tag + `","digest":"` + digest + `"}}]}`)
+	}
+	distType := map[string]string{"Content-Type": "application/vnd.docker.distribution.events.v1+json"}
+	path := receiver.Path(reg.UID)
+	other := dist.Push(t, "shop/other", "v1", registrytest.RandomImage(t))
+	imageFor(t, ns, "shop/other", other, "another push judged", func(ia *v1alpha1.ImageAttestation) bool { return len(ia.Status.Policies) == 1 })
+	for _, c := range []struct {
+		name string
+		code int
+		send func() int
+	}{
+		{"a wrong token", http.StatusUnauthorized, func() int { return post(path, "not-the-token", distType, envelope("delete", "shop/api", "", pushed)) }},
+		{"no token", http.StatusUnauthorized, func() int { return post(path, "", distType, envelope("delete", "shop/api", "", pushed)) }},
+		{"an unknown path", http.StatusNotFound, func() int { return post(receiver.PathPrefix+strings.Repeat("0", 32), token, distType, envelope("push", "a", "v1", "")) }},
+		{"an oversize body", http.StatusRequestEntityTooLarge, func() int { return post(path, token, distType, bytes.Repeat([]byte(" "), receiver.MaxBody+1)) }},
+		{"malformed JSON", http.StatusBadRequest, func() int { return post(path, token, distType, []byte(`{"events":[`)) }},
+		{"an unsigned generic payload", http.StatusUnauthorized, func() int { return post(path, token, nil, []byte(`{"repository":"shop/api","tag":"v1"}`)) }},
+		{"a lying delete (the digest is still there)", http.StatusAccepted, func() int { return post(path, token, distType, envelope("delete", "shop/other", "", other)) }},
+	} {
+		if got := c.send(); got != c.code {
+			t.Errorf("%s: HTTP %d, want %d", c.name, got, c.code)
+		}
+	}
+	time.Sleep(time.Second) // the accepted lie is worked off: the registry says the digest exists
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: imageAttestationName("dist", "shop/other", other)}, &v1alpha1.ImageAttestation{}); err != nil {
+		t.Fatalf("a delete the registry contradicts removed the ImageAttestation: %v", err)
+	}
+
+	// A signed generic payload is accepted.
+	body := []byte(`{"repository":"shop/api","tag":"v1"}`)
+	mac := hmac.New(sha256.New, []byte(token))
+	mac.Write(body)
+	if got := post(path, "", map[string]string{receiver.SignatureHeader: "sha256=" + hex.EncodeToString(mac.Sum(nil))}, body); got != http.StatusAccepted {
+		t.Errorf("a signed generic payload: HTTP %d", got)
+	}
+
+	// A real delete removes the ImageAttestation; replaying the push does not bring it back.
+	dist.Delete(t, "shop/api", pushed)
+	deadline := time.Now().Add(eventuallyTimeout)
+	for !apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(ia), &v1alpha1.ImageAttestation{})) {
+		if time.Now().After(deadline) {
+			t.Fatal("the deleted image's ImageAttestation is still there")
+		}
+		time.Sleep(pollInterval)
+	}
+	if got := post(path, token, distType, envelope("push", "shop/api", "v1", pushed)); got != http.StatusAccepted {
+		t.Errorf("a replayed push: HTTP %d", got)
+	}
+	time.Sleep(2 * time.Second)
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(ia), &v1alpha1.ImageAttestation{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a replayed push of a deleted image re-created its ImageAttestation: %v", err)
+	}
+	waitFor(t, reg, "counters in status", func(r *v1alpha1.Registry) bool {
+		n := r.Status.Notifications
+		return n != nil && n.Accepted >= 4 && n.Refused >= 5 && n.LastReceivedTime != nil
+	})
+}
