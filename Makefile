@@ -100,6 +100,8 @@ vulndb: ## Build a trivy vulnerability DB from the shipped Go vulnerability data
 bench: $(COSIGN) $(COSIGN3) $(NOTATION) $(TRIVY) $(REGISTRY_BIN) ## Benchmarks (not in CI): listing; verification and scanning in-process vs one CLI process per image.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" PORTCULLIS_COSIGN_BIN="$(COSIGN)" \
 		go test -run NONE -bench Listing -benchtime 3x ./internal/controller
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" GOEXPERIMENT=jsonv2 \
+		go test -run NONE -bench PushToVerdict -benchtime 5x ./internal/controller
 	GOEXPERIMENT=jsonv2 PORTCULLIS_COSIGN_BIN="$(COSIGN)" go test -run NONE -bench Verify200 -benchtime 1x ./internal/verify
 	GOEXPERIMENT=jsonv2 PORTCULLIS_COSIGN3_BIN="$(COSIGN3)" go test -run NONE -bench VerifyBundles200 -benchtime 1x ./internal/verify
 	GOEXPERIMENT=jsonv2 PORTCULLIS_COSIGN3_BIN="$(COSIGN3)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" go test -count=1 -run TestCosignV3CLI ./internal/verify

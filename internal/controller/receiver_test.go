@@ -23,7 +23,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
 )
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -35,7 +35,7 @@ func freeAddr(t *testing.T) string {
 
 // startReceiver runs the push receiver of the suite's manager on a free port and returns its base
 // URL.
-func startReceiver(t *testing.T) string {
+func startReceiver(t testing.TB) string {
 	t.Helper()
 	addr := freeAddr(t)
 	srv := &receiver.Server{Addr: addr, Handler: &receiver.Handler{Target: testWiring.Receiver},
@@ -133,7 +133,9 @@ func TestPushReceiver(t *testing.T) {
 	}{
 		{"a wrong token", http.StatusUnauthorized, func() int { return post(path, "not-the-token", distType, envelope("delete", "shop/api", "", pushed)) }},
 		{"no token", http.StatusUnauthorized, func() int { return post(path, "", distType, envelope("delete", "shop/api", "", pushed)) }},
-		{"an unknown path", http.StatusNotFound, func() int { return post(receiver.PathPrefix+strings.Repeat("0", 32), token, distType, envelope("push", "a", "v1", "")) }},
+		{"an unknown path", http.StatusNotFound, func() int {
+			return post(receiver.PathPrefix+strings.Repeat("0", 32), token, distType, envelope("push", "a", "v1", ""))
+		}},
 		{"an oversize body", http.StatusRequestEntityTooLarge, func() int { return post(path, token, distType, bytes.Repeat([]byte(" "), receiver.MaxBody+1)) }},
 		{"malformed JSON", http.StatusBadRequest, func() int { return post(path, token, distType, []byte(`{"events":[`)) }},
 		{"an unsigned generic payload", http.StatusUnauthorized, func() int { return post(path, token, nil, []byte(`{"repository":"shop/api","tag":"v1"}`)) }},

@@ -44,7 +44,7 @@ func TestParse(t *testing.T) {
 			format: FormatDistribution,
 			want:   []Event{{Push, "shop/api", "v1", dA}, {Delete, "shop/api", "", dB}}},
 		{name: "Distribution envelope recognised by its shape", h: hdr("Content-Type", "application/json"),
-			body: `{"events":[{"action":"push","target":{"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","digest":"` + dA + `","repository":"a"}}]}`,
+			body:   `{"events":[{"action":"push","target":{"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","digest":"` + dA + `","repository":"a"}}]}`,
 			format: FormatDistribution, want: []Event{{Push, "a", "", dA}}},
 		{name: "Harbor Default: a push by tag and by digest", h: hdr("Content-Type", "application/json"),
 			body:   `{"type":"PUSH_ARTIFACT","occur_at":1678082303,"operator":"admin","event_data":` + harborData + `}`,

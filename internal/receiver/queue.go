@@ -24,6 +24,10 @@ var received = prometheus.NewCounterVec(prometheus.CounterOpts{
 
 func init() { ctrlmetrics.Registry.MustRegister(received) }
 
+// Collectors are the metrics this package serves on the manager's /metrics (the README's table is
+// checked against them).
+func Collectors() []prometheus.Collector { return []prometheus.Collector{received} }
+
 // item is one event of one Registry: identical items waiting in the queue are one.
 type item struct {
 	registry types.NamespacedName

@@ -151,6 +151,7 @@ func TestInstall(t *testing.T) {
 	metricsAddr, probeAddr := freeAddr(t), freeAddr(t)
 	args := deploymentArgs(t, objs, map[string]string{
 		"--scanner-socket":            socket,
+		"--receiver-bind-address":     freeAddr(t),
 		"--metrics-bind-address":      metricsAddr,
 		"--health-probe-bind-address": probeAddr,
 		"--cache-dir":                 filepath.Join(dir, "cache"),
