@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -29,6 +30,8 @@ type receiverTarget struct {
 	od *onDemand
 	// api reads Secrets uncached.
 	api client.Reader
+	// recorder reports refused deliveries on the Registry, at most once per refusedEventEvery.
+	recorder events.EventRecorder
 
 	mu     sync.Mutex
 	tokens map[types.NamespacedName]cachedToken
@@ -44,7 +47,14 @@ type cachedToken struct {
 type deliveries struct {
 	accepted, refused int64
 	last              time.Time
+	// reported is the refused count the last event reported, at reportedAt.
+	reported   int64
+	reportedAt time.Time
 }
+
+// refusedEventEvery bounds the events about refused deliveries: one per Registry per minute at most,
+// however many are refused (a flood of forged deliveries is one event a minute).
+const refusedEventEvery = time.Minute
 
 var _ receiver.Target = (*receiverTarget)(nil)
 
@@ -168,14 +178,23 @@ func (t *receiverTarget) writeStatus(ctx context.Context) {
 		}
 		key := types.NamespacedName{Namespace: reg.Namespace, Name: reg.Name}
 		want := v1alpha1.NotificationsStatus{Path: receiver.Path(reg.UID)}
+		var newlyRefused int64
 		t.mu.Lock()
 		if d := t.counts[key]; d != nil {
 			want.Accepted, want.Refused = d.accepted, d.refused
 			if !d.last.IsZero() {
 				want.LastReceivedTime = &metav1.Time{Time: d.last.Truncate(time.Second)}
 			}
+			if d.refused > d.reported && time.Since(d.reportedAt) >= refusedEventEvery {
+				newlyRefused, d.reported, d.reportedAt = d.refused-d.reported, d.refused, time.Now()
+			}
 		}
 		t.mu.Unlock()
+		if newlyRefused > 0 && t.recorder != nil {
+			t.recorder.Eventf(reg, nil, corev1.EventTypeWarning, "NotificationsRefused", "Receive",
+				"%d deliveries refused (a wrong token or signature, an oversize or malformed body, or over the rate limit); "+
+					"portcullis_receiver_deliveries_total counts them", newlyRefused)
+		}
 		if have := reg.Status.Notifications; have != nil && have.Path == want.Path && have.Accepted == want.Accepted && have.Refused == want.Refused {
 			continue
 		}

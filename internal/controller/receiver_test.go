@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -178,4 +179,22 @@ func TestPushReceiver(t *testing.T) {
 		n := r.Status.Notifications
 		return n != nil && n.Accepted >= 4 && n.Refused >= 5 && n.LastReceivedTime != nil
 	})
+	// The refusals are one event, not one per delivery, and it carries no delivery content.
+	ev := waitForEvent(t, ns, "dist", "NotificationsRefused")
+	if strings.Contains(ev.Note, "not-the-token") || !strings.Contains(ev.Note, "deliveries refused") {
+		t.Errorf("refusal event %q", ev.Note)
+	}
+	list := &eventsv1.EventList{}
+	if err := k8sClient.List(ctx, list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range list.Items {
+		if e.Reason == "NotificationsRefused" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d NotificationsRefused events for one minute of refusals, want 1", n)
+	}
 }

@@ -52,6 +52,7 @@ func setupAll(mgr ctrl.Manager, opts Options, w *Wiring) error {
 	od := &onDemand{client: mgr.GetClient(), scheme: mgr.GetScheme(), access: access}
 	w.Evaluate = od.evaluate
 	rt := newReceiverTarget(od, mgr.GetAPIReader())
+	rt.recorder = mgr.GetEventRecorder("portcullis-receiver")
 	w.Receiver, w.ReceiverStatus = rt, rt
 	if opts.VulnDBDir != "" || len(opts.VulnDBRepositories) > 0 {
 		maxBlob := opts.MaxImageSize
