@@ -128,7 +128,7 @@ build: manifests generate ## Build the manager (bin/manager) and its scan worker
 	go build -o bin/portcullis-scanner ./cmd/portcullis-scanner
 
 # Flags for the manager under `make run`.
-RUN_ARGS ?= --health-probe-bind-address=127.0.0.1:8081 --metrics-bind-address=127.0.0.1:8080 --metrics-secure=false --cache-dir=$(CURDIR)/.local/cache --vulndb-dir=$(CURDIR)/.local/vulndb/db --egress-allow=127.0.0.0/8
+RUN_ARGS ?= --health-probe-bind-address=127.0.0.1:8081 --metrics-bind-address=127.0.0.1:8080 --metrics-secure=false --cache-dir=$(CURDIR)/.local/cache --vulndb-dir=$(CURDIR)/.local/vulndb/db --egress-allow=127.0.0.0/8 --receiver-bind-address=127.0.0.1:8082
 
 .PHONY: demo
 demo: build $(REGISTRY_BIN) .local/vulndb/db/trivy.db ## The whole product on real images: local control plane, registry, demo images, samples, manager; prints the verdicts, runs until Ctrl-C.

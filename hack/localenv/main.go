@@ -34,6 +34,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/portcullis-dev/portcullis/internal/demo"
+	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
 )
 
 func main() {
@@ -52,6 +53,7 @@ func run(argv []string) error {
 	samples := fs.String("samples", "", "Samples folder to apply to the default namespace once the registry runs.")
 	cacheDir := fs.String("cache", filepath.Join(os.TempDir(), "portcullis-demo"), "Folder for the demo's compiled programs and downloaded packages (kept between runs).")
 	wait := fs.Duration("wait", 5*time.Minute, "How long to wait for verdicts before printing kubectl get.")
+	receiverURL := fs.String("receiver", "http://127.0.0.1:8082", "The manager's push receiver (its --receiver-bind-address): the registry's notifications go there; empty: none.")
 	webhooks := fs.String("webhook", "", "ValidatingWebhookConfiguration manifest to register against the command (served by the manager: "+
 		"PORTCULLIS_ADMISSION, PORTCULLIS_WEBHOOK_PORT and PORTCULLIS_WEBHOOK_CERT_DIR are set for it); with -samples, the demo then applies one admitted and one refused Deployment.")
 	if err := fs.Parse(argv); err != nil {
@@ -105,18 +107,34 @@ func run(argv []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *registryBin != "" {
-		dist, seeded, stopRegistry, err := startRegistry(*registryBin, *registryAddr, filepath.Join(*state, "registry"), *cacheDir)
+		c, err := client.New(cfg, client.Options{})
+		if err != nil {
+			return err
+		}
+		var notify *registrytest.NotifyEndpoint
+		if *samples != "" && *receiverURL != "" {
+			// The registry notifies the manager's receiver on every push (a forwarder stands in for
+			// the Service in front of it): docs/registries.md, "Verdicts at push time".
+			forward, stopForward, err := demo.StartForwarder(c, "default", "local", *receiverURL)
+			if err != nil {
+				return err
+			}
+			defer stopForward()
+			notify = &registrytest.NotifyEndpoint{URL: forward, Token: demo.ReceiverToken}
+		}
+		dist, seeded, stopRegistry, err := startRegistry(*registryBin, *registryAddr, filepath.Join(*state, "registry"), *cacheDir, notify)
 		if err != nil {
 			return err
 		}
 		defer stopRegistry()
 		if *samples != "" {
-			c, err := client.New(cfg, client.Options{})
-			if err != nil {
-				return err
-			}
 			if err := demo.ApplySamples(ctx, c, *samples, "default", dist.URL, seeded.PublicKeyPEM); err != nil {
 				return err
+			}
+			if notify != nil {
+				if err := demo.EnableNotifications(ctx, c, "default", "local"); err != nil {
+					return err
+				}
 			}
 			var admit []demo.Deployment
 			if *webhooks != "" {
@@ -125,8 +143,14 @@ func run(argv []string) error {
 				}
 			}
 			go func() {
-				if showVerdicts(ctx, c, kubeconfig, "default", *wait) && len(admit) > 0 {
+				if !showVerdicts(ctx, c, kubeconfig, "default", *wait) {
+					return
+				}
+				if len(admit) > 0 {
 					showAdmission(ctx, c, kubeconfig, *state, admit)
+				}
+				if notify != nil {
+					showPushReceiver(ctx, c, dist)
 				}
 			}()
 		}

@@ -51,7 +51,15 @@ func TestDemoLoop(t *testing.T) {
 	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", vulndb.ShippedOSV), filepath.Join(dir, "vulndb")); err != nil {
 		t.Fatalf("building the vulnerability DB: %v", err)
 	}
-	dist := registrytest.StartDistribution(t, registrytest.Options{})
+	// The registry notifies the manager's push receiver (through a forwarder standing in for the
+	// Service, as `make demo` does).
+	receiverAddr := freeAddr(t)
+	forward, stopForward, err := demo.StartForwarder(c, "default", "local", "http://"+receiverAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopForward)
+	dist := registrytest.StartDistribution(t, registrytest.Options{Notify: &registrytest.NotifyEndpoint{URL: forward, Token: demo.ReceiverToken}})
 	cache := filepath.Join(os.Getenv("PORTCULLIS_CACHE"), "demo")
 	if os.Getenv("PORTCULLIS_CACHE") == "" {
 		cache = filepath.Join(dir, "demo-cache")
@@ -69,7 +77,8 @@ func TestDemoLoop(t *testing.T) {
 		"--health-probe-bind-address="+freeAddr(t), "--metrics-bind-address="+metrics, "--metrics-secure=false",
 		"--cache-dir="+filepath.Join(dir, "cache"), "--vulndb-dir="+filepath.Join(dir, "vulndb", "db"),
 		"--admission", fmt.Sprintf("--webhook-port=%d", wo.LocalServingPort), "--webhook-cert-dir="+wo.LocalServingCertDir,
-		"--egress-allow=127.0.0.0/8") // as `make demo` (RUN_ARGS): the demo's registry is on loopback
+		"--egress-allow=127.0.0.0/8", // as `make demo` (RUN_ARGS): the demo's registry is on loopback
+		"--receiver-bind-address="+receiverAddr)
 	const ns = "default"
 	if err := demo.ApplySamples(ctx, c, filepath.Join("..", "..", "config", "samples"), ns, dist.URL, seeded.PublicKeyPEM); err != nil {
 		t.Fatal(err)
@@ -87,6 +96,9 @@ func TestDemoLoop(t *testing.T) {
 	reg.Spec.Interval = &metav1.Duration{Duration: interval}
 	// A merge patch, not an update: the manager writes the Registry's status meanwhile.
 	if err := c.Patch(ctx, reg, client.MergeFrom(base)); err != nil {
+		t.Fatal(err)
+	}
+	if err := demo.EnableNotifications(ctx, c, ns, "local"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -139,13 +151,31 @@ func TestDemoLoop(t *testing.T) {
 		}
 	}
 
-	// A new push is listed and judged within one interval (plus a scan).
-	fresh := dist.Push(t, "shop/api", "v1.2.0", registrytest.RandomImage(t))
+	// A new push is judged at push time: the registry's notification reaches the receiver, well
+	// inside the listing interval.
 	pushed := time.Now()
+	fresh := dist.Push(t, "shop/api", "v1.2.0", registrytest.RandomImage(t))
 	waitImage(t, c, ns, "shop/api", fresh, "the new push judged (unsigned: SignatureMissing)", interval+time.Minute, func(ia *v1alpha1.ImageAttestation) bool {
 		return condIs(ia, v1alpha1.PolicyCompliantCondition, metav1.ConditionFalse) && hasPolicyReason(ia, "production", "SignatureMissing")
 	})
-	t.Logf("new push judged %s after the push", time.Since(pushed).Round(time.Second))
+	took := time.Since(pushed)
+	t.Logf("new push judged %s after the push", took.Round(100*time.Millisecond))
+	if took > interval/2 {
+		t.Errorf("the new push took %s (listing interval %s): want a verdict through the receiver", took, interval)
+	}
+	deadline := time.Now().Add(20 * time.Second) // the receiver's counters reach the status every 10 s
+	for {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "local"}, reg); err != nil {
+			t.Fatal(err)
+		}
+		if n := reg.Status.Notifications; n != nil && n.Accepted > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Registry's receiver accepted nothing: %+v", reg.Status.Notifications)
+		}
+		time.Sleep(time.Second)
+	}
 
 	// Signing the unsigned worker turns it compliant: the signature is looked for again within one
 	// interval (verification results are kept for one interval).

@@ -213,6 +213,19 @@ func (d *Distribution) Push(t testing.TB, repo, tag string, img v1.Image) string
 	return dg.String()
 }
 
+// PushImage is Push outside tests: it writes img as repo:tag and returns its digest.
+func (d *Distribution) PushImage(repo, tag string, img v1.Image) (string, error) {
+	ref, err := name.ParseReference(d.Host+"/"+repo+":"+tag, name.Insecure)
+	if err != nil {
+		return "", err
+	}
+	if err := remote.Write(ref, img, remote.WithAuth(d.auth)); err != nil {
+		return "", err
+	}
+	dg, err := img.Digest()
+	return dg.String(), err
+}
+
 // PushIndex writes idx as repo:tag and returns its digest.
 func (d *Distribution) PushIndex(t testing.TB, repo, tag string, idx v1.ImageIndex) string {
 	t.Helper()
