@@ -41,6 +41,9 @@ func (o *onDemand) evaluate(ctx context.Context, reg *v1alpha1.Registry, reposit
 		len(reg.Spec.Repositories.Names) == 0 && !policy.Selects(reg.Spec.Repositories.PatternSelector, repository) {
 		return "", fmt.Errorf("%w: the Registry %s/%s does not watch the repository %s", errNotGoverned, reg.Namespace, reg.Name, repository)
 	}
+	if supplyChainTag.MatchString(tag) {
+		return "", fmt.Errorf("%w: %s:%s is a signature, attestation or SBOM tag, not an image", errNotGoverned, repository, tag)
+	}
 	policies := &v1alpha1.RepositoryPolicyList{}
 	if err := o.client.List(ctx, policies, client.InNamespace(reg.Namespace), client.MatchingFields{indexRegistryRef: reg.Name}); err != nil {
 		return "", err

@@ -113,8 +113,13 @@ func (t *receiverTarget) token(ctx context.Context, reg *v1alpha1.Registry) ([]b
 }
 
 // Evaluate implements receiver.Target: an image the Registry does not watch or no policy selects
-// is receiver.ErrIgnored (final, not retried).
+// is receiver.ErrIgnored (final, not retried). A push by digest alone (a platform manifest of an
+// index, a signature or SBOM stored as a referrer, an untagged image) is not an image the listing
+// would judge either: it is ignored, as are signature, attestation and SBOM tags.
 func (t *receiverTarget) Evaluate(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) (string, error) {
+	if tag == "" {
+		return "", fmt.Errorf("%w: a push of %s@%s by digest alone", receiver.ErrIgnored, repository, digest)
+	}
 	d, err := t.od.evaluate(ctx, reg, repository, tag, digest)
 	if errors.Is(err, errNotGoverned) {
 		return "", fmt.Errorf("%w: %w", receiver.ErrIgnored, err)

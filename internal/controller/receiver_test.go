@@ -103,6 +103,24 @@ func TestPushReceiver(t *testing.T) {
 		t.Errorf("requests for a pushed image: %v -> %v; want one manifest HEAD and no listing", before, after)
 	}
 
+	// An index (its platform manifests are pushed by digest) and a cosign signature tag: one
+	// ImageAttestation, for the index, as a listing would have it.
+	multi := dist.PushIndex(t, "shop/multi", "v1", registrytest.PlatformIndex(t, "linux/amd64", "linux/arm64"))
+	dist.Push(t, "shop/multi", strings.Replace(multi, "sha256:", "sha256-", 1)+".sig", registrytest.RandomImage(t))
+	imageFor(t, ns, "shop/multi", multi, "the pushed index judged", func(ia *v1alpha1.ImageAttestation) bool { return len(ia.Status.Policies) == 1 })
+	time.Sleep(time.Second) // the signature's and the platforms' events are worked off
+	all := &v1alpha1.ImageAttestationList{}
+	if err := k8sClient.List(ctx, all, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	var repos []string
+	for _, ia := range all.Items {
+		repos = append(repos, ia.Spec.Repository+":"+strings.Join(ia.Spec.Tags, ","))
+	}
+	if len(all.Items) != 3 {
+		t.Errorf("ImageAttestations %v: want shop/seed, shop/api and the index shop/multi only (no signature, no platform manifest)", repos)
+	}
+
 	post := func(path, auth string, hdr map[string]string, body []byte) int {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, base+path, bytes.NewReader(body))
