@@ -26,6 +26,8 @@ type onDemand struct {
 	client client.Client
 	scheme *runtime.Scheme
 	access *registryAccess
+	// relist lists one repository now (RegistryReconciler.relistRepository): for a tag that moved.
+	relist func(ctx context.Context, reg *v1alpha1.Registry, repository string) error
 }
 
 // evaluate makes sure reg's inventory holds repository@digest. The registry is asked once, never
@@ -78,6 +80,17 @@ func (o *onDemand) evaluate(ctx context.Context, reg *v1alpha1.Registry, reposit
 		}
 		img.mediaType = mediaType
 	}
+	if tag != "" && o.relist != nil {
+		// The tag on another digest of the inventory: it moved. A listing of the repository records
+		// the move (immutability) and takes the tag off the old digest, as the next pass would.
+		moved, err := o.taggedElsewhere(ctx, reg, repository, tag, digest)
+		if err != nil {
+			return "", err
+		}
+		if moved {
+			return digest, o.relist(ctx, reg, repository)
+		}
+	}
 	k := imageKey{repository, digest}
 	existing := &v1alpha1.ImageAttestation{}
 	switch err := o.client.Get(ctx, client.ObjectKey{Namespace: reg.Namespace, Name: imageAttestationName(reg.Name, repository, digest)}, existing); {
@@ -100,4 +113,34 @@ func (o *onDemand) evaluate(ctx context.Context, reg *v1alpha1.Registry, reposit
 		return "", fmt.Errorf("creating ImageAttestation for %s@%s: %w", repository, digest, err)
 	}
 	return digest, nil
+}
+
+// repositoryImages are reg's ImageAttestations of repository (the cache, by label).
+func (o *onDemand) repositoryImages(ctx context.Context, reg *v1alpha1.Registry, repository string) ([]v1alpha1.ImageAttestation, error) {
+	list := &v1alpha1.ImageAttestationList{}
+	if err := o.client.List(ctx, list, client.InNamespace(reg.Namespace), client.MatchingLabels{
+		v1alpha1.RegistryLabel: labelValue(reg.Name), v1alpha1.RepositoryHashLabel: shortHash(repository, 16)}); err != nil {
+		return nil, err
+	}
+	out := list.Items[:0]
+	for _, ia := range list.Items {
+		if ia.Spec.RegistryRef.Name == reg.Name && ia.Spec.Repository == repository {
+			out = append(out, ia)
+		}
+	}
+	return out, nil
+}
+
+// taggedElsewhere reports whether an ImageAttestation of another digest carries tag.
+func (o *onDemand) taggedElsewhere(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) (bool, error) {
+	ias, err := o.repositoryImages(ctx, reg, repository)
+	if err != nil {
+		return false, err
+	}
+	for _, ia := range ias {
+		if ia.Spec.Digest != digest && slices.Contains(ia.Spec.Tags, tag) {
+			return true, nil
+		}
+	}
+	return false, nil
 }

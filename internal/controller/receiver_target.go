@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -18,7 +17,6 @@ import (
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/receiver"
-	"github.com/portcullis-dev/portcullis/internal/registry"
 )
 
 // tokenKey is the key of the spec.notifications Secret that holds the receiver token.
@@ -212,40 +210,33 @@ func (t *receiverTarget) writeStatus(ctx context.Context) {
 	}
 }
 
-// forget removes from reg's inventory what the registry confirms is gone, checking with one
-// request each: the digest (a HEAD by digest; 404: its ImageAttestation is deleted) and the tag (a
-// HEAD; 404: the tag leaves the ImageAttestations that carry it, and one left with no tag is
-// deleted, as the next listing would). A tag that still resolves was moved or pushed again: it is
-// evaluated like a push. Nothing is removed on a registry error.
+// forget removes from reg's inventory what the registry confirms is gone. A digest is checked with
+// one HEAD (404: its ImageAttestation is deleted). A tag, which other digests' ImageAttestations may
+// carry, is settled by listing its repository now (relist: one tags request and a HEAD per tag), as
+// the next pass would: the tag leaves the ImageAttestations that carry it, one left with no tag is
+// deleted, a tag that moved is recorded. Nothing is removed on a registry error.
 func (o *onDemand) forget(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) error {
-	c, out, ok, err := o.access.client(ctx, reg)
-	switch {
-	case err != nil:
-		return err
-	case !ok:
-		return fmt.Errorf("the Registry %s/%s cannot be reached as configured: %s", reg.Namespace, reg.Name, out.message)
-	}
-	var ias []*v1alpha1.ImageAttestation
-	list := &v1alpha1.ImageAttestationList{}
-	if err := o.client.List(ctx, list, client.InNamespace(reg.Namespace), client.MatchingLabels{
-		v1alpha1.RegistryLabel: labelValue(reg.Name), v1alpha1.RepositoryHashLabel: shortHash(repository, 16)}); err != nil {
-		return err
-	}
-	for i := range list.Items {
-		if ia := &list.Items[i]; ia.Spec.RegistryRef.Name == reg.Name && ia.Spec.Repository == repository {
-			ias = append(ias, ia)
-		}
-	}
 	if digest != "" {
+		c, out, ok, err := o.access.client(ctx, reg)
+		switch {
+		case err != nil:
+			return err
+		case !ok:
+			return fmt.Errorf("the Registry %s/%s cannot be reached as configured: %s", reg.Namespace, reg.Name, out.message)
+		}
 		found, err := c.Exists(ctx, repository, digest)
 		if err != nil {
 			c.Forget(err)
 			return err
 		}
 		if !found {
-			for _, ia := range ias {
-				if ia.Spec.Digest == digest {
-					if err := o.client.Delete(ctx, ia); client.IgnoreNotFound(err) != nil {
+			ias, err := o.repositoryImages(ctx, reg, repository)
+			if err != nil {
+				return err
+			}
+			for i := range ias {
+				if ias[i].Spec.Digest == digest {
+					if err := o.client.Delete(ctx, &ias[i]); client.IgnoreNotFound(err) != nil {
 						return err
 					}
 				}
@@ -253,35 +244,8 @@ func (o *onDemand) forget(ctx context.Context, reg *v1alpha1.Registry, repositor
 			return nil
 		}
 	}
-	if tag == "" {
+	if tag == "" || o.relist == nil {
 		return nil
 	}
-	switch _, err := c.Resolve(ctx, repository, tag); {
-	case err == nil:
-		_, err := o.evaluate(ctx, reg, repository, tag, "")
-		if errors.Is(err, errNotGoverned) {
-			return nil
-		}
-		return err
-	case !errors.Is(err, registry.ErrNotFound):
-		c.Forget(err)
-		return err
-	}
-	for _, ia := range ias {
-		if !slices.Contains(ia.Spec.Tags, tag) {
-			continue
-		}
-		if len(ia.Spec.Tags) == 1 {
-			if err := o.client.Delete(ctx, ia); client.IgnoreNotFound(err) != nil {
-				return err
-			}
-			continue
-		}
-		base := ia.DeepCopy()
-		ia.Spec.Tags = slices.DeleteFunc(slices.Clone(ia.Spec.Tags), func(t string) bool { return t == tag })
-		if err := o.client.Patch(ctx, ia, client.MergeFrom(base)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return o.relist(ctx, reg, repository)
 }

@@ -121,6 +121,26 @@ func TestPushReceiver(t *testing.T) {
 		t.Errorf("ImageAttestations %v: want shop/seed, shop/api and the index shop/multi only (no signature, no platform manifest)", repos)
 	}
 
+	// A tag pushed again onto another image moved: the repository is listed at once, so the move is
+	// recorded on the new digest and the old one, left untagged, leaves the inventory.
+	first := dist.Push(t, "shop/mover", "v1", registrytest.RandomImage(t))
+	imageFor(t, ns, "shop/mover", first, "the first image of the tag", func(ia *v1alpha1.ImageAttestation) bool { return len(ia.Status.Policies) == 1 })
+	beforeMove := p.snapshot()
+	second := dist.Push(t, "shop/mover", "v1", registrytest.RandomImage(t))
+	moved := imageFor(t, ns, "shop/mover", second, "the tag's new image, with the move recorded", func(ia *v1alpha1.ImageAttestation) bool {
+		return len(ia.Spec.MovedTags) == 1 && ia.Spec.MovedTags[0].Tag == "v1" && ia.Spec.MovedTags[0].From == first
+	})
+	if d := p.snapshot()["GET catalog"] - beforeMove["GET catalog"]; d != 0 || len(moved.Spec.Tags) != 1 {
+		t.Errorf("a tag move: %d catalog requests, tags %v", d, moved.Spec.Tags)
+	}
+	deadline := time.Now().Add(eventuallyTimeout)
+	for !apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: imageAttestationName("dist", "shop/mover", first)}, &v1alpha1.ImageAttestation{})) {
+		if time.Now().After(deadline) {
+			t.Fatal("the image the tag moved away from is still in the inventory")
+		}
+		time.Sleep(pollInterval)
+	}
+
 	post := func(path, auth string, hdr map[string]string, body []byte) int {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, base+path, bytes.NewReader(body))
@@ -179,7 +199,7 @@ func TestPushReceiver(t *testing.T) {
 
 	// A real delete removes the ImageAttestation; replaying the push does not bring it back.
 	dist.Delete(t, "shop/api", pushed)
-	deadline := time.Now().Add(eventuallyTimeout)
+	deadline = time.Now().Add(eventuallyTimeout)
 	for !apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(ia), &v1alpha1.ImageAttestation{})) {
 		if time.Now().After(deadline) {
 			t.Fatal("the deleted image's ImageAttestation is still there")

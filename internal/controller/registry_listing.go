@@ -3,12 +3,15 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/registry"
 )
 
 // listing is the bookkeeping of one Registry pass: it writes each repository's ImageAttestations as
@@ -138,4 +141,45 @@ func registryConcurrency(obj *v1alpha1.Registry) int {
 		return int(*rq.Concurrency)
 	}
 	return defaultConcurrency
+}
+
+// relistRepository lists one repository of obj now and applies it, as a pass does for each
+// repository (tags moved between digests are recorded, the shrink guard holds): what a push that
+// moved a tag, or a tag delete, asks for. It costs one tags request and one HEAD per selected tag.
+func (r *RegistryReconciler) relistRepository(ctx context.Context, obj *v1alpha1.Registry, repo string) error {
+	lister, o, ok, err := r.access.client(ctx, obj)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return fmt.Errorf("the Registry %s/%s cannot be reached as configured: %s", obj.Namespace, obj.Name, o.message)
+	}
+	policies := &v1alpha1.RepositoryPolicyList{}
+	if err := r.List(ctx, policies, client.InNamespace(obj.Namespace), client.MatchingFields{indexRegistryRef: obj.Name}); err != nil {
+		return err
+	}
+	all, err := r.inventory().collect(ctx, obj.Namespace, obj.Name)
+	if err != nil {
+		return err
+	}
+	var existing []*v1alpha1.ImageAttestation
+	for _, ia := range all {
+		if ia.Spec.Repository == repo {
+			existing = append(existing, ia)
+		}
+	}
+	var reg registryLister = lister
+	if obj.Spec.Provider == v1alpha1.ProviderHarbor && obj.Spec.SecretRef != nil {
+		hc, err := r.access.harbor(ctx, obj)
+		if err != nil {
+			return err
+		}
+		reg = newHarborLister(lister, hc)
+	}
+	l := r.listing(obj, existing, policies.Items, reg)
+	l.ctx = ctx
+	images, err := l.walk.repository(registry.WithBackground(ctx), repo)
+	l.apply(repoListing{repo: repo, images: images, err: err})
+	_, werr, failed := l.result()
+	return errors.Join(err, werr, failed[repo])
 }

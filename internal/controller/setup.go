@@ -71,7 +71,9 @@ func setupAll(mgr ctrl.Manager, opts Options, w *Wiring) error {
 	recorder := mgr.GetEventRecorder("portcullis")
 	images := imageWalker{informers: mgr.GetCache(), reader: mgr.GetClient()}
 	verdicts.reader.Store(&images)
-	if err := (&RegistryReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access, Recorder: recorder, images: images}).SetupWithManager(mgr); err != nil {
+	rr := &RegistryReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access, Recorder: recorder, images: images}
+	od.relist = rr.relistRepository
+	if err := rr.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the Registry controller: %w", err)
 	}
 	if err := (&RepositoryPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), images: images}).SetupWithManager(mgr); err != nil {
