@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -117,6 +118,15 @@ func (t *receiverTarget) token(ctx context.Context, reg *v1alpha1.Registry) ([]b
 func (t *receiverTarget) Evaluate(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) (string, error) {
 	if tag == "" {
 		return "", fmt.Errorf("%w: a push of %s@%s by digest alone", receiver.ErrIgnored, repository, digest)
+	}
+	if digest != "" {
+		// The inventory already says tag → digest (a delivery the registry sent again, an event
+		// for a push the listing saw first): nothing to check, no request.
+		ia := &v1alpha1.ImageAttestation{}
+		err := t.od.client.Get(ctx, client.ObjectKey{Namespace: reg.Namespace, Name: imageAttestationName(reg.Name, repository, digest)}, ia)
+		if err == nil && ia.Spec.Repository == repository && ia.Spec.Digest == digest && slices.Contains(ia.Spec.Tags, tag) {
+			return digest, nil
+		}
 	}
 	d, err := t.od.evaluate(ctx, reg, repository, tag, digest)
 	if errors.Is(err, errNotGoverned) {
