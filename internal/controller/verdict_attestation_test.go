@@ -2,27 +2,22 @@ package controller
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/sigstore/cosign/v2/pkg/cosign"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
-	"github.com/sigstore/sigstore/pkg/signature"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
-	"github.com/portcullis-dev/portcullis/internal/vsa"
+	"github.com/portcullis-dev/portcullis/internal/vsa/vsatest"
 )
 
 // TestVerdictAttestation: a policy with spec.verdictAttestation pushes each verdict once as a
@@ -56,30 +51,15 @@ func TestVerdictAttestation(t *testing.T) {
 	first := ia.Status.Policies[0].Attested
 	host := strings.TrimPrefix(dist.URL, "http://")
 	ref, _ := name.NewDigest(host + "/shop/api@" + digest)
-	verifier, _ := signature.LoadVerifier(priv.Public(), crypto.SHA256)
 	verdicts := func() map[string]string {
 		t.Helper()
-		atts, _, err := cosign.VerifyImageAttestations(ctx, ref, &cosign.CheckOpts{SigVerifier: verifier, IgnoreTlog: true,
-			ClaimVerifier: cosign.IntotoSubjectClaimVerifier})
+		got, err := vsatest.Read(ctx, ref, priv.Public())
 		if err != nil {
 			t.Fatalf("cosign does not verify the verdict attestation: %v", err)
 		}
 		out := map[string]string{}
-		for _, a := range atts {
-			ann, _ := a.Annotations()
-			raw, _ := a.Payload()
-			var env struct{ Payload string }
-			_ = json.Unmarshal(raw, &env)
-			body, _ := base64.StdEncoding.DecodeString(env.Payload)
-			var st struct {
-				PredicateType string `json:"predicateType"`
-				Predicate     struct {
-					VerificationResult string               `json:"verificationResult"`
-					Policy             struct{ URI string } `json:"policy"`
-				} `json:"predicate"`
-			}
-			_ = json.Unmarshal(body, &st)
-			out[ann[vsa.PolicyAnnotation]] = st.PredicateType + " " + st.Predicate.VerificationResult + " " + st.Predicate.Policy.URI
+		for policy, v := range got {
+			out[policy] = v.PredicateType + " " + v.Result + " " + v.PolicyURI
 		}
 		return out
 	}
