@@ -185,6 +185,10 @@ func (r *Relay) manifest(w http.ResponseWriter, req *http.Request, c *Client, re
 		relayFailure(w, err)
 		return
 	}
+	if sep == "@" {
+		// The scanner may read it again (a descriptor, then the image): once from the registry.
+		c.manifests.Add(desc.Digest.String(), cachedManifest{body: desc.Manifest, mediaType: string(desc.MediaType)})
+	}
 	writeManifest(w, req, desc.Manifest, string(desc.MediaType), desc.Digest.String())
 }
 
