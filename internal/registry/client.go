@@ -23,7 +23,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/time/rate"
-	"k8s.io/utils/lru"
 
 	"github.com/portcullis-dev/portcullis/internal/egress"
 )
@@ -99,11 +98,8 @@ type Client struct {
 	transport  *politeTransport
 	// manifests keeps manifests fetched by Fetch, by digest (content-addressed, so never stale), for
 	// the Relay: the scanner's read of a manifest the listing just fetched costs no request.
-	manifests *lru.Cache
+	manifests *manifestCache
 }
-
-// maxCachedManifests bounds Client.manifests (manifests are a few KiB at most, MaxBody at worst).
-const maxCachedManifests = 2048
 
 // cachedManifest is a manifest body and its media type.
 type cachedManifest struct {
@@ -250,7 +246,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	newPuller := func() (*remote.Puller, error) { return remote.NewPuller(remoteOpts...) }
 	c := &Client{reg: reg, nameOpts: nameOpts, pageSize: pageSize, newPuller: newPuller, remoteOpts: remoteOpts,
-		auth: auth, insecure: u.Scheme == "http", transport: t, manifests: lru.New(maxCachedManifests),
+		auth: auth, insecure: u.Scheme == "http", transport: t, manifests: newManifestCache(),
 		maxPages: max(0, cfg.MaxPages)}
 	if _, _, err := c.pull(); err != nil {
 		return nil, err
