@@ -205,6 +205,32 @@ func TestPushReceiver(t *testing.T) {
 		t.Fatalf("a delete the registry contradicts removed the ImageAttestation: %v", err)
 	}
 
+	// Harbor's deliveries, as its Default and CloudEvents formatters write them (the Auth Header
+	// carries the token), posted to the endpoint: a push the inventory already agrees with costs
+	// nothing, and a delete of a digest the registry still has removes nothing.
+	harborData := `{"resources":[{"digest":"` + other + `","tag":"v1","resource_url":"` + strings.TrimPrefix(dist.URL, "http://") + `/shop/other:v1"}],` +
+		`"repository":{"date_created":1677053165,"name":"other","namespace":"shop","repo_full_name":"shop/other","repo_type":"private"}}`
+	quiet := p.snapshot()
+	if got := post(path, token, map[string]string{"Content-Type": "application/json"},
+		[]byte(`{"type":"PUSH_ARTIFACT","occur_at":1678082303,"operator":"admin","event_data":`+harborData+`}`)); got != http.StatusAccepted {
+		t.Errorf("a Harbor Default push: HTTP %d", got)
+	}
+	if got := post(path, token, map[string]string{"Content-Type": "application/cloudevents+json"},
+		[]byte(`{"specversion":"1.0","id":"4b2f","source":"/projects/1/webhook/policies/3","type":"harbor.artifact.deleted",`+
+			`"datacontenttype":"application/json","time":"2023-03-06T06:08:43Z","data":`+harborData+`,"operator":"admin"}`)); got != http.StatusAccepted {
+		t.Errorf("a Harbor CloudEvents delete: HTTP %d", got)
+	}
+	time.Sleep(time.Second)
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: imageAttestationName("dist", "shop/other", other)}, &v1alpha1.ImageAttestation{}); err != nil {
+		t.Fatalf("a Harbor delete the registry contradicts removed the ImageAttestation: %v", err)
+	}
+	// The push costs nothing; the delete costs a HEAD of the digest and, since it names a tag, one
+	// listing of that repository (a tags request and a HEAD of its one tag); no catalog.
+	if got := p.snapshot(); got["GET catalog"] != quiet["GET catalog"] || got["HEAD manifest"]-quiet["HEAD manifest"] > 2 ||
+		got["GET tags"]-quiet["GET tags"] > 1 {
+		t.Errorf("Harbor deliveries: requests %v -> %v; want two HEADs and one tags request at most", quiet, got)
+	}
+
 	// A signed generic payload is accepted.
 	body := []byte(`{"repository":"shop/api","tag":"v1"}`)
 	mac := hmac.New(sha256.New, []byte(token))
