@@ -113,6 +113,7 @@ func TestListeningScanner(t *testing.T) {
 	}()
 	<-entered
 	_ = l.cmd.Process.Kill()
+	_ = l.cmd.Wait() // gone for good, its files closed, before the "container" restarts
 	if err := <-errc; !errors.Is(err, scan.ErrWorkerExited) || !strings.Contains(err.Error(), "connection to the scanner") {
 		t.Fatalf("scan in flight when the scanner died: %v; want scan.ErrWorkerExited", err)
 	}
