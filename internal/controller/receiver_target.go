@@ -83,9 +83,8 @@ func (t *receiverTarget) Lookup(ctx context.Context, path string) (*v1alpha1.Reg
 // empty token, which authenticates nothing.
 func (t *receiverTarget) token(ctx context.Context, reg *v1alpha1.Registry) ([]byte, error) {
 	key := types.NamespacedName{Namespace: reg.Namespace, Name: reg.Spec.Notifications.SecretRef.Name}
-	meta := &metav1.PartialObjectMetadata{}
-	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	switch err := t.od.client.Get(ctx, key, meta); {
+	rv, err := secretVersion(ctx, t.od.client, key)
+	switch {
 	case apierrors.IsNotFound(err):
 		return nil, nil
 	case err != nil:
@@ -94,7 +93,7 @@ func (t *receiverTarget) token(ctx context.Context, reg *v1alpha1.Registry) ([]b
 	t.mu.Lock()
 	c, ok := t.tokens[key]
 	t.mu.Unlock()
-	if ok && c.resourceVersion == meta.ResourceVersion {
+	if ok && c.resourceVersion == rv {
 		return c.token, nil
 	}
 	s := &corev1.Secret{}

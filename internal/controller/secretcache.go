@@ -6,9 +6,11 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -83,4 +85,15 @@ func (c noSecrets) GetInformerForKind(ctx context.Context, gvk schema.GroupVersi
 		return nil, fmt.Errorf("informer on Secrets: %w", ErrSecretCache)
 	}
 	return c.Cache.GetInformerForKind(ctx, gvk, opts...)
+}
+
+// secretVersion is the resourceVersion of Secret key from the manager's metadata cache (no API
+// request, no data): what says whether a value read from it earlier is still current.
+func secretVersion(ctx context.Context, c client.Reader, key types.NamespacedName) (string, error) {
+	meta := &metav1.PartialObjectMetadata{}
+	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	if err := c.Get(ctx, key, meta); err != nil {
+		return "", err
+	}
+	return meta.ResourceVersion, nil
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -61,12 +60,11 @@ type verdictSigners struct {
 
 func (s *verdictSigners) get(ctx context.Context, c client.Reader, api client.Reader, p *v1alpha1.RepositoryPolicy) (signature.SignerVerifier, error) {
 	va := p.Spec.VerdictAttestation
-	meta := &metav1.PartialObjectMetadata{}
-	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	if err := c.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: va.KeySecretRef.Name}, meta); err != nil {
+	rv, err := secretVersion(ctx, c, types.NamespacedName{Namespace: p.Namespace, Name: va.KeySecretRef.Name})
+	if err != nil {
 		return nil, fmt.Errorf("the verdict signing key Secret %q: %w", va.KeySecretRef.Name, err)
 	}
-	key := p.Namespace + "/" + p.Name + "/" + va.KeySecretRef.Name + "@" + meta.ResourceVersion + "/" + va.KeySecretRef.Key + "/" + va.PasswordKey
+	key := p.Namespace + "/" + p.Name + "/" + va.KeySecretRef.Name + "@" + rv + "/" + va.KeySecretRef.Key + "/" + va.PasswordKey
 	s.mu.Lock()
 	sv, ok := s.m[key]
 	s.mu.Unlock()
