@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -52,6 +53,9 @@ type ImageAttestationReconciler struct {
 	fair *fairShare
 	// signers holds the policies' verdict signing keys (spec.verdictAttestation).
 	signers verdictSigners
+	// lookAgain, when set, queues ImageAttestations to reconcile as if changed (the push receiver's
+	// LookAgain) with no API write.
+	lookAgain <-chan event.GenericEvent
 }
 
 // RBAC is exactly what the manager uses (test/e2e TestInstall checks it against the API server's audit
@@ -217,7 +221,12 @@ func (r *ImageAttestationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return reqs
 		}
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.lookAgain != nil {
+		// The push receiver's look-again requests (Harbor scan events), queued as changes.
+		b = b.WatchesRawSource(source.Channel(r.lookAgain, handler.TypedEventHandler[client.Object, ctrl.Request](r.fair.handler())))
+	}
+	return b.
 		// Annotations too: a tag-move acknowledgement (v1alpha1.MovesAcknowledgedAnnotation).
 		// New and changed digests are queued at their fair share (fairShare); re-checks last.
 		Named("imageattestation").

@@ -15,9 +15,11 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/receiver"
+	"github.com/portcullis-dev/portcullis/internal/registry"
 )
 
 // tokenKey is the key of the spec.notifications Secret that holds the receiver token.
@@ -31,6 +33,9 @@ type receiverTarget struct {
 	api client.Reader
 	// recorder reports refused deliveries on the Registry, at most once per refusedEventEvery.
 	recorder events.EventRecorder
+
+	// lookAgain feeds the ImageAttestation controller (a channel source): LookAgain.
+	lookAgain chan event.GenericEvent
 
 	mu     sync.Mutex
 	tokens map[types.NamespacedName]cachedToken
@@ -57,8 +62,12 @@ const refusedEventEvery = time.Minute
 
 var _ receiver.Target = (*receiverTarget)(nil)
 
+// lookAgainBuffer is how many LookAgain requests wait for the ImageAttestation controller before
+// a receiver worker waits for room.
+const lookAgainBuffer = 1024
+
 func newReceiverTarget(od *onDemand, api client.Reader) *receiverTarget {
-	return &receiverTarget{od: od, api: api, tokens: map[types.NamespacedName]cachedToken{}, counts: map[types.NamespacedName]*deliveries{}}
+	return &receiverTarget{od: od, api: api, lookAgain: make(chan event.GenericEvent, lookAgainBuffer), tokens: map[types.NamespacedName]cachedToken{}, counts: map[types.NamespacedName]*deliveries{}}
 }
 
 // Lookup implements receiver.Target.
@@ -113,30 +122,101 @@ func (t *receiverTarget) token(ctx context.Context, reg *v1alpha1.Registry) ([]b
 // Evaluate implements receiver.Target: an image the Registry does not watch or no policy selects
 // is receiver.ErrIgnored (final, not retried). A push by digest alone (a platform manifest of an
 // index, a signature or SBOM stored as a referrer, an untagged image) is not an image the listing
-// would judge either: it is ignored, as are signature, attestation and SBOM tags.
+// would judge either: it is ignored, as are signature, attestation and SBOM tags. The payload's
+// digest is only a claim: when the inventory already says tag → digest nothing is asked (a
+// redelivery, an event for a push the listing saw first); otherwise the tag is resolved and what
+// the registry answers is evaluated, so an event that arrives late for a tag that moved since is
+// harmless. A tag that moved off another image is receiver.ErrRelist.
 func (t *receiverTarget) Evaluate(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) (string, error) {
 	if tag == "" {
 		return "", fmt.Errorf("%w: a push of %s@%s by digest alone", receiver.ErrIgnored, repository, digest)
 	}
 	if digest != "" {
-		// The inventory already says tag → digest (a delivery the registry sent again, an event
-		// for a push the listing saw first): nothing to check, no request.
-		ia := &v1alpha1.ImageAttestation{}
-		err := t.od.client.Get(ctx, client.ObjectKey{Namespace: reg.Namespace, Name: imageAttestationName(reg.Name, repository, digest)}, ia)
-		if err == nil && ia.Spec.Repository == repository && ia.Spec.Digest == digest && slices.Contains(ia.Spec.Tags, tag) {
+		if ia, err := t.inInventory(ctx, reg, repository, digest); err == nil && ia != nil && slices.Contains(ia.Spec.Tags, tag) {
 			return digest, nil
 		}
 	}
-	d, err := t.od.evaluate(ctx, reg, repository, tag, digest)
-	if errors.Is(err, errNotGoverned) {
+	d, moved, err := t.od.put(ctx, reg, repository, tag, "")
+	switch {
+	case errors.Is(err, errNotGoverned):
 		return "", fmt.Errorf("%w: %w", receiver.ErrIgnored, err)
+	case errors.Is(err, registry.ErrNotFound):
+		// Deleted since (a late or replayed event): nothing to judge; its delete event or the
+		// listing settles the inventory.
+		return "", fmt.Errorf("%w: %s:%s is not in the registry", receiver.ErrIgnored, repository, tag)
+	case err == nil && moved:
+		return d, fmt.Errorf("%w: %s:%s moved to %s", receiver.ErrRelist, repository, tag, d)
 	}
 	return d, err
 }
 
-// Forget implements receiver.Target.
+// inInventory returns reg's ImageAttestation of repository@digest from the cache (nil when none).
+func (t *receiverTarget) inInventory(ctx context.Context, reg *v1alpha1.Registry, repository, digest string) (*v1alpha1.ImageAttestation, error) {
+	ia := &v1alpha1.ImageAttestation{}
+	err := t.od.client.Get(ctx, client.ObjectKey{Namespace: reg.Namespace, Name: imageAttestationName(reg.Name, repository, digest)}, ia)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case ia.Spec.RegistryRef.Name != reg.Name || ia.Spec.Repository != repository || ia.Spec.Digest != digest:
+		return nil, nil
+	}
+	return ia, nil
+}
+
+// Forget implements receiver.Target: a digest the registry no longer has loses its
+// ImageAttestation; a deleted tag is receiver.ErrRelist (the listing takes it off its image).
 func (t *receiverTarget) Forget(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) error {
-	return t.od.forget(ctx, reg, repository, tag, digest)
+	if digest != "" {
+		if err := t.od.forgetDigest(ctx, reg, repository, digest); err != nil {
+			return err
+		}
+	}
+	if tag != "" {
+		return fmt.Errorf("%w: %s:%s deleted", receiver.ErrRelist, repository, tag)
+	}
+	return nil
+}
+
+// LookAgain implements receiver.Target: the image's ImageAttestation is queued for the
+// ImageAttestation controller as if it had changed (no API write): its referrers are read again,
+// so a signature, attestation or SBOM added since is seen, and its verdict is computed again. An
+// image not in the inventory is evaluated as a push is (by tag), or left to the listing (by digest
+// alone).
+func (t *receiverTarget) LookAgain(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) error {
+	if digest != "" {
+		ia, err := t.inInventory(ctx, reg, repository, digest)
+		if err != nil {
+			return err
+		}
+		if ia != nil {
+			return t.requeue(ctx, ia)
+		}
+	}
+	_, err := t.Evaluate(ctx, reg, repository, tag, "")
+	return err
+}
+
+// requeue hands ia to the ImageAttestation controller's queue (its channel source).
+func (t *receiverTarget) requeue(ctx context.Context, ia *v1alpha1.ImageAttestation) error {
+	if t.lookAgain == nil {
+		return nil
+	}
+	select {
+	case t.lookAgain <- event.GenericEvent{Object: ia}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Relist implements receiver.Target.
+func (t *receiverTarget) Relist(ctx context.Context, reg *v1alpha1.Registry, repository string) error {
+	if t.od.relist == nil {
+		return nil
+	}
+	return t.od.relist(ctx, reg, repository)
 }
 
 // Record implements receiver.Target.
@@ -219,42 +299,34 @@ func (t *receiverTarget) writeStatus(ctx context.Context) {
 	}
 }
 
-// forget removes from reg's inventory what the registry confirms is gone. A digest is checked with
-// one HEAD (404: its ImageAttestation is deleted). A tag, which other digests' ImageAttestations may
-// carry, is settled by listing its repository now (relist: one tags request and a HEAD per tag), as
-// the next pass would: the tag leaves the ImageAttestations that carry it, one left with no tag is
-// deleted, a tag that moved is recorded. Nothing is removed on a registry error.
-func (o *onDemand) forget(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) error {
-	if digest != "" {
-		c, out, ok, err := o.access.client(ctx, reg)
-		switch {
-		case err != nil:
-			return err
-		case !ok:
-			return fmt.Errorf("the Registry %s/%s cannot be reached as configured: %s", reg.Namespace, reg.Name, out.message)
-		}
-		found, err := c.Exists(ctx, repository, digest)
-		if err != nil {
-			c.Forget(err)
-			return err
-		}
-		if !found {
-			ias, err := o.repositoryImages(ctx, reg, repository)
-			if err != nil {
-				return err
-			}
-			for i := range ias {
-				if ias[i].Spec.Digest == digest {
-					if err := o.client.Delete(ctx, &ias[i]); client.IgnoreNotFound(err) != nil {
-						return err
-					}
-				}
-			}
-			return nil
-		}
+// forgetDigest removes repository@digest from reg's inventory when the registry confirms it is gone:
+// one HEAD, and on 404 its ImageAttestation is deleted. Nothing is removed on a registry error.
+func (o *onDemand) forgetDigest(ctx context.Context, reg *v1alpha1.Registry, repository, digest string) error {
+	c, out, ok, err := o.access.client(ctx, reg)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return fmt.Errorf("the Registry %s/%s cannot be reached as configured: %s", reg.Namespace, reg.Name, out.message)
 	}
-	if tag == "" || o.relist == nil {
+	found, err := c.Exists(ctx, repository, digest)
+	if err != nil {
+		c.Forget(err)
+		return err
+	}
+	if found {
 		return nil
 	}
-	return o.relist(ctx, reg, repository)
+	ias, err := o.repositoryImages(ctx, reg, repository)
+	if err != nil {
+		return err
+	}
+	for i := range ias {
+		if ias[i].Spec.Digest == digest {
+			if err := o.client.Delete(ctx, &ias[i]); client.IgnoreNotFound(err) != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

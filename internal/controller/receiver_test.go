@@ -6,11 +6,19 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
+	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -22,6 +30,7 @@ import (
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/receiver"
 	"github.com/portcullis-dev/portcullis/internal/registry/registrytest"
+	"github.com/portcullis-dev/portcullis/internal/verify/verifytest"
 )
 
 func freeAddr(t testing.TB) string {
@@ -276,5 +285,75 @@ func TestPushReceiver(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("%d NotificationsRefused events for one minute of refusals, want 1", n)
+	}
+}
+
+// TestLookAgainEvent: a Harbor scan event is a "look again" for an image the inventory has. On a
+// registry with the referrers API a signature attached as a referrer is no tag, so no listing sees
+// it; the scan event that follows it has the image verified and judged again at once, with no
+// listing and no API write to trigger it.
+func TestLookAgainEvent(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	base := startReceiver(t)
+	const token = "look-again-token-0123456789"
+	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)), ggcrregistry.WithReferrersSupport(true)))
+	t.Cleanup(srv.Close)
+	px := newProxy(t, srv.URL)
+	host := strings.TrimPrefix(px.URL, "http://")
+	img := registrytest.RandomImage(t)
+	ref, err := name.ParseReference(host+"/shop/app:v1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	dg, _ := img.Digest()
+	signer := verifytest.NewBundleSigner(t)
+	reg := &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "harbor-like", Namespace: ns}, Spec: v1alpha1.RegistrySpec{URL: px.URL, Insecure: true,
+		Interval: &metav1.Duration{Duration: 24 * time.Hour}, Notifications: &v1alpha1.NotificationsSpec{SecretRef: v1alpha1.LocalObjectReference{Name: "hook"}}}}
+	pol := &v1alpha1.RepositoryPolicy{ObjectMeta: metav1.ObjectMeta{Name: "signed", Namespace: ns}, Spec: v1alpha1.RepositoryPolicySpec{
+		RegistryRef: v1alpha1.LocalObjectReference{Name: "harbor-like"}, Repositories: []string{"**"},
+		Verification: &v1alpha1.VerificationSpec{Authorities: []v1alpha1.Authority{{Name: "release",
+			Key: &v1alpha1.KeyAuthority{Data: string(signer.PublicPEM)}, IgnoreTransparencyLog: true}}}}}
+	hook := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hook", Namespace: ns}, Data: map[string][]byte{"token": []byte(token)}}
+	for _, o := range []client.Object{hook, pol, reg} {
+		if err := k8sClient.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	requestPass(t, reg)
+	unsigned := func(ia *v1alpha1.ImageAttestation) bool {
+		return len(ia.Status.Policies) == 1 && !ia.Status.Policies[0].Compliant && slices.Contains(ia.Status.Policies[0].Reasons, "SignatureMissing")
+	}
+	imageFor(t, ns, "shop/app", dg.String(), "unsigned at the listing", unsigned)
+
+	digest, err := name.NewDigest(host+"/shop/app@"+dg.String(), name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer.SignBundle(t, digest)
+	time.Sleep(time.Second)
+	imageFor(t, ns, "shop/app", dg.String(), "still unsigned: nothing looked again", unsigned)
+
+	before := px.snapshot()
+	body := []byte(`{"type":"SCANNING_COMPLETED","occur_at":1678082303,"operator":"auto","event_data":{"resources":[{"digest":"` + dg.String() +
+		`","tag":"v1","resource_url":"` + host + `/shop/app:v1","scan_overview":{"application/vnd.security.vulnerability.report; version=1.1":{"scan_status":"Success"}}}],` +
+		`"repository":{"name":"app","namespace":"shop","repo_full_name":"shop/app","repo_type":"private"}}}`)
+	req, _ := http.NewRequest(http.MethodPost, base+receiver.Path(reg.UID), bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("a Harbor scan event: %v %v", resp, err)
+	}
+	_ = resp.Body.Close()
+	imageFor(t, ns, "shop/app", dg.String(), "verified after the scan event", func(ia *v1alpha1.ImageAttestation) bool {
+		return len(ia.Status.Policies) == 1 && ia.Status.Policies[0].Compliant
+	})
+	after := px.snapshot()
+	if after["GET catalog"] != before["GET catalog"] || after["GET tags"] != before["GET tags"] || after["GET referrers"] == before["GET referrers"] {
+		t.Errorf("requests for a look-again: %v -> %v; want referrers read and no listing", before, after)
 	}
 }

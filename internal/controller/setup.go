@@ -79,7 +79,8 @@ func setupAll(mgr ctrl.Manager, opts Options, w *Wiring) error {
 	if err := (&RepositoryPolicyReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), images: images}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the RepositoryPolicy controller: %w", err)
 	}
-	ia := &ImageAttestationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access, Recorder: recorder}
+	ia := &ImageAttestationReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Options: opts, access: access, Recorder: recorder,
+		lookAgain: rt.lookAgain}
 	if opts.CacheDir != "" {
 		s, err := store.Open(filepath.Join(opts.CacheDir, "records.db"))
 		if err != nil {

@@ -48,16 +48,29 @@ type Target interface {
 	// Lookup returns the Registry whose receiver path is path and the token of its
 	// spec.notifications Secret (ErrUnknown when none).
 	Lookup(ctx context.Context, path string) (*v1alpha1.Registry, []byte, error)
-	// Evaluate puts the image into the inventory now (an image the registry confirms).
+	// Evaluate puts the image a pushed tag points at into the inventory now, asking the registry
+	// what the tag points at (digest, the payload's claim, may save the request when the inventory
+	// agrees). It returns ErrRelist when the tag moved off another image of the inventory.
 	Evaluate(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) (string, error)
-	// Forget removes what the registry confirms is gone: the digest, or the tag from its image.
+	// Forget removes what the registry confirms is gone: a digest is checked and its image removed
+	// when gone; a deleted tag is ErrRelist (the repository's listing takes it off its image).
 	Forget(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) error
+	// LookAgain has the image (by tag or digest) verified and judged again, as if it had changed,
+	// without a listing: what a Harbor scan event asks for. An image not in the inventory is
+	// put there as Evaluate does.
+	LookAgain(ctx context.Context, reg *v1alpha1.Registry, repository, tag, digest string) error
+	// Relist lists the repository now and applies it as a listing pass does (moves recorded, tags
+	// taken off, images gone removed, new ones added).
+	Relist(ctx context.Context, reg *v1alpha1.Registry, repository string) error
 	// Record counts a delivery for the Registry's status: accepted or refused.
 	Record(reg types.NamespacedName, accepted bool, at time.Time)
 }
 
 // Handler serves the receiver endpoint. Deliveries are answered at once (202) and their events
-// worked off by Workers, coalesced per image (a burst of the same event is one evaluation).
+// worked off by the Server's workers, coalesced per repository: the events of a burst for one
+// repository wait as one batch, the same event twice is one, a tag pushed several times is
+// resolved once, deleted tags and moves cost one listing of the repository together, and a batch
+// past 256 distinct events is one listing of the repository instead.
 type Handler struct {
 	Target Target
 	// PerSecond and Burst bound deliveries per Registry (default 20 and 100); more are refused
@@ -121,7 +134,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusUnauthorized, "a generic payload must be signed ("+SignatureHeader+")")
 		return
 	}
-	if h.queue == nil || h.queue.q.Len() > maxQueued {
+	if h.queue == nil || h.queue.full() {
 		w.Header().Set("Retry-After", "5")
 		refuse(http.StatusServiceUnavailable, "the receiver is busy; the registry retries")
 		return
@@ -129,7 +142,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Target.Record(key, true, time.Now())
 	received.WithLabelValues(key.String(), "accepted").Inc()
 	for _, e := range events {
-		h.queue.add(item{registry: key, event: e})
+		h.queue.add(key, e)
 	}
 	w.WriteHeader(http.StatusAccepted)
 	_, _ = io.WriteString(w, strconv.Itoa(len(events))+" events accepted\n")
@@ -175,6 +188,10 @@ func (h *Handler) limiter(key types.NamespacedName) *rate.Limiter {
 	}
 	return l
 }
+
+// ErrRelist wraps a Target answer that the repository must be listed (a tag moved or was deleted):
+// the worker lists it once for all the batch's events that ask.
+var ErrRelist = errors.New("the repository must be listed again")
 
 // ErrIgnored wraps a Target error that is final: the event names an image the Registry does not
 // watch or no policy selects. It is not retried.

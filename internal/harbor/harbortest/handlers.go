@@ -274,6 +274,10 @@ func (s *Server) handleMore(w http.ResponseWriter, r *http.Request, op string, p
 		id, _ := strconv.ParseInt(params["immutable_rule_id"], 10, 64)
 		proj.ImmutableRules = slices.DeleteFunc(proj.ImmutableRules, func(m map[string]any) bool { return m["id"] == id })
 		w.WriteHeader(http.StatusOK)
+	case "CreateWebhookPolicyOfProject":
+		s.createWebhook(w, r, proj)
+	case "ListWebhookPoliciesOfProject":
+		s.listWebhooks(w, proj)
 	case "listArtifacts":
 		// The raw path carries "tools%252Fcli": HTTP decoding gives "tools%2Fcli", and Harbor
 		// unescapes the parameter once more.

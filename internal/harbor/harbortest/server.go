@@ -86,8 +86,10 @@ type Server struct {
 	// V2, when set, serves the OCI distribution API under /v2/ (Harbor fronts a Distribution), so a
 	// Registry of provider Harbor can list this server; it is not checked against the swagger. Set
 	// it under Mu.
-	V2     http.Handler
-	nextID int64
+	V2 http.Handler
+	// Deliveries are the webhook requests sent (Notify), in order.
+	Deliveries []Delivery
+	nextID     int64
 }
 
 // Project is a project in the fake.
@@ -100,6 +102,8 @@ type Project struct {
 	// seconds; 0 or less: never).
 	CVEAllowlist       []string
 	AllowlistExpiresAt int64
+	// Webhooks are the project's webhook policies (webhooks.go).
+	Webhooks []Webhook
 	// Repositories maps a repository name inside the project ("api", "tools/cli") to its artifacts.
 	Repositories map[string][]Artifact
 }
@@ -228,7 +232,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	v2 := s.V2
 	s.Mu.Unlock()
 	if v2 != nil && (r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/")) {
-		v2.ServeHTTP(w, r)
+		s.serveV2(v2, w, r)
 		return
 	}
 	body, _ := readAll(r)
