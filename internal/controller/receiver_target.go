@@ -140,9 +140,13 @@ func (t *receiverTarget) Evaluate(ctx context.Context, reg *v1alpha1.Registry, r
 	switch {
 	case errors.Is(err, errNotGoverned):
 		return "", fmt.Errorf("%w: %w", receiver.ErrIgnored, err)
+	case errors.Is(err, registry.ErrNotFound) && digest != "":
+		// CNCF Distribution sends the push event when the manifest is stored, before the tag is
+		// written (the notification listener wraps the manifest store): a tag that is not there
+		// yet is retried with backoff (receiver's maxTries); one deleted since (a late or replayed
+		// event) is given up after them, and its delete event or the listing settles it.
+		return "", fmt.Errorf("%s:%s (announced as %s) is not in the registry yet: %w", repository, tag, digest, err)
 	case errors.Is(err, registry.ErrNotFound):
-		// Deleted since (a late or replayed event): nothing to judge; its delete event or the
-		// listing settles the inventory.
 		return "", fmt.Errorf("%w: %s:%s is not in the registry", receiver.ErrIgnored, repository, tag)
 	case err == nil && moved:
 		return d, fmt.Errorf("%w: %s:%s moved to %s", receiver.ErrRelist, repository, tag, d)

@@ -356,4 +356,26 @@ func TestLookAgainEvent(t *testing.T) {
 	if after["GET catalog"] != before["GET catalog"] || after["GET tags"] != before["GET tags"] || after["GET referrers"] == before["GET referrers"] {
 		t.Errorf("requests for a look-again: %v -> %v; want referrers read and no listing", before, after)
 	}
+
+	// A push announced before its tag is readable (CNCF Distribution sends the event once the
+	// manifest is stored, before it writes the tag): the event is retried, not dropped.
+	late := registrytest.RandomImage(t)
+	lateDigest, _ := late.Digest()
+	body = []byte(`{"type":"PUSH_ARTIFACT","occur_at":1678082303,"operator":"ci","event_data":{"resources":[{"digest":"` + lateDigest.String() +
+		`","tag":"v2","resource_url":"` + host + `/shop/app:v2"}],"repository":{"name":"app","namespace":"shop","repo_full_name":"shop/app","repo_type":"private"}}}`)
+	req, _ = http.NewRequest(http.MethodPost, base+receiver.Path(reg.UID), bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("a Harbor push event: %v %v", resp, err)
+	}
+	_ = resp.Body.Close()
+	time.Sleep(300 * time.Millisecond)
+	lateRef, _ := name.ParseReference(host+"/shop/app:v2", name.Insecure)
+	if err := remote.Write(lateRef, late); err != nil {
+		t.Fatal(err)
+	}
+	imageFor(t, ns, "shop/app", lateDigest.String(), "a verdict for a push announced before its tag was written", func(ia *v1alpha1.ImageAttestation) bool {
+		return len(ia.Status.Policies) == 1
+	})
 }
