@@ -408,6 +408,61 @@ type ImageAttestationStatus struct {
 	// +listMapKey=name
 	// +optional
 	Policies []PolicyResult `json:"policies,omitempty"`
+
+	// History holds the last 10 changes of the verdict, oldest first: when the image became
+	// compliant or non-compliant, or failed for other reasons, and what changed to make it so. A
+	// change of a policy's generation that leaves the verdict as it was adds nothing.
+	// +kubebuilder:validation:MaxItems=10
+	// +listType=atomic
+	// +optional
+	History []VerdictTransition `json:"history,omitempty"`
+}
+
+// Verdicts of a VerdictTransition.
+const (
+	// VerdictCompliant: every selecting policy passes.
+	VerdictCompliant = "Compliant"
+	// VerdictNonCompliant: at least one selecting policy fails.
+	VerdictNonCompliant = "NonCompliant"
+	// VerdictNoPolicy: no policy selects the image.
+	VerdictNoPolicy = "NoPolicy"
+)
+
+// Triggers of a VerdictTransition: what differed from the pass before.
+const (
+	// TriggerFirstVerdict: the image's first verdict.
+	TriggerFirstVerdict = "FirstVerdict"
+	// TriggerPolicyChange: a selecting policy was added, removed or changed (its generation).
+	TriggerPolicyChange = "PolicyChange"
+	// TriggerSignatureChange: the signature and attestation results changed (signed, re-signed,
+	// a signature removed, a key rotated).
+	TriggerSignatureChange = "SignatureChange"
+	// TriggerDBUpdate: a rescan with a newer vulnerability DB changed the findings.
+	TriggerDBUpdate = "DBUpdate"
+	// TriggerScan: a scan (the first, or one after the findings were lost) changed the findings.
+	TriggerScan = "Scan"
+	// TriggerTime: nothing the image depends on changed; time did (an exception expired).
+	TriggerTime = "Time"
+)
+
+// VerdictTransition is one change of an image's verdict (status.history).
+type VerdictTransition struct {
+	// Time is when the new verdict was computed.
+	Time metav1.Time `json:"time"`
+	// Verdict after the change: Compliant, NonCompliant or NoPolicy.
+	// +kubebuilder:validation:Enum=Compliant;NonCompliant;NoPolicy
+	Verdict string `json:"verdict"`
+	// Reasons are the failing policies' reasons after the change, as `<policy>: <Reason>` (at most
+	// 8); empty when compliant.
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=400
+	// +listType=atomic
+	// +optional
+	Reasons []string `json:"reasons,omitempty"`
+	// Trigger is what changed since the verdict before: FirstVerdict, PolicyChange,
+	// SignatureChange, DBUpdate, Scan or Time (the first that applies, in that order).
+	// +kubebuilder:validation:Enum=FirstVerdict;PolicyChange;SignatureChange;DBUpdate;Scan;Time
+	Trigger string `json:"trigger"`
 }
 
 // ImageAttestation is the verdict for one image digest in one repository: signatures, scan summary

@@ -88,6 +88,7 @@ func (r *ImageAttestationReconciler) Reconcile(ctx context.Context, req ctrl.Req
 
 func (r *ImageAttestationReconciler) reconcile(ctx context.Context, ia *v1alpha1.ImageAttestation) (outcome, *v1alpha1.Registry, error) {
 	initDomainConditions(ia)
+	prior := inputsOf(ia)
 	reg := &v1alpha1.Registry{}
 	if o, ok, err := getRegistry(ctx, r.Client, ia.Namespace, ia.Spec.RegistryRef.Name, reg); !ok || err != nil {
 		return o, nil, err
@@ -132,7 +133,9 @@ func (r *ImageAttestationReconciler) reconcile(ctx context.Context, ia *v1alpha1
 	for _, res := range ia.Status.Policies {
 		attested[res.Name] = res.Attested
 	}
-	summary := evaluate(ia, policies, sigs, rec, state, time.Now())
+	now := time.Now()
+	summary := evaluate(ia, policies, sigs, rec, state, now)
+	recordTransition(ia, prior, now)
 	if scanErr == nil || state == policy.ScanDone {
 		r.attestVerdicts(ctx, ia, reg, rc, policies, attested)
 	}

@@ -349,9 +349,14 @@ func TestLookAgainEvent(t *testing.T) {
 		t.Fatalf("a Harbor scan event: %v %v", resp, err)
 	}
 	_ = resp.Body.Close()
-	imageFor(t, ns, "shop/app", dg.String(), "verified after the scan event", func(ia *v1alpha1.ImageAttestation) bool {
+	verified := imageFor(t, ns, "shop/app", dg.String(), "verified after the scan event", func(ia *v1alpha1.ImageAttestation) bool {
 		return len(ia.Status.Policies) == 1 && ia.Status.Policies[0].Compliant
 	})
+	// status.history, as the API server stored it: unsigned first, then compliant once signed.
+	if h := verified.Status.History; len(h) != 2 || h[0].Verdict != v1alpha1.VerdictNonCompliant || h[0].Trigger != v1alpha1.TriggerFirstVerdict ||
+		!slices.Contains(h[0].Reasons, "signed: SignatureMissing") || h[1].Verdict != v1alpha1.VerdictCompliant || h[1].Trigger != v1alpha1.TriggerSignatureChange {
+		t.Errorf("verdict history: %+v; want NonCompliant (FirstVerdict, signed: SignatureMissing) then Compliant (SignatureChange)", h)
+	}
 	after := px.snapshot()
 	if after["GET catalog"] != before["GET catalog"] || after["GET tags"] != before["GET tags"] || after["GET referrers"] == before["GET referrers"] {
 		t.Errorf("requests for a look-again: %v -> %v; want referrers read and no listing", before, after)
