@@ -35,6 +35,7 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/controller"
 	"github.com/portcullis-dev/portcullis/internal/egress"
 	"github.com/portcullis-dev/portcullis/internal/receiver"
+	"github.com/portcullis-dev/portcullis/internal/reports"
 )
 
 // defaultGCPercent is the manager's Go GC target unless GOGC is set: the heap may grow to 1.5 times
@@ -67,6 +68,8 @@ type flags struct {
 	vulnDBDir              string
 	maxImageSize           int64
 	trivyOperatorReports   bool
+	policyReports          string
+	policyReportMax        int
 	scannerBinary          string
 	scannerSocket          string
 	scanInProcess          bool // deprecated, ignored
@@ -136,6 +139,10 @@ func parseFlags(fs *flag.FlagSet, args []string) (flags, zap.Options, error) {
 		"Unix socket of a portcullis-scanner started on its own with --listen (the scanner container of config/manager, which has no ServiceAccount token and its own resource limits) instead of a child process; --scanner-binary is then unused. DB and cache paths are the scanner's.")
 	fs.BoolVar(&f.trivyOperatorReports, "trivy-operator-reports", false,
 		"Also write trivy-operator VulnerabilityReport and ExposedSecretReport objects (its CRDs must be installed).")
+	fs.StringVar(&f.policyReports, "policy-reports", "",
+		"Also write the verdicts as PolicyReports, one per Registry in its namespace (docs/reports.md): openreports (openreports.io/v1alpha1 Report), wgpolicyk8s (wgpolicyk8s.io/v1alpha2 PolicyReport, for Policy Reporter before v3), or both, comma-separated. The CRDs must be installed. Empty: none.")
+	fs.IntVar(&f.policyReportMax, "policy-report-max-results", reports.DefaultMaxResults,
+		"Most results one PolicyReport holds (failures first; the summary counts all).")
 	fs.StringVar(&f.vulnDBDir, "vulndb-dir", "",
 		"Folder with trivy.db and metadata.json (see portcullis-vulndb), used as is. Empty: download from --vulndb-repository.")
 	fs.StringVar(&f.vulnDBRepositories, "vulndb-repository", "",
@@ -298,6 +305,14 @@ func run() error {
 			Resolve: wiring.ResolveTag, ResolveTimeout: f.admissionResolve, Evaluate: wiring.Evaluate, Exempt: splitList(f.admissionExempt)})
 		if err != nil {
 			return fmt.Errorf("setting up the admission webhook: %w", err)
+		}
+	}
+	if formats, err := reports.ParseFormats(f.policyReports); err != nil {
+		return err
+	} else if len(formats) > 0 {
+		r := &reports.Reconciler{Client: mgr.GetClient(), Formats: formats, MaxResults: f.policyReportMax}
+		if err := r.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up PolicyReports: %w", err)
 		}
 	}
 	if f.receiverAddr != "0" && f.receiverAddr != "" {

@@ -1,6 +1,9 @@
 package v1alpha1
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -11,6 +14,16 @@ const (
 	// RepositoryHashLabel carries a short hash of the repository name (names may exceed label limits).
 	RepositoryHashLabel = "registry.portcullis.dev/repository-hash"
 )
+
+// RegistryLabelValue is the RegistryLabel value for the Registry name: the name when it fits a
+// label value (63 characters), else "h-" and 32 hex digits of its sha256.
+func RegistryLabelValue(name string) string {
+	if len(name) <= 63 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return "h-" + hex.EncodeToString(sum[:])[:32]
+}
 
 // MaxTopFindings is the most findings of one kind an ImageAttestation lists; counts cover the rest.
 const MaxTopFindings = 20

@@ -535,9 +535,4 @@ func shortHash(s string, n int) string {
 }
 
 // labelValue is name when it fits a label value (63 characters), else a hash of it.
-func labelValue(name string) string {
-	if len(name) <= 63 {
-		return name
-	}
-	return "h-" + shortHash(name, 32)
-}
+func labelValue(name string) string { return v1alpha1.RegistryLabelValue(name) }

@@ -153,6 +153,28 @@ func trivyOperatorCRDs(t *testing.T) []*unstructured.Unstructured {
 	return out
 }
 
+// policyReportCRDs are the PolicyReport CRDs as their projects publish them: OpenReports' Report
+// (its Go module, the version go.mod requires) and the wg-policy PolicyReport as Kyverno ships it.
+func policyReportCRDs(t *testing.T) []*unstructured.Unstructured {
+	t.Helper()
+	dir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/openreports/reports-api").Output()
+	if err != nil {
+		t.Fatalf("locating the reports-api module: %v", err)
+	}
+	out := readObjects(t, filepath.Join(strings.TrimSpace(string(dir)), "config", "crd", "openreports.io_reports.yaml"))
+	cmd := exec.Command("go", "mod", "download", "-json", "github.com/kyverno/kyverno@"+kyvernoVersion)
+	cmd.Dir = t.TempDir()
+	js, err := cmd.Output()
+	var m struct{ Dir string }
+	if err != nil || json.Unmarshal(js, &m) != nil || m.Dir == "" {
+		t.Fatalf("downloading kyverno %s for its PolicyReport CRD: %v %s", kyvernoVersion, err, js)
+	}
+	return append(out, readObjects(t, filepath.Join(m.Dir, "config", "crds", "policyreport", "wgpolicyk8s.io_policyreports.yaml"))...)
+}
+
+// kyvernoVersion is the Kyverno release whose module ships the wg-policy PolicyReport CRD.
+const kyvernoVersion = "v1.19.1"
+
 // checkMonitorSelectsService checks that the ServiceMonitor selects the metrics Service of the install
 // and scrapes one of its ports by name.
 func checkMonitorSelectsService(t *testing.T, monitors, install []*unstructured.Unstructured) {
@@ -282,6 +304,8 @@ var unexercised = map[string]string{
 	"events.k8s.io/events/patch": "the events.k8s.io recorder patches an Event into a series when it repeats within 6 minutes",
 	"aquasecurity.github.io/vulnerabilityreports/patch": "a rescan (e.g. after a vulnerability DB update) patches the report it created",
 	"aquasecurity.github.io/exposedsecretreports/patch": "a rescan (e.g. after a vulnerability DB update) patches the report it created",
+	"openreports.io/reports/create":                     "server-side apply authorizes create when the report does not exist yet; the audit log records the request as patch",
+	"wgpolicyk8s.io/policyreports/create":               "server-side apply authorizes create when the report does not exist yet; the audit log records the request as patch",
 }
 
 // checkRBACExact reads the audit log: no request made as the manager's ServiceAccount may have been

@@ -137,7 +137,7 @@ func TestInstall(t *testing.T) {
 	webhookCertDir := checkWebhookWiring(t, objs)
 
 	// 4. The manager under the ServiceAccount's rights.
-	for _, crd := range trivyOperatorCRDs(t) {
+	for _, crd := range append(trivyOperatorCRDs(t), policyReportCRDs(t)...) {
 		apply(t, c, crd, false)
 	}
 	if _, err := vulndb.BuildGoOSV(filepath.Join("..", "..", vulndb.ShippedOSV), filepath.Join(dir, "vulndb")); err != nil {
@@ -162,7 +162,7 @@ func TestInstall(t *testing.T) {
 		t.Fatalf("config/default does not serve the admission webhook: %v", args)
 	}
 	args = append(args, "--leader-election-namespace="+installNS, "--vulndb-dir="+filepath.Join(dir, "vulndb", "db"),
-		"--trivy-operator-reports", "--webhook-port="+strings.Split(freeAddr(t), ":")[1],
+		"--trivy-operator-reports", "--policy-reports=openreports,wgpolicyk8s", "--webhook-port="+strings.Split(freeAddr(t), ":")[1],
 		"--egress-allow=127.0.0.0/8") // the test's registries and fake Harbor are on loopback
 	// Informers LIST then WATCH, as against API servers without streaming lists (WatchList): the
 	// permissions checked below are those older clusters need too.
@@ -282,6 +282,19 @@ func workload(t *testing.T, ctx context.Context, c client.Client) (password stri
 		list.SetKind("VulnerabilityReportList")
 		return c.List(ctx, list, client.InNamespace(ns)) == nil && len(list.Items) == 3
 	})
+	for _, kind := range []string{"openreports.io/v1alpha1 Report", "wgpolicyk8s.io/v1alpha2 PolicyReport"} {
+		waitUntil(t, kind+" of the Registry", func() bool {
+			list := &unstructured.UnstructuredList{}
+			gv, k, _ := strings.Cut(kind, " ")
+			list.SetAPIVersion(gv)
+			list.SetKind(k + "List")
+			if c.List(ctx, list, client.InNamespace(ns)) != nil || len(list.Items) != 1 {
+				return false
+			}
+			res, _, _ := unstructured.NestedSlice(list.Items[0].Object, "results")
+			return len(res) == 3
+		})
+	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(pol), pol); err != nil {
 		t.Fatal(err)
 	}
