@@ -492,6 +492,7 @@ type VerdictTransition struct {
 // +kubebuilder:printcolumn:name="High",type=integer,JSONPath=`.status.vulnerabilities.high`
 // +kubebuilder:printcolumn:name="Compliant",type=string,JSONPath=`.status.conditions[?(@.type=="PolicyCompliant")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Why",type=string,JSONPath=`.status.conditions[?(@.type=="PolicyCompliant")].message`,description="Each policy's verdict as the policy counts (e.g. unknownSeverityAs: HIGH counts the scanner's UNKNOWN findings as HIGH): \"production: VulnerabilityThresholdExceeded (vulnerabilities HIGH 2 > 0)\""
 type ImageAttestation struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

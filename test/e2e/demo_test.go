@@ -17,6 +17,9 @@ import (
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/util/jsonpath"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
@@ -125,6 +128,13 @@ func TestDemoLoop(t *testing.T) {
 		if condIs(ia, v1alpha1.PolicyCompliantCondition, metav1.ConditionTrue) != compliant {
 			t.Errorf("%s:%s: PolicyCompliant %+v, want compliant=%v", img.Repository, img.Tag,
 				apimeta.FindStatusCondition(ia.Status.Conditions, v1alpha1.PolicyCompliantCondition), compliant)
+		}
+		// `kubectl get ia` says why: a failed threshold names the severity as the policy counts it,
+		// even when the scanner's own columns (Critical, High) read 0.
+		if slices.Contains(img.Want["production"], "VulnerabilityThresholdExceeded") {
+			if why := printedColumn(t, c, ia, "Why"); !strings.Contains(why, "production: VulnerabilityThresholdExceeded (vulnerabilities ") {
+				t.Errorf("%s:%s: kubectl's Why column reads %q; want production's threshold and the counts it exceeded", img.Repository, img.Tag, why)
+			}
 		}
 	}
 	if t.Failed() {
@@ -335,4 +345,41 @@ func dumpObjects(t *testing.T, c client.Client, ns string) {
 		b, _ := yaml.Marshal(list)
 		t.Logf("%T:\n%s", list, b)
 	}
+}
+
+// printedColumn is what `kubectl get` prints in the named column for obj: the CRD's
+// additionalPrinterColumns JSONPath, evaluated as kubectl does.
+func printedColumn(t *testing.T, c client.Client, obj client.Object, column string) string {
+	t.Helper()
+	crd := &unstructured.Unstructured{}
+	crd.SetAPIVersion("apiextensions.k8s.io/v1")
+	crd.SetKind("CustomResourceDefinition")
+	if err := c.Get(context.Background(), client.ObjectKey{Name: "imageattestations.registry.portcullis.dev"}, crd); err != nil {
+		t.Fatal(err)
+	}
+	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	for _, v := range versions {
+		cols, _, _ := unstructured.NestedSlice(v.(map[string]any), "additionalPrinterColumns")
+		for _, col := range cols {
+			m := col.(map[string]any)
+			if m["name"] != column {
+				continue
+			}
+			jp := jsonpath.New(column).AllowMissingKeys(true)
+			if err := jp.Parse("{" + m["jsonPath"].(string) + "}"); err != nil {
+				t.Fatal(err)
+			}
+			u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b strings.Builder
+			if err := jp.Execute(&b, u); err != nil {
+				t.Fatal(err)
+			}
+			return b.String()
+		}
+	}
+	t.Fatalf("the ImageAttestation CRD has no %s column", column)
+	return ""
 }
