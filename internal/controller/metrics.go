@@ -108,14 +108,36 @@ var verdicts = &verdictCollector{
 	findings: prometheus.NewDesc("portcullis_image_findings",
 		"Findings of the last scans summed over a Registry's images, by kind (vulnerability, secret, misconfiguration) and severity.",
 		[]string{"registry", "kind", "severity"}, nil),
+	since: prometheus.NewDesc("portcullis_noncompliant_since_timestamp_seconds",
+		"Unix time since which the longest non-compliant image of a RepositoryPolicy has been non-compliant (from status.history), per Registry (namespace/name) and policy; absent when none fails.",
+		[]string{"registry", "policy"}, nil),
 }
 
 type verdictCollector struct {
-	reader           atomic.Pointer[imageWalker]
-	images, findings *prometheus.Desc
+	reader                  atomic.Pointer[imageWalker]
+	images, findings, since *prometheus.Desc
 }
 
-func (c *verdictCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.images; ch <- c.findings }
+func (c *verdictCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.images
+	ch <- c.findings
+	ch <- c.since
+}
+
+// nonCompliantSince is when ia's current non-compliance began: the first entry of the trailing run
+// of NonCompliant entries of status.history (the oldest the history keeps, when all 10 are), or the
+// image's creation when the history has none.
+func nonCompliantSince(ia *v1alpha1.ImageAttestation) time.Time {
+	h := ia.Status.History
+	i := len(h)
+	for i > 0 && h[i-1].Verdict == v1alpha1.VerdictNonCompliant {
+		i--
+	}
+	if i == len(h) {
+		return ia.CreationTimestamp.Time
+	}
+	return h[i].Time.Time
+}
 
 func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 	r := c.reader.Load()
@@ -126,6 +148,7 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	type key struct{ reg, a, b string }
 	images, findings := map[key]int{}, map[key]int{}
+	since := map[key]time.Time{}
 	// Read only, at every scrape: the cache's own objects, not a listed copy.
 	_ = r.each(ctx, "", "", func(ia *v1alpha1.ImageAttestation) {
 		reg := ia.Namespace + "/" + ia.Spec.RegistryRef.Name // as on the other registry metrics
@@ -135,6 +158,12 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 				verdict = "compliant"
 			}
 			images[key{reg, p.Name, verdict}]++
+			if !p.Compliant {
+				k := key{reg, p.Name, ""}
+				if t, ok := since[k]; !ok || nonCompliantSince(ia).Before(t) {
+					since[k] = nonCompliantSince(ia)
+				}
+			}
 		}
 		if v := ia.Status.Vulnerabilities; v != nil {
 			for _, c := range [...]struct {
@@ -165,6 +194,9 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, n := range findings {
 		ch <- prometheus.MustNewConstMetric(c.findings, prometheus.GaugeValue, float64(n), k.reg, k.a, k.b)
+	}
+	for k, t := range since {
+		ch <- prometheus.MustNewConstMetric(c.since, prometheus.GaugeValue, float64(t.Unix()), k.reg, k.a)
 	}
 }
 

@@ -114,6 +114,10 @@ func TestVerdicts(t *testing.T) {
 	if n := metricValue(t, "portcullis_images", map[string]string{"registry": ns + "/dist", "policy": "strict", "verdict": "noncompliant"}); n != 3 {
 		t.Errorf("portcullis_images{verdict=noncompliant} = %v, want 3", n)
 	}
+	if since := metricValue(t, "portcullis_noncompliant_since_timestamp_seconds", map[string]string{"registry": ns + "/dist", "policy": "strict"}); since <= 0 ||
+		time.Unix(int64(since), 0).After(time.Now()) || time.Since(time.Unix(int64(since), 0)) > 10*time.Minute {
+		t.Errorf("portcullis_noncompliant_since_timestamp_seconds = %v; want the time the first image of the test failed", since)
+	}
 	waitForEvent(t, ns, bad.Name, nonCompliantReason)
 
 	// Counting UNKNOWN findings as LOW (no LOW limit) makes the vulnerable image compliant: the verdict
