@@ -127,6 +127,11 @@ build: manifests generate ## Build the manager (bin/manager) and its scan worker
 	go build -o bin/manager ./cmd
 	go build -o bin/portcullis-scanner ./cmd/portcullis-scanner
 
+.PHONY: cli
+cli: ## Build the command-line tool: bin/portcullis and bin/kubectl-portcullis (a link: `kubectl portcullis` with bin/ on PATH); docs/cli.md.
+	go build -o bin/portcullis ./cmd/portcullis
+	ln -sf portcullis bin/kubectl-portcullis
+
 # Flags for the manager under `make run`.
 RUN_ARGS ?= --health-probe-bind-address=127.0.0.1:8081 --metrics-bind-address=127.0.0.1:8080 --metrics-secure=false --cache-dir=$(CURDIR)/.local/cache --vulndb-dir=$(CURDIR)/.local/vulndb/db --egress-allow=127.0.0.0/8 --receiver-bind-address=127.0.0.1:8082
 

@@ -9,6 +9,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/policy"
 )
 
 // Metric labels are bounded: Registry (namespace/name) and policy names, severities and fixed words;
@@ -124,20 +125,6 @@ func (c *verdictCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.since
 }
 
-// nonCompliantSince is when ia's current non-compliance began: the first entry of the trailing run
-// of NonCompliant entries of status.history (the oldest the history keeps, when all 10 are), or the
-// image's creation when the history has none.
-func nonCompliantSince(ia *v1alpha1.ImageAttestation) time.Time {
-	h := ia.Status.History
-	i := len(h)
-	for i > 0 && h[i-1].Verdict == v1alpha1.VerdictNonCompliant {
-		i--
-	}
-	if i == len(h) {
-		return ia.CreationTimestamp.Time
-	}
-	return h[i].Time.Time
-}
 
 func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 	r := c.reader.Load()
@@ -160,8 +147,8 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 			images[key{reg, p.Name, verdict}]++
 			if !p.Compliant {
 				k := key{reg, p.Name, ""}
-				if t, ok := since[k]; !ok || nonCompliantSince(ia).Before(t) {
-					since[k] = nonCompliantSince(ia)
+				if t, ok := since[k]; !ok || policy.NonCompliantSince(ia).Before(t) {
+					since[k] = policy.NonCompliantSince(ia)
 				}
 			}
 		}

@@ -1,0 +1,214 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+)
+
+func newFlags(name, about string, env Env) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(env.Stderr, "%s\n\nFlags:\n", about)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func runReport(ctx context.Context, args []string, env Env) error {
+	fs := newFlags("report", `Usage: portcullis report [-n NAMESPACE] [-o markdown|csv|json|html]
+
+A compliance report per Registry and policy: counts, the non-compliant images with their reasons and
+since when, the oldest non-compliance, the vulnerability exceptions that expire within 30 days, and
+(html) a chart of compliance over time from the images' verdict history. Reads the cluster only.`, env)
+	var c common
+	c.register(fs)
+	format := fs.String("o", "markdown", "Output format: markdown, csv, json or html (one self-contained page).")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if !slices.Contains(append(reportFormats, "md"), *format) {
+		return fmt.Errorf("unknown format %q: want one of %s", *format, strings.Join(reportFormats, ", "))
+	}
+	cl, err := env.Client(c.kubeconfig, c.context)
+	if err != nil {
+		return err
+	}
+	var opts []client.ListOption
+	if c.namespace != "" {
+		opts = append(opts, client.InNamespace(c.namespace))
+	}
+	regs, pols := &v1alpha1.RegistryList{}, &v1alpha1.RepositoryPolicyList{}
+	if err := cl.List(ctx, regs, opts...); err != nil {
+		return fmt.Errorf("listing Registries: %w", err)
+	}
+	if err := cl.List(ctx, pols, opts...); err != nil {
+		return fmt.Errorf("listing RepositoryPolicies: %w", err)
+	}
+	ias, err := listImages(ctx, cl, c.namespace, env.Stderr)
+	if err != nil {
+		return err
+	}
+	return Render(env.Stdout, BuildReport(regs.Items, pols.Items, ias, env.Now()), *format)
+}
+
+// Change is one image's verdict under the policy as applied and as in the file.
+type Change struct {
+	Repository string   `json:"repository"`
+	Digest     string   `json:"digest"`
+	Tags       []string `json:"tags"`
+	// Now and WouldBe are Compliant, NonCompliant or NotSelected (the policy does not select it).
+	Now     string   `json:"now"`
+	WouldBe string   `json:"wouldBe"`
+	Reasons []string `json:"reasons,omitempty"`
+	// Notes say where the stored evidence is less than the manager's (policy.StoredEvidence).
+	Notes []string `json:"notes,omitempty"`
+}
+
+// WhatIf is the outcome of what-if: the images whose verdict would change, and counts.
+type WhatIf struct {
+	Policy    string   `json:"policy"`
+	Namespace string   `json:"namespace"`
+	Registry  string   `json:"registry"`
+	Images    int      `json:"images"`
+	Changes   []Change `json:"changes"`
+	Unchanged int      `json:"unchanged"`
+}
+
+const notSelected = "NotSelected"
+
+func runWhatIf(ctx context.Context, args []string, env Env) (int, error) {
+	fs := newFlags("what-if", `Usage: portcullis what-if -f POLICY.yaml [-n NAMESPACE] [-o text|json]
+
+Evaluates a new or changed RepositoryPolicy against the current inventory and stored results of
+its Registry, without applying it: which images would change verdict and why. Nothing is written to
+the cluster or to a registry. Signatures are taken as verified only when the policy of the same name
+verifies them the same way; findings come from the images' status (exact counts per severity; IDs for
+the top 20). Exit code 1 when a verdict would change.`, env)
+	var c common
+	c.register(fs)
+	file := fs.String("f", "", "The RepositoryPolicy manifest (YAML or JSON; - for stdin).")
+	format := fs.String("o", "text", "Output format: text or json.")
+	if err := fs.Parse(args); err != nil {
+		return ExitError, err
+	}
+	if *file == "" {
+		return ExitError, fmt.Errorf("what-if needs -f POLICY.yaml")
+	}
+	if *format != "text" && *format != "json" {
+		return ExitError, fmt.Errorf("unknown format %q: want text or json", *format)
+	}
+	pol, err := readPolicy(*file)
+	if err != nil {
+		return ExitError, err
+	}
+	switch {
+	case c.namespace != "":
+		pol.Namespace = c.namespace
+	case pol.Namespace == "":
+		pol.Namespace = "default"
+	}
+	cl, err := env.Client(c.kubeconfig, c.context)
+	if err != nil {
+		return ExitError, err
+	}
+	applied := &v1alpha1.RepositoryPolicy{}
+	switch err := cl.Get(ctx, client.ObjectKey{Namespace: pol.Namespace, Name: pol.Name}, applied); {
+	case apierrors.IsNotFound(err):
+		applied = nil
+	case err != nil:
+		return ExitError, fmt.Errorf("reading RepositoryPolicy %s/%s: %w", pol.Namespace, pol.Name, err)
+	}
+	ias, err := listImages(ctx, cl, pol.Namespace, env.Stderr)
+	if err != nil {
+		return ExitError, err
+	}
+	out := EvaluateWhatIf(pol, applied, ias, env.Now())
+	if *format == "json" {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return ExitError, err
+		}
+	} else {
+		writeWhatIf(env, out)
+	}
+	if len(out.Changes) > 0 {
+		return ExitChanges, nil
+	}
+	return ExitOK, nil
+}
+
+// readPolicy reads one RepositoryPolicy from a YAML or JSON file (- for stdin), strictly: an
+// unknown field is an error, as the API server's strict validation would have it.
+func readPolicy(path string) (*v1alpha1.RepositoryPolicy, error) {
+	var data []byte
+	var err error
+	if path == "-" {
+		data, err = io.ReadAll(os.Stdin)
+	} else {
+		data, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	js, err := yaml.ToJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	pol := &v1alpha1.RepositoryPolicy{}
+	if err := dec.Decode(pol); err != nil {
+		return nil, fmt.Errorf("%s: not a RepositoryPolicy: %w", path, err)
+	}
+	switch {
+	case pol.Kind != "RepositoryPolicy" || pol.APIVersion != v1alpha1.GroupVersion.String():
+		return nil, fmt.Errorf("%s: kind %q, apiVersion %q: want a RepositoryPolicy of %s", path, pol.Kind, pol.APIVersion, v1alpha1.GroupVersion)
+	case pol.Name == "":
+		return nil, fmt.Errorf("%s: the policy has no metadata.name", path)
+	case pol.Spec.RegistryRef.Name == "":
+		return nil, fmt.Errorf("%s: the policy has no spec.registryRef.name", path)
+	}
+	return pol, nil
+}
+
+func writeWhatIf(env Env, w WhatIf) {
+	fmt.Fprintf(env.Stdout, "RepositoryPolicy %s/%s against the %d images of Registry %s:\n", w.Namespace, w.Policy, w.Images, w.Registry)
+	if len(w.Changes) == 0 {
+		fmt.Fprintf(env.Stdout, "no verdict would change (%d unchanged).\n", w.Unchanged)
+		return
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IMAGE\tTAGS\tNOW\tWOULD BE\tREASONS\tNOTES")
+	for _, c := range w.Changes {
+		short := c.Digest
+		if len(short) > 19 {
+			short = short[:19]
+		}
+		fmt.Fprintf(tw, "%s@%s\t%s\t%s\t%s\t%s\t%s\n", c.Repository, short, strings.Join(c.Tags, ","), c.Now, c.WouldBe,
+			strings.Join(c.Reasons, ","), strings.Join(c.Notes, "; "))
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(env.Stdout, "%d would change, %d unchanged.\n", len(w.Changes), w.Unchanged)
+}
+
+// sameVerification reports whether the applied policy verifies signatures as pol does.
+func sameVerification(pol, applied *v1alpha1.RepositoryPolicy) bool {
+	return applied != nil && equality.Semantic.DeepEqual(pol.Spec.Verification, applied.Spec.Verification)
+}
