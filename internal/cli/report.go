@@ -81,7 +81,9 @@ const ExpiryWindow = 30 * 24 * time.Hour
 // It is pure: the same inventory and now give the same report.
 func BuildReport(registries []v1alpha1.Registry, policies []v1alpha1.RepositoryPolicy, ias []v1alpha1.ImageAttestation, now time.Time) Report {
 	rep := Report{Generated: now.UTC(), Registries: []RegistryReport{}}
-	slices.SortFunc(registries, func(a, b v1alpha1.Registry) int { return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name)) })
+	slices.SortFunc(registries, func(a, b v1alpha1.Registry) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
 	for _, reg := range registries {
 		rr := RegistryReport{Namespace: reg.Namespace, Name: reg.Name, URL: reg.Spec.URL, Policies: []PolicyReport{}}
 		var mine []*v1alpha1.ImageAttestation

@@ -125,7 +125,6 @@ func (c *verdictCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.since
 }
 
-
 func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 	r := c.reader.Load()
 	if r == nil {
