@@ -117,7 +117,7 @@ var htmlTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 
 func renderHTML(w io.Writer, rep Report) error { return htmlTemplate.Execute(w, rep) }
 
-// chartData is an inline SVG polyline of compliance over time: x across the history's time span,
+// chartData is an inline SVG polyline of compliance over time, a step at each change: x across the history's time span,
 // y the share compliant (0 at the bottom, 100 % at the top), in a 600 × 160 box.
 type chartData struct {
 	Points string
@@ -150,6 +150,10 @@ func chart(h []Point) chartData {
 			share = float64(p.Compliant) / float64(p.Judged)
 		}
 		y := height - share*height
+		if len(pts) > 0 {
+			// A step: the share holds until the change.
+			pts = append(pts, fmt.Sprintf("%.1f,%s", x, strings.Split(pts[len(pts)-1], ",")[1]))
+		}
 		pts = append(pts, fmt.Sprintf("%.1f,%.1f", x, y))
 	}
 	last := h[len(h)-1]
