@@ -133,12 +133,14 @@ cli: ## Build the command-line tool: bin/portcullis and bin/kubectl-portcullis (
 	ln -sf portcullis bin/kubectl-portcullis
 
 # Flags for the manager under `make run`.
+# trivy's DB the demo uses when its registry answers (empty: always the DB built from the shipped OSV data).
+DEMO_VULNDB_REPOSITORY ?= mirror.gcr.io/aquasec/trivy-db:2
 RUN_ARGS ?= --health-probe-bind-address=127.0.0.1:8081 --metrics-bind-address=127.0.0.1:8080 --metrics-secure=false --cache-dir=$(CURDIR)/.local/cache --vulndb-dir=$(CURDIR)/.local/vulndb/db --egress-allow=127.0.0.0/8 --receiver-bind-address=127.0.0.1:8082
 
 .PHONY: demo
 demo: build $(REGISTRY_BIN) .local/vulndb/db/trivy.db ## The whole product on real images: local control plane, registry, demo images, samples, manager; prints the verdicts, runs until Ctrl-C.
 	go build -o bin/localenv ./hack/localenv
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" exec bin/localenv -registry $(REGISTRY_BIN) -samples config/samples -cache $(PORTCULLIS_CACHE)/demo -webhook config/webhook/manifests.yaml -- bin/manager $(RUN_ARGS)
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" exec bin/localenv -vulndb-repository "$(DEMO_VULNDB_REPOSITORY)" -registry $(REGISTRY_BIN) -samples config/samples -cache $(PORTCULLIS_CACHE)/demo -webhook config/webhook/manifests.yaml -- bin/manager $(RUN_ARGS)
 
 .PHONY: run
 run: demo ## Same as demo.

@@ -56,12 +56,19 @@ func run(argv []string) error {
 	receiverURL := fs.String("receiver", "http://127.0.0.1:8082", "The manager's push receiver (its --receiver-bind-address): the registry's notifications go there; empty: none.")
 	webhooks := fs.String("webhook", "", "ValidatingWebhookConfiguration manifest to register against the command (served by the manager: "+
 		"PORTCULLIS_ADMISSION, PORTCULLIS_WEBHOOK_PORT and PORTCULLIS_WEBHOOK_CERT_DIR are set for it); with -samples, the demo then applies one admitted and one refused Deployment.")
+	vulnDB := fs.String("vulndb-repository", defaultVulnDB, "trivy's vulnerability DB to give the command instead of its --vulndb-dir when the repository answers (empty: keep --vulndb-dir).")
 	if err := fs.Parse(argv); err != nil {
 		return err
 	}
 	args := fs.Args()
 	if len(args) == 0 {
 		return errors.New("usage: localenv [flags] -- COMMAND [ARGS...]")
+	}
+	var download bool
+	if args, download = chooseVulnDB(context.Background(), args, *vulnDB, func(ctx context.Context, repo string) error {
+		return probeRepository(ctx, repo)
+	}, os.Stderr); download {
+		*wait += 10 * time.Minute // the download comes before the first verdict
 	}
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return errors.New(`KUBEBUILDER_ASSETS is not set: use "make run", or export KUBEBUILDER_ASSETS="$(hack/envtest-assets.sh)"`)
