@@ -94,7 +94,7 @@ func parseOptions(argv []string) (options, error) {
 		"writing them into its storage folder in Distribution's own layout (the default; seconds per 10,000 images).")
 	fs.DurationVar(&o.timeout, "timeout", 90*time.Minute, "Bound of the whole run; on timeout the partial table is printed and the exit status is 1.")
 	fs.StringVar(&o.out, "out", "", "Also write the table to this file.")
-	fs.StringVar(&o.crds, "crds", filepath.Join("config", "crd", "bases"), "Folder of CRD manifests.")
+	fs.StringVar(&o.crds, "crds", filepath.Join("config", "crd", "bases"), "Folders or files of CRD manifests, comma-separated (e.g. add OpenReports' CRD to measure --policy-reports).")
 	if err := fs.Parse(argv); err != nil {
 		return o, err
 	}
@@ -263,7 +263,7 @@ type controlPlane struct {
 // each outgrow the 2 GiB default before compaction frees space.
 func startControlPlane(crds, dir string) (*controlPlane, error) {
 	logf("starting kube-apiserver and etcd from %s", os.Getenv("KUBEBUILDER_ASSETS"))
-	env := &envtest.Environment{CRDDirectoryPaths: []string{crds}, ErrorIfCRDPathMissing: true}
+	env := &envtest.Environment{CRDDirectoryPaths: strings.Split(crds, ","), ErrorIfCRDPathMissing: true}
 	env.ControlPlane.Etcd = &envtest.Etcd{}
 	env.ControlPlane.Etcd.Configure().Set("quota-backend-bytes", strconv.FormatInt(8<<30, 10))
 	cfg, err := env.Start()

@@ -334,6 +334,7 @@ func (b *bench) measure(ctx context.Context) (err error) {
 		s := steadyResult{
 			length: cur.at.Sub(prev.at), proxy: cur.proxy.sub(prev.proxy),
 			scans: cur.metrics.scans - prev.metrics.scans, writes: cur.metrics.writes - prev.metrics.writes,
+			reportWrites: cur.metrics.reportWrites - prev.metrics.reportWrites,
 		}
 		r.steady = append(r.steady, s)
 		logf("steady interval %d of %d: %s, %.2f registry requests per tag, %.0f scans, %d blob GETs, %.0f API writes",
@@ -435,6 +436,7 @@ type metricsSnap struct {
 	scans         float64 // portcullis_scans_total, all results
 	verifications float64 // portcullis_verifications_total, all results
 	writes        float64 // rest_client_requests_total with method POST, PUT, PATCH or DELETE
+	reportWrites  float64 // portcullis_policy_report_writes_total, all formats (--policy-reports)
 	reads         float64 // rest_client_requests_total, other methods
 	haveListing   bool
 	lastListing   float64 // portcullis_registry_last_listing_timestamp_seconds{registry="default/bench"}
@@ -499,6 +501,8 @@ func parseMetrics(r io.Reader, m *metricsSnap) {
 			m.scans += v
 		case "portcullis_verifications_total":
 			m.verifications += v
+		case "portcullis_policy_report_writes_total":
+			m.reportWrites += v
 		case "rest_client_requests_total":
 			write := false
 			for _, meth := range []string{"POST", "PUT", "PATCH", "DELETE"} {
@@ -543,6 +547,7 @@ type steadyResult struct {
 	length        time.Duration
 	proxy         counts
 	scans, writes float64
+	reportWrites  float64
 }
 
 func (s *memSample) max(o memSample) {
@@ -613,6 +618,9 @@ func (r *results) table(o options, measureErr error) string {
 			}
 			row("API writes per image (first pass)", fmt.Sprintf("%.2f", m.writes/n))
 			row("API reads per image (first pass)", fmt.Sprintf("%.2f", m.reads/n))
+			if m.reportWrites > 0 {
+				row("PolicyReport writes (first pass)", fmt.Sprintf("%.0f", m.reportWrites))
+			}
 		}
 	}
 	if o.steady > 0 {
@@ -643,6 +651,9 @@ func (r *results) table(o options, measureErr error) string {
 			row(p+"scans", fmt.Sprintf("%.0f", s.scans))
 			row(p+"blob downloads (GET)", fmt.Sprint(s.proxy.byKind[kindBlobGet]))
 			row(p+"API writes", fmt.Sprintf("%.0f", s.writes))
+			if r.metricsAtAll.reportWrites > 0 {
+				row(p+"PolicyReport writes", fmt.Sprintf("%.0f", s.reportWrites))
+			}
 		}
 	}
 	mem := func(s memSample, children bool) string {

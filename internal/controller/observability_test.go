@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis-dev/portcullis/internal/receiver"
+	"github.com/portcullis-dev/portcullis/internal/reports"
 	"github.com/portcullis-dev/portcullis/internal/registry"
 )
 
@@ -23,7 +24,7 @@ func servedMetrics(t *testing.T) map[string]string {
 	t.Helper()
 	descRE := regexp.MustCompile(`^Desc\{fqName: ("(?:[^"\\]|\\.)*"), help: ("(?:[^"\\]|\\.)*")`)
 	out := map[string]string{}
-	for _, c := range slices.Concat(collectors, registry.Collectors(), receiver.Collectors()) {
+	for _, c := range slices.Concat(collectors, registry.Collectors(), receiver.Collectors(), reports.Collectors()) {
 		ch := make(chan *prometheus.Desc, 8)
 		go func() { c.Describe(ch); close(ch) }()
 		for d := range ch {

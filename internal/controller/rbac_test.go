@@ -12,8 +12,8 @@ import (
 
 // TestManagerRoleLeastPrivilege reads the ClusterRole generated from the +kubebuilder:rbac markers
 // and checks the least-privilege rules: no wildcard, Secrets and ConfigMaps read-only, and no write
-// outside our own kinds, events and the two trivy-operator report kinds of the compatibility export
-// (never their delete).
+// outside our own kinds, events, the two trivy-operator report kinds of the compatibility export
+// (never their delete) and the two PolicyReport kinds (create and patch only).
 func TestManagerRoleLeastPrivilege(t *testing.T) {
 	var role rbacv1.ClusterRole
 	readYAML(t, filepath.Join("..", "..", "config", "rbac", "role.yaml"), &role)
@@ -43,6 +43,11 @@ func TestManagerRoleLeastPrivilege(t *testing.T) {
 			case len(r.APIGroups) == 1 && r.APIGroups[0] == "aquasecurity.github.io" && (res == "vulnerabilityreports" || res == "exposedsecretreports"):
 				if slices.Contains(r.Verbs, "delete") {
 					t.Errorf("trivy-operator reports are never deleted by us (owner references do it): %v", r.Verbs)
+				}
+			case len(r.APIGroups) == 1 && (r.APIGroups[0] == "openreports.io" && res == "reports" || r.APIGroups[0] == "wgpolicyk8s.io" && res == "policyreports"):
+				// PolicyReports (--policy-reports): server-side apply only, never read back or deleted.
+				if !slices.Equal(r.Verbs, []string{"create", "patch"}) {
+					t.Errorf("%s: want exactly create and patch (server-side apply), got %v", res, r.Verbs)
 				}
 			case writes && !(len(r.APIGroups) == 1 && r.APIGroups[0] == "registry.portcullis.dev"):
 				t.Errorf("write access to %s in groups %v is beyond our kinds and events", res, r.APIGroups)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -59,6 +61,18 @@ func ParseFormats(s string) ([]Format, error) {
 	}
 	return out, nil
 }
+
+// written counts report writes by format, so "quiet when nothing changed" shows on /metrics.
+var written = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "portcullis_policy_report_writes_total",
+	Help: "PolicyReport writes (server-side apply of a changed report), by format: openreports or wgpolicyk8s.",
+}, []string{"format"})
+
+func init() { ctrlmetrics.Registry.MustRegister(written) }
+
+// Collectors are the metrics this package serves on the manager's /metrics (the README's table is
+// checked against them).
+func Collectors() []prometheus.Collector { return []prometheus.Collector{written} }
 
 // FieldOwner is the server-side apply field manager of the reports.
 const FieldOwner = "portcullis-reports"
@@ -154,6 +168,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		r.written[k], r.last[req.NamespacedName] = sum, time.Now()
 		r.writes++
 		r.mu.Unlock()
+		written.WithLabelValues(f.Name).Inc()
 	}
 	return reconcile.Result{RequeueAfter: retry}, nil
 }
