@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/portcullis-dev/portcullis/internal/receiver"
-	"github.com/portcullis-dev/portcullis/internal/reports"
 	"github.com/portcullis-dev/portcullis/internal/registry"
+	"github.com/portcullis-dev/portcullis/internal/reports"
 )
 
 // servedMetrics returns name → help of every metric the manager serves, from the collectors'
