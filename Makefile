@@ -86,8 +86,8 @@ test: manifests generate vet $(REGISTRY_BIN) ## Run all tests against a real kub
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" go test $(TESTFLAGS) $(PKGS)
 
 .PHONY: test-e2e
-test-e2e: manifests generate $(REGISTRY_BIN) ## Run the e2e suite (build tag e2e): the demo loop with the real manager binary, registry and demo images.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" go test -tags e2e -run TestDemoLoop -count=1 -timeout 20m -v ./test/e2e
+test-e2e: manifests generate $(REGISTRY_BIN) ## Run the e2e suite (build tag e2e): the demo loop with the real manager binary, registry and demo images, and `make demo` in a fresh clone.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" PORTCULLIS_REGISTRY_BIN="$(REGISTRY_BIN)" go test -tags e2e -run "TestDemoLoop|TestMakeDemoFromClone" -count=1 -timeout 40m -v ./test/e2e
 
 .PHONY: vulndb
 vulndb: ## Build a trivy vulnerability DB from the shipped Go vulnerability database ($(OSV)) into .local/vulndb (about 3 s).
