@@ -131,10 +131,13 @@ func (t *receiverTarget) Evaluate(ctx context.Context, reg *v1alpha1.Registry, r
 	if tag == "" {
 		return "", fmt.Errorf("%w: a push of %s@%s by digest alone", receiver.ErrIgnored, repository, digest)
 	}
+	var announced *v1alpha1.ImageAttestation // the announced digest's, when in the inventory
 	if digest != "" {
-		if ia, err := t.inInventory(ctx, reg, repository, digest); err == nil && ia != nil && slices.Contains(ia.Spec.Tags, tag) {
+		ia, err := t.inInventory(ctx, reg, repository, digest)
+		if err == nil && ia != nil && slices.Contains(ia.Spec.Tags, tag) {
 			return digest, nil
 		}
+		announced = ia
 	}
 	d, moved, err := t.od.put(ctx, reg, repository, tag, "")
 	switch {
@@ -150,6 +153,11 @@ func (t *receiverTarget) Evaluate(ctx context.Context, reg *v1alpha1.Registry, r
 		return "", fmt.Errorf("%w: %s:%s is not in the registry", receiver.ErrIgnored, repository, tag)
 	case err == nil && moved:
 		return d, fmt.Errorf("%w: %s:%s moved to %s", receiver.ErrRelist, repository, tag, d)
+	case err == nil && digest != "" && d != digest && announced == nil:
+		// The registry still has the tag on an earlier digest (the same race: the event came before
+		// the tag was written): what it answers was judged; the announced one is retried. An
+		// announced digest already in the inventory is an older event arriving late: done.
+		return d, fmt.Errorf("%s:%s is on %s, not yet on %s as announced", repository, tag, d, digest)
 	}
 	return d, err
 }

@@ -383,4 +383,25 @@ func TestLookAgainEvent(t *testing.T) {
 	imageFor(t, ns, "shop/app", lateDigest.String(), "a verdict for a push announced before its tag was written", func(ia *v1alpha1.ImageAttestation) bool {
 		return len(ia.Status.Policies) == 1
 	})
+
+	// The same for a tag that moves: the event for the new digest arrives while the registry still
+	// answers the old one.
+	moved := registrytest.RandomImage(t)
+	movedDigest, _ := moved.Digest()
+	body = []byte(`{"type":"PUSH_ARTIFACT","occur_at":1678082304,"operator":"ci","event_data":{"resources":[{"digest":"` + movedDigest.String() +
+		`","tag":"v2","resource_url":"` + host + `/shop/app:v2"}],"repository":{"name":"app","namespace":"shop","repo_full_name":"shop/app","repo_type":"private"}}}`)
+	req, _ = http.NewRequest(http.MethodPost, base+receiver.Path(reg.UID), bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("a Harbor push event: %v %v", resp, err)
+	}
+	_ = resp.Body.Close()
+	time.Sleep(300 * time.Millisecond)
+	if err := remote.Write(lateRef, moved); err != nil {
+		t.Fatal(err)
+	}
+	imageFor(t, ns, "shop/app", movedDigest.String(), "a verdict for a tag's new digest announced before the tag moved", func(ia *v1alpha1.ImageAttestation) bool {
+		return len(ia.Status.Policies) == 1 && slices.Contains(ia.Spec.Tags, "v2")
+	})
 }
