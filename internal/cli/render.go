@@ -140,6 +140,7 @@ func chart(h []Point) chartData {
 	span := t1.Sub(t0).Seconds()
 	var pts []string
 	var c chartData
+	prevY := 0.0
 	for _, p := range h {
 		x := 0.0
 		if span > 0 {
@@ -152,9 +153,10 @@ func chart(h []Point) chartData {
 		y := height - share*height
 		if len(pts) > 0 {
 			// A step: the share holds until the change.
-			pts = append(pts, fmt.Sprintf("%.1f,%s", x, strings.Split(pts[len(pts)-1], ",")[1]))
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x, prevY))
 		}
 		pts = append(pts, fmt.Sprintf("%.1f,%.1f", x, y))
+		prevY = y
 	}
 	last := h[len(h)-1]
 	share := 0.0

@@ -138,6 +138,7 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 	// Read only, at every scrape: the cache's own objects, not a listed copy.
 	_ = r.each(ctx, "", "", func(ia *v1alpha1.ImageAttestation) {
 		reg := ia.Namespace + "/" + ia.Spec.RegistryRef.Name // as on the other registry metrics
+		var failingSince time.Time                           // policy.NonCompliantSince, once per image
 		for _, p := range ia.Status.Policies {
 			verdict := "noncompliant"
 			if p.Compliant {
@@ -145,9 +146,12 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			images[key{reg, p.Name, verdict}]++
 			if !p.Compliant {
+				if failingSince.IsZero() {
+					failingSince = policy.NonCompliantSince(ia)
+				}
 				k := key{reg, p.Name, ""}
-				if t, ok := since[k]; !ok || policy.NonCompliantSince(ia).Before(t) {
-					since[k] = policy.NonCompliantSince(ia)
+				if t, ok := since[k]; !ok || failingSince.Before(t) {
+					since[k] = failingSince
 				}
 			}
 		}

@@ -341,14 +341,22 @@ func TestLookAgainEvent(t *testing.T) {
 	body := []byte(`{"type":"SCANNING_COMPLETED","occur_at":1678082303,"operator":"auto","event_data":{"resources":[{"digest":"` + dg.String() +
 		`","tag":"v1","resource_url":"` + host + `/shop/app:v1","scan_overview":{"application/vnd.security.vulnerability.report; version=1.1":{"scan_status":"Success"}}}],` +
 		`"repository":{"name":"app","namespace":"shop","repo_full_name":"shop/app","repo_type":"private"}}}`)
-	req, _ := http.NewRequest(http.MethodPost, base+receiver.Path(reg.UID), bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("a Harbor scan event: %v %v", resp, err)
+	deliver := func(what string, body []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, base+receiver.Path(reg.UID), bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("%s: %v %v", what, resp, err)
+		}
+		_ = resp.Body.Close()
 	}
-	_ = resp.Body.Close()
+	pushEvent := func(digest, tag string) []byte {
+		return []byte(`{"type":"PUSH_ARTIFACT","occur_at":1678082303,"operator":"ci","event_data":{"resources":[{"digest":"` + digest +
+			`","tag":"` + tag + `","resource_url":"` + host + `/shop/app:` + tag + `"}],"repository":{"name":"app","namespace":"shop","repo_full_name":"shop/app","repo_type":"private"}}}`)
+	}
+	deliver("a Harbor scan event", body)
 	verified := imageFor(t, ns, "shop/app", dg.String(), "verified after the scan event", func(ia *v1alpha1.ImageAttestation) bool {
 		return len(ia.Status.Policies) == 1 && ia.Status.Policies[0].Compliant
 	})
@@ -366,15 +374,7 @@ func TestLookAgainEvent(t *testing.T) {
 	// manifest is stored, before it writes the tag): the event is retried, not dropped.
 	late := registrytest.RandomImage(t)
 	lateDigest, _ := late.Digest()
-	body = []byte(`{"type":"PUSH_ARTIFACT","occur_at":1678082303,"operator":"ci","event_data":{"resources":[{"digest":"` + lateDigest.String() +
-		`","tag":"v2","resource_url":"` + host + `/shop/app:v2"}],"repository":{"name":"app","namespace":"shop","repo_full_name":"shop/app","repo_type":"private"}}}`)
-	req, _ = http.NewRequest(http.MethodPost, base+receiver.Path(reg.UID), bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("a Harbor push event: %v %v", resp, err)
-	}
-	_ = resp.Body.Close()
+	deliver("a Harbor push event", pushEvent(lateDigest.String(), "v2"))
 	time.Sleep(300 * time.Millisecond)
 	lateRef, _ := name.ParseReference(host+"/shop/app:v2", name.Insecure)
 	if err := remote.Write(lateRef, late); err != nil {
@@ -388,15 +388,7 @@ func TestLookAgainEvent(t *testing.T) {
 	// answers the old one.
 	moved := registrytest.RandomImage(t)
 	movedDigest, _ := moved.Digest()
-	body = []byte(`{"type":"PUSH_ARTIFACT","occur_at":1678082304,"operator":"ci","event_data":{"resources":[{"digest":"` + movedDigest.String() +
-		`","tag":"v2","resource_url":"` + host + `/shop/app:v2"}],"repository":{"name":"app","namespace":"shop","repo_full_name":"shop/app","repo_type":"private"}}}`)
-	req, _ = http.NewRequest(http.MethodPost, base+receiver.Path(reg.UID), bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("a Harbor push event: %v %v", resp, err)
-	}
-	_ = resp.Body.Close()
+	deliver("a Harbor push event", pushEvent(movedDigest.String(), "v2"))
 	time.Sleep(300 * time.Millisecond)
 	if err := remote.Write(lateRef, moved); err != nil {
 		t.Fatal(err)
