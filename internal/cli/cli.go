@@ -1,7 +1,9 @@
 // Package cli is the `portcullis` command-line tool (also `kubectl portcullis`): compliance reports
 // and what-if evaluations of RepositoryPolicies against a cluster's inventory. It reads the cluster
-// (ImageAttestations, Registries, RepositoryPolicies) and never writes to it or to a registry;
-// verdicts come from the same internal/policy code as the manager's.
+// (ImageAttestations, Registries, RepositoryPolicies; for a retention preview also Pods, workloads and
+// the Registry's Secrets when asked) and the registry (retention preview: GET and HEAD only), and
+// never writes to either; verdicts come from the same internal/policy code as the manager's, retention
+// plans from the same internal/retention listing and planner.
 package cli
 
 import (
@@ -14,6 +16,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -24,9 +27,9 @@ import (
 const (
 	// ExitOK: the command did what was asked; for what-if, no image would change verdict.
 	ExitOK = 0
-	// ExitChanges: what-if found images whose verdict would change.
+	// ExitChanges: what-if found images whose verdict would change, or digests whose deletion would.
 	ExitChanges = 1
-	// ExitError: bad usage or input, or the cluster could not be read.
+	// ExitError: bad usage or input, or the cluster or the registry could not be read.
 	ExitError = 2
 )
 
@@ -44,11 +47,13 @@ const usage = `portcullis: compliance reports and what-if evaluations of Portcul
 
 Usage:
   portcullis report  [-n NAMESPACE] [-o markdown|csv|json|html] [--kubeconfig FILE] [--context NAME]
-  portcullis what-if -f POLICY.yaml [-n NAMESPACE] [-o text|json] [--kubeconfig FILE] [--context NAME]
+  portcullis what-if -f POLICY.yaml [-n NAMESPACE] [-o text|json] [--registry-auth keychain|secret|anonymous]
+                     [--skip-retention] [--kubeconfig FILE] [--context NAME]
 
 Also installed as kubectl-portcullis, so "kubectl portcullis report" works.
 "portcullis COMMAND --help" describes a command. Exit codes: 0 done (what-if: no verdict would change),
-1 what-if: some verdicts would change, 2 bad usage or input, or the cluster could not be read.
+1 what-if: some verdicts or retention deletions would change, 2 bad usage or input, or the cluster or
+the registry could not be read.
 `
 
 // Run runs the command line args (without the program name) and returns the exit code.
@@ -109,6 +114,7 @@ func NewClient(kubeconfig, kubeContext string) (client.Reader, error) {
 	}
 	cfg.UserAgent = "portcullis-cli"
 	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s)) // Secrets, Pods and workloads (retention preview)
 	utilruntime.Must(v1alpha1.AddToScheme(s))
 	return client.New(cfg, client.Options{Scheme: s})
 }

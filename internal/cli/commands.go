@@ -88,6 +88,8 @@ type WhatIf struct {
 	Images    int      `json:"images"`
 	Changes   []Change `json:"changes"`
 	Unchanged int      `json:"unchanged"`
+	// Retention is the retention plan of a policy with spec.retention (nil without).
+	Retention *RetentionWhatIf `json:"retention,omitempty"`
 }
 
 const notSelected = "NotSelected"
@@ -99,11 +101,19 @@ Evaluates a new or changed RepositoryPolicy against the current inventory and st
 its Registry, without applying it: which images would change verdict and why. Nothing is written to
 the cluster or to a registry. Signatures are taken as verified only when the policy of the same name
 verifies them the same way; findings come from the images' status (exact counts per severity; IDs for
-the top 20). Exit code 1 when a verdict would change.`, env)
+the top 20).
+
+With spec.retention, it also lists the governed repositories of the registry (GET and HEAD only)
+and plans them as the manager would: which digests would be deleted, and which the applied policy
+deletes that this one keeps. The registry is read with your own registry logins by default
+(--registry-auth). Exit code 1 when a verdict or a deletion would change.`, env)
 	var c common
 	c.register(fs)
 	file := fs.String("f", "", "The RepositoryPolicy manifest (YAML or JSON; - for stdin).")
 	format := fs.String("o", "text", "Output format: text or json.")
+	var ro retentionOptions
+	fs.StringVar(&ro.auth, "registry-auth", AuthKeychain, "Credentials for reading the registry (retention preview): keychain (your docker/crane logins), secret (the Registry's spec.secretRef, read from the cluster) or anonymous.")
+	fs.BoolVar(&ro.skip, "skip-retention", false, "Do not read the registry: no retention preview.")
 	if err := fs.Parse(args); err != nil {
 		return ExitError, err
 	}
@@ -139,6 +149,9 @@ the top 20). Exit code 1 when a verdict would change.`, env)
 		return ExitError, err
 	}
 	out := EvaluateWhatIf(pol, applied, ias, env.Now())
+	if out.Retention, err = previewRetention(ctx, cl, pol, applied, ias, ro, env.Now(), env.Stderr); err != nil {
+		return ExitError, err
+	}
 	if *format == "json" {
 		enc := json.NewEncoder(env.Stdout)
 		enc.SetIndent("", "  ")
@@ -148,7 +161,7 @@ the top 20). Exit code 1 when a verdict would change.`, env)
 	} else {
 		writeWhatIf(env, out)
 	}
-	if len(out.Changes) > 0 {
+	if len(out.Changes) > 0 || out.Retention.Changed() {
 		return ExitChanges, nil
 	}
 	return ExitOK, nil
@@ -189,6 +202,7 @@ func readPolicy(path string) (*v1alpha1.RepositoryPolicy, error) {
 }
 
 func writeWhatIf(env Env, w WhatIf) {
+	defer writeRetention(env.Stdout, w.Retention)
 	fmt.Fprintf(env.Stdout, "RepositoryPolicy %s/%s against the %d images of Registry %s:\n", w.Namespace, w.Policy, w.Images, w.Registry)
 	if len(w.Changes) == 0 {
 		fmt.Fprintf(env.Stdout, "no verdict would change (%d unchanged).\n", w.Unchanged)
@@ -197,11 +211,7 @@ func writeWhatIf(env Env, w WhatIf) {
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "IMAGE\tTAGS\tNOW\tWOULD BE\tREASONS\tNOTES")
 	for _, c := range w.Changes {
-		short := c.Digest
-		if len(short) > 19 {
-			short = short[:19]
-		}
-		fmt.Fprintf(tw, "%s@%s\t%s\t%s\t%s\t%s\t%s\n", c.Repository, short, strings.Join(c.Tags, ","), c.Now, c.WouldBe,
+		fmt.Fprintf(tw, "%s@%s\t%s\t%s\t%s\t%s\t%s\n", c.Repository, shortDigest(c.Digest), strings.Join(c.Tags, ","), c.Now, c.WouldBe,
 			strings.Join(c.Reasons, ","), strings.Join(c.Notes, "; "))
 	}
 	_ = tw.Flush()

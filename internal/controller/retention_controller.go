@@ -22,6 +22,7 @@ import (
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/retention"
 )
 
 // Retention defaults (the API's kubebuilder defaults, for objects written before them).
@@ -56,13 +57,15 @@ type RetentionReconciler struct {
 	// now is time.Now, replaceable in tests.
 	now func() time.Time
 
-	created  digestCache[time.Time]
-	children digestCache[[]string]
+	// cache keeps creation times and index children across passes.
+	cache retention.Cache
 	// memory holds a retentionMemory per policy (client.ObjectKey).
 	memory sync.Map
 }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=list
+// +kubebuilder:rbac:groups=apps,resources=deployments;replicasets;statefulsets;daemonsets,verbs=list
+// +kubebuilder:rbac:groups=batch,resources=jobs;cronjobs,verbs=list
 
 // retentionMemory is what the manager remembers about a policy's passes, authoritative over the
 // cache and the status (which may lag, or fail to be written): the digests the previous pass planned
@@ -205,14 +208,14 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 	mayDelete := !st.DryRun && budget > 0 && (mem.deletingGeneration != pol.Generation || now.Sub(mem.lastDeleting) >= registryInterval(reg))
 	protectInUse := spec.ProtectInUse == nil || *spec.ProtectInUse
 	var stopped error
-	var pods *podImages
+	var pods *retention.PodImages
 	var notes []string
 	var deleted, planned, flagged []v1alpha1.RetentionItem
 	for _, repo := range repos {
 		// The plan comes from the inventory the Registry's listing keeps (no second listing of the
 		// registry); a plan that would delete something lists the repository itself and plans again
 		// from that, and a deleting pass lists once more just before deleting.
-		lst, err := r.inventoryListing(ctx, rc, repo, inventory[repo])
+		lst, err := retention.FromInventory(ctx, rc, &r.cache, repo, inventory[repo])
 		if err != nil {
 			stopped = fmt.Errorf("reading %s: %w", repo, err)
 			break
@@ -220,7 +223,7 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 		if mayDelete {
 			pods = nil // a deleting pass reads the Pods again for each repository
 		}
-		plan, err := r.plan(ctx, pol, others, repo, lst.images, protectInUse, &pods, now)
+		plan, err := r.plan(ctx, pol, others, repo, lst.Images, protectInUse, &pods, now)
 		if err != nil {
 			stopped = err
 			break
@@ -228,11 +231,11 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 		if len(plan.Delete) > 0 {
 			// The inventory holds only the tags some policy selects, and it may be an interval
 			// old: a plan that deletes anything, dry run or not, is made again from the registry.
-			if lst, err = r.list(ctx, rc, repo); err != nil {
+			if lst, err = retention.List(ctx, rc, &r.cache, repo); err != nil {
 				stopped = fmt.Errorf("listing %s: %w", repo, err)
 				break
 			}
-			if plan, err = r.plan(ctx, pol, others, repo, lst.images, protectInUse, &pods, now); err != nil {
+			if plan, err = r.plan(ctx, pol, others, repo, lst.Images, protectInUse, &pods, now); err != nil {
 				stopped = err
 				break
 			}
@@ -252,19 +255,19 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 			if held > 0 {
 				notes = append(notes, fmt.Sprintf("%s: %d deletions wait for a second plan", repo, held))
 			}
-			again, err := r.list(ctx, rc, repo)
-			tagsBefore, tagsNow, shrank := tagsShrank(inventory[repo], again.images)
+			again, err := retention.List(ctx, rc, &r.cache, repo)
+			tagsBefore, tagsNow, shrank := tagsShrank(inventory[repo], again.Images)
 			var kept, keptDigest string
 			if len(units) > 0 && err == nil && !shrank {
-				kept, keptDigest, err = stillTagged(ctx, rc, repo, units, inventory[repo], again.images)
+				kept, keptDigest, err = stillTagged(ctx, rc, repo, units, inventory[repo], again.Images)
 			}
 			switch {
 			case len(units) == 0:
-			case !lst.complete:
+			case !lst.Complete:
 				notes = append(notes, fmt.Sprintf("%s: a tag did not resolve while listing; no deletion this pass", repo))
 			case err != nil:
 				stopped = fmt.Errorf("listing %s again before deleting: %w", repo, err)
-			case !again.complete || !sameListing(lst.images, again.images):
+			case !again.Complete || !retention.SameListing(lst.Images, again.Images):
 				notes = append(notes, fmt.Sprintf("%s changed during the pass; its deletions wait for the next pass", repo))
 			case shrank:
 				notes = append(notes, fmt.Sprintf("%s: its tag list returned %d tags where the Registry's listings saw %d; no deletion until a listing confirms it", repo, tagsNow, tagsBefore))
@@ -301,39 +304,23 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 	return st, r.announce(pol, st, deleted, stopped), stopped
 }
 
-// plan plans one repository for pol. What the other retention policies governing the repository keep
-// is protected (rules are a union of what is kept, across policies too), and so are digests with a
-// tag pol does not govern and, with protectInUse, digests that Pods use (read once per pass for
+// plan plans one repository for pol (retention.Plan). With protectInUse, a plan that deletes
+// something is made again protecting the digests that Pods and workloads use (read once per pass for
 // planning, afresh for each repository in a pass that deletes).
 func (r *RetentionReconciler) plan(ctx context.Context, pol *v1alpha1.RepositoryPolicy, others []v1alpha1.RepositoryPolicy, repo string,
-	listing []policy.RetentionImage, protectInUse bool, pods **podImages, now time.Time) (policy.RetentionPlan, error) {
-	protected := outsidePolicy(listing, pol.Spec.Tags)
-	for _, o := range others {
-		if !policy.MatchAny(o.Spec.Repositories, repo) {
-			continue
-		}
-		theirs := policy.PlanRetention(policy.RetentionInput{Images: listing, Rules: o.Spec.Retention.Rules, TagFilter: o.Spec.Tags,
-			Protected: outsidePolicy(listing, o.Spec.Tags), Now: now})
-		for _, it := range theirs.Keep {
-			if protected[it.Digest] == "" {
-				protected[it.Digest] = policy.RetainedByOtherPolicy
-			}
-		}
-	}
-	in := policy.RetentionInput{Images: listing, Rules: pol.Spec.Retention.Rules, TagFilter: pol.Spec.Tags, Protected: protected, Now: now}
-	plan := policy.PlanRetention(in)
+	listing []policy.RetentionImage, protectInUse bool, pods **retention.PodImages, now time.Time) (policy.RetentionPlan, error) {
+	plan := retention.Plan(pol, others, repo, listing, nil, now)
 	if len(plan.Delete) == 0 || !protectInUse {
 		return plan, nil
 	}
 	if *pods == nil {
-		p, err := listPodImages(ctx, r.APIReader)
+		p, err := retention.ListPodImages(ctx, r.APIReader)
 		if err != nil {
 			return plan, fmt.Errorf("listing Pods and workloads (protectInUse): %w", err)
 		}
 		*pods = p
 	}
-	in.InUse = (*pods).inUse(repo, listing)
-	return policy.PlanRetention(in), nil
+	return retention.Plan(pol, others, repo, listing, (*pods).InUse(repo, listing), now), nil
 }
 
 func (r *RetentionReconciler) remember(key client.ObjectKey) *retentionMemory {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -11,56 +12,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/portcullis-dev/portcullis/internal/policy"
+	"github.com/portcullis-dev/portcullis/internal/retention"
 )
-
-// TestPodImagesInUse: the reference forms Pods carry, and how they protect a repository's digests:
-// by digest under any name (spec image, docker's and containerd's imageIDs), and by tag for the same
-// repository path on any host (an in-cluster Service name, a port, docker.io's library/ prefix).
-func TestPodImagesInUse(t *testing.T) {
-	d := func(c string) string { return "sha256:" + repeat(c) }
-	p := &podImages{digests: map[string]bool{}, tags: map[string]map[string]bool{}}
-	for _, ref := range []string{
-		"registry.example.com/team/api@" + d("a"),        // spec, by digest
-		"docker-pullable://mirror.local/other@" + d("b"), // docker imageID: another repository, same digest
-		d("c"),                                   // containerd imageID
-		"registry.registry.svc:5000/team/api:v2", // by tag, another host name with a port
-		"nginx:1.27",                             // docker.io/library/nginx
-		"",                                       // a container not started yet
-		"not a reference",                        // ignored
-	} {
-		p.add(ref)
-	}
-	listing := []policy.RetentionImage{
-		{Digest: d("a"), Tags: []string{"v1"}},
-		{Digest: d("b"), Tags: []string{"old"}},
-		{Digest: d("c")},
-		{Digest: d("e"), Tags: []string{"v2"}},
-		{Digest: d("f"), Tags: []string{"v3"}},
-	}
-	got := p.inUse("team/api", listing)
-	for _, c := range []string{"a", "b", "c", "e"} {
-		if !got[d(c)] {
-			t.Errorf("digest %s must be in use: %v", c, got)
-		}
-	}
-	if got[d("f")] {
-		t.Error("v3 is used by no Pod")
-	}
-	if len(p.inUse("library/nginx", []policy.RetentionImage{{Digest: d("9"), Tags: []string{"1.27"}}})) != 1 {
-		t.Error("nginx:1.27 must protect library/nginx:1.27")
-	}
-	if len(p.inUse("other/api", []policy.RetentionImage{{Digest: d("8"), Tags: []string{"v2"}}})) != 0 {
-		t.Error("a tag protects only its own repository path")
-	}
-}
-
-func repeat(c string) string {
-	s := ""
-	for len(s) < 64 {
-		s += c
-	}
-	return s
-}
 
 // TestWorkloadTemplatesInUse (envtest): the pod templates of a Deployment scaled to zero, a
 // ReplicaSet kept for rollback, a StatefulSet, a DaemonSet, a Job and a CronJob protect their images
@@ -68,7 +21,7 @@ func repeat(c string) string {
 func TestWorkloadTemplatesInUse(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
-	d := func(c string) string { return "sha256:" + repeat(c) }
+	d := func(c string) string { return "sha256:" + strings.Repeat(c, 64) }
 	spec := func(image string) corev1.PodTemplateSpec {
 		return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "x"}},
 			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "c", Image: image}}}}
@@ -99,7 +52,7 @@ func TestWorkloadTemplatesInUse(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p, err := listPodImages(ctx, k8sClient)
+	p, err := retention.ListPodImages(ctx, k8sClient)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +65,7 @@ func TestWorkloadTemplatesInUse(t *testing.T) {
 		{Digest: d("1"), Tags: []string{"nightly"}},
 		{Digest: d("2"), Tags: []string{"unused"}},
 	}
-	got := p.inUse("team/api", listing)
+	got := p.InUse("team/api", listing)
 	for _, img := range listing[:6] {
 		if !got[img.Digest] {
 			t.Errorf("%v must be in use (a workload's pod template names it): %v", img.Tags, got)

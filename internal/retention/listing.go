@@ -1,66 +1,37 @@
-package controller
+// Package retention reads what a retention plan is made from: a repository's tags, digests, creation
+// times and platform manifests (from the registry, or from the Registry's inventory), and what the
+// cluster's workloads use. The manager's RetentionReconciler and the CLI's what-if plan from the same
+// listings with the same pure policy.PlanRetention, so a preview shows what the manager would do.
+package retention
 
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"time"
-
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 	"github.com/portcullis-dev/portcullis/internal/policy"
 	"github.com/portcullis-dev/portcullis/internal/registry"
 )
 
-// governedRepositories lists, sorted, the repositories of the policy's Registry that it governs, as
-// the Registry's inventory (its ImageAttestations) knows them, with each repository's
-// ImageAttestations, and the Registry's other policies with a retention spec (their keeps are
-// protected).
-func (r *RetentionReconciler) governedRepositories(ctx context.Context, pol *v1alpha1.RepositoryPolicy) ([]string, map[string][]*v1alpha1.ImageAttestation, []v1alpha1.RepositoryPolicy, error) {
-	// Read only: the cache's own objects, neither copied nor listed into a new array.
-	images := r.images
-	if images.reader == nil {
-		images = imageWalker{reader: r.Client}
-	}
-	byRepo := map[string][]*v1alpha1.ImageAttestation{}
-	err := images.each(ctx, pol.Namespace, pol.Spec.RegistryRef.Name, func(ia *v1alpha1.ImageAttestation) {
-		if policy.MatchAny(pol.Spec.Repositories, ia.Spec.Repository) {
-			byRepo[ia.Spec.Repository] = append(byRepo[ia.Spec.Repository], ia)
-		}
-	})
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("listing ImageAttestations: %w", err)
-	}
-	repos := make([]string, 0, len(byRepo))
-	for repo := range byRepo {
-		repos = append(repos, repo)
-	}
-	slices.Sort(repos)
-	all := &v1alpha1.RepositoryPolicyList{}
-	if err := r.List(ctx, all, client.InNamespace(pol.Namespace), client.MatchingFields{indexRegistryRef: pol.Spec.RegistryRef.Name}); err != nil {
-		return nil, nil, nil, fmt.Errorf("listing RepositoryPolicies: %w", err)
-	}
-	var others []v1alpha1.RepositoryPolicy
-	for _, o := range all.Items {
-		if o.UID != pol.UID && o.Spec.Retention != nil {
-			others = append(others, o)
-		}
-	}
-	return repos, byRepo, others, nil
+// Cache keeps what was read about digests across listings: creation times and the platform
+// manifests of indexes. A digest's content never changes, so neither does the answer. Its zero
+// value is ready; it is safe for concurrent use.
+type Cache struct {
+	created  digestCache[time.Time]
+	children digestCache[[]string]
 }
 
-// inventoryListing is a repository's listing as the Registry's own listing last recorded it in the
+// FromInventory is a repository's listing as the Registry's own listing last recorded it in the
 // inventory: each ImageAttestation's digest, tags and platform manifests, and the supply-chain tags
 // found beside it. It costs no registry request but, once per digest (cached), the creation time. The
 // Registry lists every interval, so the inventory is at most an interval old: good for planning and
 // dry runs; a pass that would delete plans again from a fresh listing of the registry itself.
-func (r *RetentionReconciler) inventoryListing(ctx context.Context, rc *registry.Client, repo string, items []*v1alpha1.ImageAttestation) (repositoryListing, error) {
-	out := repositoryListing{complete: true}
+func FromInventory(ctx context.Context, rc *registry.Client, cache *Cache, repo string, items []*v1alpha1.ImageAttestation) (Listing, error) {
+	out := Listing{Complete: true}
 	accessories := map[string]*policy.RetentionImage{}
 	var accOrder []string
 	slices.SortFunc(items, func(a, b *v1alpha1.ImageAttestation) int { return strings.Compare(a.Spec.Digest, b.Spec.Digest) })
@@ -82,9 +53,9 @@ func (r *RetentionReconciler) inventoryListing(ctx context.Context, rc *registry
 		img := policy.RetentionImage{Digest: ia.Spec.Digest, Tags: slices.Sorted(slices.Values(ia.Spec.Tags))}
 		var err error
 		d := ia.Spec.Digest
-		if img.Created, err = r.created.get(d, func() (time.Time, error) { return rc.Created(ctx, repo, d) }); err != nil {
+		if img.Created, err = cache.created.get(d, func() (time.Time, error) { return rc.Created(ctx, repo, d) }); err != nil {
 			if errors.Is(err, registry.ErrNotFound) {
-				out.complete = false // deleted since the last listing: not planned, nothing deleted
+				out.Complete = false // deleted since the last listing: not planned, nothing deleted
 				continue
 			}
 			return out, err
@@ -92,17 +63,17 @@ func (r *RetentionReconciler) inventoryListing(ctx context.Context, rc *registry
 		for _, p := range ia.Spec.Platforms {
 			img.Children = append(img.Children, p.Digest)
 		}
-		out.images = append(out.images, img)
+		out.Images = append(out.Images, img)
 	}
 	for _, d := range accOrder {
 		img := accessories[d]
 		slices.Sort(img.Tags)
-		out.images = append(out.images, *img)
+		out.Images = append(out.Images, *img)
 	}
 	return out, nil
 }
 
-// accessoriesOf is the supply-chain tags the listing found for ia's digest (its platform
+// accessoriesOf is the supply-chain tags the Registry's listing found for ia's digest (its platform
 // manifests' ones name those digests and follow them).
 func accessoriesOf(ia *v1alpha1.ImageAttestation) []v1alpha1.Accessory {
 	if ia.Spec.Accessories == nil {
@@ -111,18 +82,20 @@ func accessoriesOf(ia *v1alpha1.ImageAttestation) []v1alpha1.Accessory {
 	return ia.Spec.Accessories.Tags
 }
 
-// repositoryListing is one listing of a repository for retention. complete is false when a tag from
-// the tag list did not resolve (404): a digest may then be missing a kept tag, so nothing in the
-// repository is deleted on that listing.
-type repositoryListing struct {
-	images   []policy.RetentionImage
-	complete bool
+// Listing is one listing of a repository for retention: its digests with their tags, creation
+// times and platform manifests, accessories (signature, attestation, SBOM tags) as digests of their
+// own. Complete is false when a tag from the tag list did not resolve (404) or a digest vanished while
+// listing: a digest may then be missing a kept tag, so nothing in the repository may be deleted on
+// that listing.
+type Listing struct {
+	Images   []policy.RetentionImage
+	Complete bool
 }
 
-// list reads every tag of repo, the digest behind it, each digest's creation time (cached by digest;
+// List reads every tag of repo, the digest behind it, each digest's creation time (cached by digest;
 // accessories need none) and, for an index, its platform manifests (cached), grouped by digest.
-func (r *RetentionReconciler) list(ctx context.Context, rc *registry.Client, repo string) (repositoryListing, error) {
-	out := repositoryListing{complete: true}
+func List(ctx context.Context, rc *registry.Client, cache *Cache, repo string) (Listing, error) {
+	out := Listing{Complete: true}
 	tags, err := rc.Tags(ctx, repo)
 	if err != nil {
 		return out, err
@@ -133,7 +106,7 @@ func (r *RetentionReconciler) list(ctx context.Context, rc *registry.Client, rep
 	for _, tag := range tags {
 		m, err := rc.Resolve(ctx, repo, tag)
 		if errors.Is(err, registry.ErrNotFound) {
-			out.complete = false // deleted since the tag list was read, or a registry that answers 404 for a while
+			out.Complete = false // deleted since the tag list was read, or a registry that answers 404 for a while
 			continue
 		}
 		if err != nil {
@@ -152,28 +125,28 @@ func (r *RetentionReconciler) list(ctx context.Context, rc *registry.Client, rep
 		img := byDigest[d]
 		slices.Sort(img.Tags)
 		if !slices.ContainsFunc(img.Tags, func(t string) bool { _, ok := policy.AccessoryTag(t); return !ok }) {
-			out.images = append(out.images, *img) // an accessory: it follows its subject
+			out.Images = append(out.Images, *img) // an accessory: it follows its subject
 			continue
 		}
-		if img.Created, err = r.created.get(d, func() (time.Time, error) { return rc.Created(ctx, repo, d) }); err != nil {
+		if img.Created, err = cache.created.get(d, func() (time.Time, error) { return rc.Created(ctx, repo, d) }); err != nil {
 			if errors.Is(err, registry.ErrNotFound) {
-				out.complete = false // deleted since the last listing: not planned, nothing deleted
+				out.Complete = false // deleted since the last listing: not planned, nothing deleted
 				continue
 			}
 			return out, err
 		}
 		if index[d] {
-			if img.Children, err = r.children.get(d, func() ([]string, error) { return childrenOf(ctx, rc, repo, d) }); err != nil {
+			if img.Children, err = cache.children.get(d, func() ([]string, error) { return childrenOf(ctx, rc, repo, d) }); err != nil {
 				return out, err
 			}
 		}
-		out.images = append(out.images, *img)
+		out.Images = append(out.Images, *img)
 	}
 	return out, nil
 }
 
-// sameListing reports whether two listings of a repository have the same digests with the same tags.
-func sameListing(a, b []policy.RetentionImage) bool {
+// SameListing reports whether two listings of a repository have the same digests with the same tags.
+func SameListing(a, b []policy.RetentionImage) bool {
 	index := func(l []policy.RetentionImage) map[string]string {
 		m := map[string]string{}
 		for _, img := range l {
@@ -193,9 +166,9 @@ func sameListing(a, b []policy.RetentionImage) bool {
 	return true
 }
 
-// outsidePolicy protects digests carrying a tag the policy does not govern (spec.tags): another
+// OutsidePolicy protects digests carrying a tag the policy does not govern (spec.tags): another
 // team's tags on a shared digest are not this policy's to delete.
-func outsidePolicy(listing []policy.RetentionImage, tags v1alpha1.PatternSelector) map[string]string {
+func OutsidePolicy(listing []policy.RetentionImage, tags v1alpha1.PatternSelector) map[string]string {
 	out := map[string]string{}
 	for _, img := range listing {
 		for _, t := range img.Tags {
@@ -205,20 +178,6 @@ func outsidePolicy(listing []policy.RetentionImage, tags v1alpha1.PatternSelecto
 		}
 	}
 	return out
-}
-
-func retentionItem(repo string, it policy.PlanItem, action string) v1alpha1.RetentionItem {
-	return v1alpha1.RetentionItem{Repository: repo, Digest: it.Digest, Tags: it.Tags[:min(len(it.Tags), maxRetentionItemTags)],
-		Action: action, Reason: it.Reason}
-}
-
-// registryHost is the host[:port] of the Registry's URL, as image references name it.
-func registryHost(reg *v1alpha1.Registry) string {
-	u, err := url.Parse(reg.Spec.URL)
-	if err != nil {
-		return ""
-	}
-	return u.Host
 }
 
 // maxCachedDigests bounds a digestCache; when full it starts afresh.

@@ -1,4 +1,4 @@
-package controller
+package retention
 
 import (
 	"context"
@@ -16,34 +16,40 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/policy"
 )
 
-// podImages is what the cluster's Pods run, ran or are about to run. Digests are content addresses,
+// PodImages is what the cluster's Pods run, ran or are about to run. Digests are content addresses,
 // so a digest any Pod names protects that digest in every repository of every registry; tags are
 // matched by repository path on any host (a Registry's URL and the names Pods pull by often differ:
 // an in-cluster Service, a port, docker.io). Over-protection only keeps more.
-type podImages struct {
+type PodImages struct {
 	digests map[string]bool
 	tags    map[string]map[string]bool // repository path → tags
+}
+
+// NewPodImages is an empty PodImages, to fill with Add and AddSpec.
+func NewPodImages() *PodImages {
+	return &PodImages{digests: map[string]bool{}, tags: map[string]map[string]bool{}}
 }
 
 // podPageSize is the page size of the uncached Pod list.
 const podPageSize = 500
 
-// listPodImages reads what the cluster runs or may run again (uncached, page by page): every Pod,
+// ListPodImages reads what the cluster runs or may run again (uncached, page by page): every Pod,
 // whatever its phase (a CronJob's finished Pods still name what it runs next), with the images its
 // containers, init containers and ephemeral containers ask for, by digest or by tag, and the digests
 // the kubelet pulled (status imageID); and the pod templates of every Deployment (scaled to zero
 // too), ReplicaSet (those kept for rollback), StatefulSet, DaemonSet, Job and CronJob, so an image a
-// rollback, a scale-up or the next scheduled run needs is never deleted for having no Pod now.
-func listPodImages(ctx context.Context, c client.Reader) (*podImages, error) {
-	p := &podImages{digests: map[string]bool{}, tags: map[string]map[string]bool{}}
+// rollback, a scale-up or the next scheduled run needs is never deleted for having no Pod now. c
+// must be allowed to list those kinds in every namespace; a refused list is returned as the error.
+func ListPodImages(ctx context.Context, c client.Reader) (*PodImages, error) {
+	p := NewPodImages()
 	err := listPages(ctx, c, func() client.ObjectList { return &corev1.PodList{} }, func(l client.ObjectList) {
 		for i := range l.(*corev1.PodList).Items {
 			pod := &l.(*corev1.PodList).Items[i]
-			p.addSpec(&pod.Spec)
+			p.AddSpec(&pod.Spec)
 			for _, ss := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses} {
 				for _, s := range ss {
-					p.add(s.ImageID)
-					p.add(s.Image)
+					p.Add(s.ImageID)
+					p.Add(s.Image)
 				}
 			}
 		}
@@ -58,7 +64,7 @@ func listPodImages(ctx context.Context, c client.Reader) (*podImages, error) {
 			extractErr = errors.Join(extractErr, err)
 			for _, it := range items {
 				if spec := templateSpec(it); spec != nil {
-					p.addSpec(spec)
+					p.AddSpec(spec)
 				}
 			}
 		})
@@ -68,9 +74,6 @@ func listPodImages(ctx context.Context, c client.Reader) (*podImages, error) {
 	}
 	return p, nil
 }
-
-// +kubebuilder:rbac:groups=apps,resources=deployments;replicasets;statefulsets;daemonsets,verbs=list
-// +kubebuilder:rbac:groups=batch,resources=jobs;cronjobs,verbs=list
 
 // workloadLists are the kinds whose pod templates protectInUse reads.
 var workloadLists = []func() client.ObjectList{
@@ -119,22 +122,22 @@ func listPages(ctx context.Context, c client.Reader, newList func() client.Objec
 	}
 }
 
-// addSpec records the images a pod spec's containers, init containers and ephemeral containers
+// AddSpec records the images a pod spec's containers, init containers and ephemeral containers
 // ask for.
-func (p *podImages) addSpec(spec *corev1.PodSpec) {
+func (p *PodImages) AddSpec(spec *corev1.PodSpec) {
 	for _, cs := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
 		for _, ctr := range cs {
-			p.add(ctr.Image)
+			p.Add(ctr.Image)
 		}
 	}
 	for _, ec := range spec.EphemeralContainers {
-		p.add(ec.Image)
+		p.Add(ec.Image)
 	}
 }
 
-// add records an image reference: "host/repo@sha256:...", "host/repo:tag", an imageID such as
+// Add records an image reference: "host/repo@sha256:...", "host/repo:tag", an imageID such as
 // "docker-pullable://host/repo@sha256:...", or containerd's bare "sha256:...".
-func (p *podImages) add(ref string) {
+func (p *PodImages) Add(ref string) {
 	ref = strings.TrimPrefix(strings.TrimPrefix(ref, "docker-pullable://"), "docker://")
 	if ref == "" {
 		return
@@ -155,9 +158,9 @@ func (p *podImages) add(ref string) {
 	}
 }
 
-// inUse returns the digests of the listing that Pods use: named by digest anywhere, or behind a tag
+// InUse returns the digests of the listing that Pods use: named by digest anywhere, or behind a tag
 // a Pod names for this repository path.
-func (p *podImages) inUse(repo string, listing []policy.RetentionImage) map[string]bool {
+func (p *PodImages) InUse(repo string, listing []policy.RetentionImage) map[string]bool {
 	out := map[string]bool{}
 	tags := p.tags[repo]
 	for _, img := range listing {
