@@ -103,10 +103,11 @@ the cluster or to a registry. Signatures are taken as verified only when the pol
 verifies them the same way; findings come from the images' status (exact counts per severity; IDs for
 the top 20).
 
-With spec.retention, it also lists the governed repositories of the registry (GET and HEAD only)
-and plans them as the manager would: which digests would be deleted, and which the applied policy
-deletes that this one keeps. The registry is read with your own registry logins by default
-(--registry-auth). Exit code 1 when a verdict or a deletion would change.`, env)
+When the policy or the applied one has spec.retention, it also lists the repositories they govern
+from the registry (GET and HEAD only) and plans them under both as the manager would: each digest
+either plan deletes, with its outcome now and with the file (Delete, DryRun, Keep). The registry is
+read with your own registry logins by default (--registry-auth). Exit code 1 when a verdict or a
+retention outcome would change.`, env)
 	var c common
 	c.register(fs)
 	file := fs.String("f", "", "The RepositoryPolicy manifest (YAML or JSON; - for stdin).")
@@ -122,6 +123,9 @@ deletes that this one keeps. The registry is read with your own registry logins 
 	}
 	if *format != "text" && *format != "json" {
 		return ExitError, fmt.Errorf("unknown format %q: want text or json", *format)
+	}
+	if !slices.Contains([]string{AuthKeychain, AuthSecret, AuthAnonymous}, ro.auth) {
+		return ExitError, fmt.Errorf("unknown --registry-auth %q: want %s, %s or %s", ro.auth, AuthKeychain, AuthSecret, AuthAnonymous)
 	}
 	pol, err := readPolicy(*file)
 	if err != nil {
@@ -149,8 +153,10 @@ deletes that this one keeps. The registry is read with your own registry logins 
 		return ExitError, err
 	}
 	out := EvaluateWhatIf(pol, applied, ias, env.Now())
-	if out.Retention, err = previewRetention(ctx, cl, pol, applied, ias, ro, env.Now(), env.Stderr); err != nil {
-		return ExitError, err
+	// A retention preview that fails still prints the verdicts, then exits 2 with the error.
+	var previewErr error
+	if out.Retention, previewErr = previewRetention(ctx, cl, pol, applied, ias, ro, env.Now(), env.Stderr); previewErr != nil {
+		out.Retention = &RetentionWhatIf{Skipped: "the retention preview failed (the error is on stderr)"}
 	}
 	if *format == "json" {
 		enc := json.NewEncoder(env.Stdout)
@@ -160,6 +166,9 @@ deletes that this one keeps. The registry is read with your own registry logins 
 		}
 	} else {
 		writeWhatIf(env, out)
+	}
+	if previewErr != nil {
+		return ExitError, previewErr
 	}
 	if len(out.Changes) > 0 || out.Retention.Changed() {
 		return ExitChanges, nil

@@ -36,6 +36,8 @@ type authRegistry struct {
 	user, pass string
 	mu         sync.Mutex
 	requests   []string // "METHOD /v2/..."
+	// fail, when set, answers 500 to the requests it picks.
+	fail func(*http.Request) bool
 }
 
 func newAuthRegistry(t testing.TB) *authRegistry {
@@ -48,6 +50,10 @@ func newAuthRegistry(t testing.TB) *authRegistry {
 		if u, p, ok := req.BasicAuth(); !ok || u != r.user || p != r.pass {
 			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
 			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"secret detail of the upstream body"}]}`, http.StatusUnauthorized)
+			return
+		}
+		if r.fail != nil && r.fail(req) {
+			http.Error(w, "broken", http.StatusInternalServerError)
 			return
 		}
 		inner.ServeHTTP(w, req)
@@ -215,7 +221,7 @@ spec:
 		"  mode: Enforce\n", "", 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, out, errOut := run(t, c, "what-if", "-f", same); code != ExitOK || !strings.Contains(out, "2 would be deleted, 5 kept (the applied policy deletes 2)") {
+	if code, out, errOut := run(t, c, "what-if", "-f", same); code != ExitOK || !strings.Contains(out, "2 would be deleted, 5 kept.\nThe applied policy plans 2 deletions in dry run") {
 		t.Errorf("what-if of the applied retention: exit %d: %s%s", code, out, errOut)
 	}
 	reg.take()
@@ -224,6 +230,24 @@ spec:
 	}
 	if code, _, errOut := run(t, c, "what-if", "-f", file, "--registry-auth=vault"); code != ExitError || !strings.Contains(errOut, `unknown --registry-auth "vault"`) {
 		t.Errorf("--registry-auth=vault: exit %d, %q", code, errOut)
+	}
+	// --skip-retention needs no Registry; a Harbor Registry is not previewed (Harbor plans itself).
+	other := func(registry string) string {
+		p := filepath.Join(t.TempDir(), registry+".yaml")
+		if err := os.WriteFile(p, []byte(strings.Replace(string(must(os.ReadFile(file))), "{name: local}", "{name: "+registry+"}", 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if code, out, errOut := run(t, c, "what-if", "-f", other("nowhere"), "--skip-retention"); code != ExitOK || !strings.Contains(out, "not previewed: --skip-retention") {
+		t.Errorf("--skip-retention without a Registry: exit %d: %s%s", code, out, errOut)
+	}
+	if err := c.Create(ctx, &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "harbor", Namespace: "ops"},
+		Spec: v1alpha1.RegistrySpec{URL: "https://harbor.example.com", Provider: v1alpha1.ProviderHarbor}}); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := run(t, c, "what-if", "-f", other("harbor")); code != ExitOK || !strings.Contains(out, "not previewed: Harbor runs retention itself") || len(reg.take()) != 0 {
+		t.Errorf("a Harbor Registry: exit %d: %s%s", code, out, errOut)
 	}
 }
 
