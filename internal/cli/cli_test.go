@@ -230,6 +230,9 @@ spec:
 		{[]string{"what-if", "-f", write("typo.yaml", "apiVersion: registry.portcullis.dev/v1alpha1\nkind: RepositoryPolicy\nmetadata: {name: p}\nspec: {registryRef: {name: main}, repositoriez: [x]}\n")}, `unknown field "repositoriez"`},
 		{[]string{"what-if", "-f", write("pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n")}, "want a RepositoryPolicy"},
 		{[]string{"what-if", "-f", filepath.Join(dir, "missing.yaml")}, "no such file"},
+		{[]string{"what-if", "-f", write("two.yaml", "apiVersion: registry.portcullis.dev/v1alpha1\nkind: RepositoryPolicy\nmetadata: {name: a}\nspec: {registryRef: {name: main}}\n---\n# the second\napiVersion: registry.portcullis.dev/v1alpha1\nkind: RepositoryPolicy\nmetadata: {name: b}\nspec: {registryRef: {name: main}}\n")}, "holds more than one document"},
+		{[]string{"what-if", "-f", write("registry.yaml", "apiVersion: registry.portcullis.dev/v1alpha1\nkind: Registry\nmetadata: {name: r}\nspec: {url: 'http://x', insecure: true}\n")}, `kind "Registry"`},
+		{[]string{"what-if", "-n", "other", "-f", relaxed}, `the policy's namespace "shop" does not match -n "other"`},
 		{[]string{"report", "-o", "pdf"}, `unknown format "pdf"`},
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 	} {

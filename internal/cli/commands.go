@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -82,12 +84,16 @@ type Change struct {
 
 // WhatIf is the outcome of what-if: the images whose verdict would change, and counts.
 type WhatIf struct {
-	Policy    string   `json:"policy"`
-	Namespace string   `json:"namespace"`
-	Registry  string   `json:"registry"`
-	Images    int      `json:"images"`
-	Changes   []Change `json:"changes"`
-	Unchanged int      `json:"unchanged"`
+	Policy    string `json:"policy"`
+	Namespace string `json:"namespace"`
+	Registry  string `json:"registry"`
+	Images    int    `json:"images"`
+	// AppliedRegistry is the applied policy's Registry when the file names another one (moving the
+	// policy), and AppliedImages how many images it has; their verdicts under the policy would end.
+	AppliedRegistry string   `json:"appliedRegistry,omitempty"`
+	AppliedImages   int      `json:"appliedImages,omitempty"`
+	Changes         []Change `json:"changes"`
+	Unchanged       int      `json:"unchanged"`
 	// Retention is the retention plan of a policy with spec.retention (nil without).
 	Retention *RetentionWhatIf `json:"retention,omitempty"`
 }
@@ -132,6 +138,8 @@ retention outcome would change.`, env)
 		return ExitError, err
 	}
 	switch {
+	case c.namespace != "" && pol.Namespace != "" && pol.Namespace != c.namespace:
+		return ExitError, fmt.Errorf("the policy's namespace %q does not match -n %q", pol.Namespace, c.namespace)
 	case c.namespace != "":
 		pol.Namespace = c.namespace
 	case pol.Namespace == "":
@@ -140,6 +148,12 @@ retention outcome would change.`, env)
 	cl, err := env.Client(c.kubeconfig, c.context)
 	if err != nil {
 		return ExitError, err
+	}
+	switch err := cl.Get(ctx, client.ObjectKey{Namespace: pol.Namespace, Name: pol.Spec.RegistryRef.Name}, &v1alpha1.Registry{}); {
+	case apierrors.IsNotFound(err):
+		return ExitError, fmt.Errorf("spec.registryRef: no Registry %q in namespace %q", pol.Spec.RegistryRef.Name, pol.Namespace)
+	case err != nil:
+		return ExitError, fmt.Errorf("reading Registry %s/%s: %w", pol.Namespace, pol.Spec.RegistryRef.Name, err)
 	}
 	applied := &v1alpha1.RepositoryPolicy{}
 	switch err := cl.Get(ctx, client.ObjectKey{Namespace: pol.Namespace, Name: pol.Name}, applied); {
@@ -156,7 +170,7 @@ retention outcome would change.`, env)
 	// A retention preview that fails still prints the verdicts, then exits 2 with the error.
 	var previewErr error
 	if out.Retention, previewErr = previewRetention(ctx, cl, pol, applied, ias, ro, env.Now(), env.Stderr); previewErr != nil {
-		out.Retention = &RetentionWhatIf{Skipped: "the retention preview failed (the error is on stderr)"}
+		out.Retention = &RetentionWhatIf{Planned: hasRetention(pol), Failed: true, Skipped: "the retention preview failed (the error is on stderr)", Digests: []RetentionDigest{}}
 	}
 	if *format == "json" {
 		enc := json.NewEncoder(env.Stdout)
@@ -189,9 +203,34 @@ func readPolicy(path string) (*v1alpha1.RepositoryPolicy, error) {
 	if err != nil {
 		return nil, err
 	}
-	js, err := yaml.ToJSON(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	// One document: a second one (after ---) would be silently ignored.
+	docs := yaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	var js []byte
+	for {
+		doc, err := docs.Read()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		j, err := yaml.ToJSON(doc)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if t := bytes.TrimSpace(j); len(t) == 0 || string(t) == "null" {
+			continue // an empty document or comments only
+		}
+		if js != nil {
+			return nil, fmt.Errorf("%s holds more than one document: what-if takes one RepositoryPolicy", path)
+		}
+		js = j
+	}
+	// The kind first, so that another kind is named as such rather than by its first unknown field.
+	var tm metav1.TypeMeta
+	_ = json.Unmarshal(js, &tm)
+	if tm.Kind != "RepositoryPolicy" || tm.APIVersion != v1alpha1.GroupVersion.String() {
+		return nil, fmt.Errorf("%s: kind %q, apiVersion %q: want a RepositoryPolicy of %s", path, tm.Kind, tm.APIVersion, v1alpha1.GroupVersion)
 	}
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
@@ -200,8 +239,6 @@ func readPolicy(path string) (*v1alpha1.RepositoryPolicy, error) {
 		return nil, fmt.Errorf("%s: not a RepositoryPolicy: %w", path, err)
 	}
 	switch {
-	case pol.Kind != "RepositoryPolicy" || pol.APIVersion != v1alpha1.GroupVersion.String():
-		return nil, fmt.Errorf("%s: kind %q, apiVersion %q: want a RepositoryPolicy of %s", path, pol.Kind, pol.APIVersion, v1alpha1.GroupVersion)
 	case pol.Name == "":
 		return nil, fmt.Errorf("%s: the policy has no metadata.name", path)
 	case pol.Spec.RegistryRef.Name == "":
@@ -212,7 +249,11 @@ func readPolicy(path string) (*v1alpha1.RepositoryPolicy, error) {
 
 func writeWhatIf(env Env, w WhatIf) {
 	defer writeRetention(env.Stdout, w.Retention)
-	fmt.Fprintf(env.Stdout, "RepositoryPolicy %s/%s against the %d images of Registry %s:\n", w.Namespace, w.Policy, w.Images, w.Registry)
+	fmt.Fprintf(env.Stdout, "RepositoryPolicy %s/%s against the %d images of Registry %s", w.Namespace, w.Policy, w.Images, w.Registry)
+	if w.AppliedRegistry != "" {
+		fmt.Fprintf(env.Stdout, ", and the %d images of Registry %s, where the applied policy is", w.AppliedImages, w.AppliedRegistry)
+	}
+	fmt.Fprintln(env.Stdout, ":")
 	if len(w.Changes) == 0 {
 		fmt.Fprintf(env.Stdout, "no verdict would change (%d unchanged).\n", w.Unchanged)
 		return

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -58,16 +59,24 @@ type RetentionDigest struct {
 // policy's, from the same listing of the registry and the same planner (retention.Plan) as the
 // manager's.
 type RetentionWhatIf struct {
-	// Skipped says why no plan was made (a Harbor Registry, --skip-retention); the rest is then empty.
+	// Skipped says why no plan was made (a Harbor Registry, --skip-retention, a failure); the counts
+	// are then empty. Failed is true when the preview failed (the command exits 2).
 	Skipped string `json:"skipped,omitempty"`
+	Failed  bool   `json:"failed,omitempty"`
+	// AppliedElsewhere names the applied policy's Registry when the file moves the policy to
+	// another one: the applied policy's retention there would stop (not listed).
+	AppliedElsewhere string `json:"appliedElsewhere,omitempty"`
 	// Planned is true when the file's policy has retention.
 	Planned bool `json:"planned"`
 	// Deletes is true when the manager would delete under the file's policy (mode Enforce, dryRun
 	// false, maxDeletionsPerPass above 0), at most MaxDeletionsPerPass digests per pass; false when it
-	// would only report the plan. NowDeletes is the same for the applied policy.
-	Deletes             bool  `json:"deletes"`
-	NowDeletes          bool  `json:"nowDeletes"`
-	MaxDeletionsPerPass int32 `json:"maxDeletionsPerPass"`
+	// would only report the plan, and then Holds says why ("mode Audit", "dryRun",
+	// "maxDeletionsPerPass 0"). NowDeletes and NowHolds are the same for the applied policy.
+	Deletes             bool   `json:"deletes"`
+	Holds               string `json:"holds,omitempty"`
+	NowDeletes          bool   `json:"nowDeletes"`
+	NowHolds            string `json:"nowHolds,omitempty"`
+	MaxDeletionsPerPass int32  `json:"maxDeletionsPerPass"`
 	// Repositories, Kept and ToDelete count the file's plan (nothing when it has no retention).
 	Repositories int `json:"repositories"`
 	Kept         int `json:"kept"`
@@ -100,12 +109,22 @@ func protectsInUse(p *v1alpha1.RepositoryPolicy) bool {
 	return hasRetention(p) && (p.Spec.Retention.ProtectInUse == nil || *p.Spec.Retention.ProtectInUse)
 }
 
-// deletes reports whether the manager would delete what p's plan deletes: mode Enforce, dryRun
-// false and a deletion budget (the manager's RetentionReconciler).
-func deletes(p *v1alpha1.RepositoryPolicy) bool {
+// holds says why the manager would not delete what p's plan deletes ("" when it would: mode
+// Enforce, dryRun false and a deletion budget, as the manager's RetentionReconciler decides).
+func holds(p *v1alpha1.RepositoryPolicy) string {
 	r := p.Spec.Retention
-	return p.Spec.Mode == v1alpha1.ModeEnforce && r.DryRun != nil && !*r.DryRun && (r.MaxDeletionsPerPass == nil || *r.MaxDeletionsPerPass > 0)
+	switch {
+	case p.Spec.Mode != v1alpha1.ModeEnforce:
+		return "mode " + cmp.Or(string(p.Spec.Mode), string(v1alpha1.ModeAudit))
+	case r.DryRun == nil || *r.DryRun:
+		return "dryRun"
+	case r.MaxDeletionsPerPass != nil && *r.MaxDeletionsPerPass <= 0:
+		return "maxDeletionsPerPass 0"
+	}
+	return ""
 }
+
+func deletes(p *v1alpha1.RepositoryPolicy) bool { return holds(p) == "" }
 
 // previewRetention lists the repositories of pol's Registry that pol or applied governs with
 // retention, and plans them under both. It reads the registry (GET and HEAD only) and, when either
@@ -113,21 +132,27 @@ func deletes(p *v1alpha1.RepositoryPolicy) bool {
 // policy has retention.
 func previewRetention(ctx context.Context, cl client.Reader, pol, applied *v1alpha1.RepositoryPolicy, ias []v1alpha1.ImageAttestation,
 	opts retentionOptions, now time.Time, progress io.Writer) (*RetentionWhatIf, error) {
+	elsewhere := ""
 	if applied != nil && applied.Spec.RegistryRef.Name != pol.Spec.RegistryRef.Name {
-		applied = nil // it plans another Registry: nothing of it to compare
+		if hasRetention(applied) {
+			elsewhere = applied.Spec.RegistryRef.Name
+		}
+		applied = nil // it plans another Registry: its plan there would stop
 	}
 	switch {
-	case !hasRetention(pol) && !hasRetention(applied):
+	case !hasRetention(pol) && !hasRetention(applied) && elsewhere == "":
 		return nil, nil
 	case opts.skip:
-		return &RetentionWhatIf{Skipped: "--skip-retention: the registry was not read"}, nil
+		return &RetentionWhatIf{Planned: hasRetention(pol), AppliedElsewhere: elsewhere, Skipped: "--skip-retention: the registry was not read", Digests: []RetentionDigest{}}, nil
+	case !hasRetention(pol) && !hasRetention(applied):
+		return &RetentionWhatIf{AppliedElsewhere: elsewhere, Digests: []RetentionDigest{}}, nil
 	}
 	reg := &v1alpha1.Registry{}
 	if err := cl.Get(ctx, client.ObjectKey{Namespace: pol.Namespace, Name: pol.Spec.RegistryRef.Name}, reg); err != nil {
 		return nil, fmt.Errorf("reading Registry %s/%s: %w", pol.Namespace, pol.Spec.RegistryRef.Name, err)
 	}
 	if reg.Spec.Provider == v1alpha1.ProviderHarbor {
-		return &RetentionWhatIf{Skipped: "Harbor runs retention itself from the rules Portcullis pushes; apply the policy with dryRun: true and read status.enforcement.retentionRuns for Harbor's own dry run"}, nil
+		return &RetentionWhatIf{Planned: hasRetention(pol), AppliedElsewhere: elsewhere, Digests: []RetentionDigest{}, Skipped: "Harbor runs retention itself from the rules Portcullis pushes; apply the policy with dryRun: true and read status.enforcement.retentionRuns for Harbor's own dry run"}, nil
 	}
 	pols := &v1alpha1.RepositoryPolicyList{}
 	if err := cl.List(ctx, pols, client.InNamespace(pol.Namespace)); err != nil {
@@ -139,16 +164,19 @@ func previewRetention(ctx context.Context, cl client.Reader, pol, applied *v1alp
 			others = append(others, o)
 		}
 	}
-	rc, err := registryClient(ctx, cl, reg, opts.auth)
+	rc, anonymous, err := registryClient(ctx, cl, reg, opts.auth)
 	if err != nil {
 		return nil, err
 	}
-	listings, missing, err := listRepositories(ctx, rc, governed(ias, pol, applied), listWorkers, progress)
+	listings, missing, err := listRepositories(ctx, rc, governed(ias, pol, applied), listWorkers, anonymous, progress)
 	if err != nil {
 		return nil, err
 	}
 	var pods *retention.PodImages
 	var notes []string
+	if opts.auth == AuthSecret && reg.Spec.SecretRef == nil {
+		notes = append(notes, "the Registry has no secretRef: the registry was read anonymously, as the manager reads it")
+	}
 	for _, repo := range missing {
 		notes = append(notes, fmt.Sprintf("%s: the registry no longer has this repository (deleted since the Registry's last listing); nothing to plan", repo))
 	}
@@ -159,6 +187,7 @@ func previewRetention(ctx context.Context, cl client.Reader, pol, applied *v1alp
 		}
 	}
 	out := PlanRetentionWhatIf(pol, applied, others, listings, pods, now)
+	out.AppliedElsewhere = elsewhere
 	out.Notes = append(notes, out.Notes...)
 	return &out, nil
 }
@@ -171,13 +200,13 @@ func PlanRetentionWhatIf(pol, applied *v1alpha1.RepositoryPolicy, others []v1alp
 	pods *retention.PodImages, now time.Time) RetentionWhatIf {
 	out := RetentionWhatIf{Digests: []RetentionDigest{}}
 	if hasRetention(pol) {
-		out.Planned, out.Deletes, out.MaxDeletionsPerPass = true, deletes(pol), 10
+		out.Planned, out.Deletes, out.Holds, out.MaxDeletionsPerPass = true, deletes(pol), holds(pol), 10
 		if m := pol.Spec.Retention.MaxDeletionsPerPass; m != nil {
 			out.MaxDeletionsPerPass = *m
 		}
 	}
 	if hasRetention(applied) {
-		out.NowToDelete, out.NowDeletes = new(int), deletes(applied)
+		out.NowToDelete, out.NowDeletes, out.NowHolds = new(int), deletes(applied), holds(applied)
 	}
 	// plan is p's plan of repo and the outcome of each digest; ok false when p does not plan it.
 	plan := func(p *v1alpha1.RepositoryPolicy, repo string, images []policy.RetentionImage) (policy.RetentionPlan, map[string]string, bool) {
@@ -247,26 +276,40 @@ func PlanRetentionWhatIf(pol, applied *v1alpha1.RepositoryPolicy, others []v1alp
 			}
 		}
 	}
+	// The rows whose outcome changes first (the text shows 50), each group by repository and plan order.
+	slices.SortStableFunc(out.Digests, func(a, b RetentionDigest) int {
+		return cmp.Compare(boolInt(a.Now == a.WouldBe), boolInt(b.Now == b.WouldBe))
+	})
 	for _, u := range []struct{ reason, why string }{
-		{policy.RetainedTimeUnknown, "their build time is unknown"},
-		{policy.RetainedTimeImplausible, "their build time is implausible (before 2000, as reproducible builds stamp it, or in the future)"},
-		{policy.RetainedSubjectUnknown, "they are signatures or attestations of a digest not in the listing"},
+		{policy.RetainedTimeUnknown, "the build time is unknown"},
+		{policy.RetainedTimeImplausible, "the build time is implausible (before 2000, as reproducible builds stamp it, or in the future)"},
+		{policy.RetainedSubjectUnknown, "a signature or attestation's subject is not in the listing"},
 	} {
 		if n := unsure[u.reason]; n > 0 {
-			out.Notes = append(out.Notes, fmt.Sprintf("%d digests are kept because %s (%s), whatever the rules say", n, u.why, u.reason))
+			out.Notes = append(out.Notes, fmt.Sprintf("%s kept because %s (%s), whatever the rules say", plural(n, "digest"), u.why, u.reason))
 		}
 	}
 	return out
 }
 
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // Changed reports whether the file's policy would decide some digest otherwise than the applied
 // policy: delete one it keeps or only plans (dry run), keep one it deletes, plan or stop planning
-// one.
+// one; or move the policy off a Registry where the applied one plans retention.
 func (r *RetentionWhatIf) Changed() bool {
-	if r == nil || r.Skipped != "" {
+	if r == nil {
 		return false
 	}
-	return slices.ContainsFunc(r.Digests, func(d RetentionDigest) bool { return d.Now != d.WouldBe })
+	if r.AppliedElsewhere != "" {
+		return true
+	}
+	return r.Skipped == "" && slices.ContainsFunc(r.Digests, func(d RetentionDigest) bool { return d.Now != d.WouldBe })
 }
 
 // governed is the repositories of pol's Registry in the inventory that pol or applied (nil: none)

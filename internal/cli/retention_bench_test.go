@@ -35,7 +35,7 @@ func BenchmarkRetentionListing(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				got, _, err := listRepositories(context.Background(), rc, names, workers, io.Discard)
+				got, _, err := listRepositories(context.Background(), rc, names, workers, false, io.Discard)
 				if err != nil || len(got) != repos || len(got[names[0]].Images) != tags {
 					b.Fatalf("listed %d repositories (%d images in the first): %v", len(got), len(got[names[0]].Images), err)
 				}

@@ -23,9 +23,15 @@ import (
 	"github.com/portcullis-dev/portcullis/internal/retention"
 )
 
-// registryClient is a read-only client of reg's registry with the credentials auth names. The CA
-// of spec.certSecretRef is read from the cluster when set. Credentials are never printed.
-func registryClient(ctx context.Context, cl client.Reader, reg *v1alpha1.Registry, auth string) (*registry.Client, error) {
+// registryClient is a read-only client of reg's registry with the credentials auth names, and
+// whether it sends none. The CA of spec.certSecretRef is read from the cluster when set. Credentials
+// are never printed.
+func registryClient(ctx context.Context, cl client.Reader, reg *v1alpha1.Registry, auth string) (_ *registry.Client, anonymous bool, _ error) {
+	c, err := newRegistryClient(ctx, cl, reg, auth, &anonymous)
+	return c, anonymous, err
+}
+
+func newRegistryClient(ctx context.Context, cl client.Reader, reg *v1alpha1.Registry, auth string, anonymous *bool) (*registry.Client, error) {
 	u, err := url.Parse(reg.Spec.URL)
 	switch {
 	case err != nil || u.Host == "":
@@ -72,6 +78,7 @@ func registryClient(ctx context.Context, cl client.Reader, reg *v1alpha1.Registr
 	default:
 		return nil, fmt.Errorf("unknown --registry-auth %q: want %s, %s or %s", auth, AuthKeychain, AuthSecret, AuthAnonymous)
 	}
+	*anonymous = cfg.Auth == nil || cfg.Auth == authn.Anonymous
 	if ref := reg.Spec.CertSecretRef; ref != nil {
 		s, err := secret(ref.Name)
 		if err != nil {
@@ -98,7 +105,7 @@ func loopback(host string) bool {
 // workers at a time, printing progress every 2 s. A repository the registry no longer has (its tag
 // list answers 404) is returned in missing; any other error stops the listing, and the first one is
 // returned (the parent context's own error when it ended).
-func listRepositories(ctx context.Context, rc *registry.Client, repos []string, workers int, progress io.Writer) (_ map[string]retention.Listing, missing []string, _ error) {
+func listRepositories(ctx context.Context, rc *registry.Client, repos []string, workers int, anonymous bool, progress io.Writer) (_ map[string]retention.Listing, missing []string, _ error) {
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -122,7 +129,7 @@ func listRepositories(ctx context.Context, rc *registry.Client, repos []string, 
 				case errors.Is(err, registry.ErrNotFound):
 					missing = append(missing, repo)
 				case err != nil && firstErr == nil:
-					firstErr = listError(repo, err)
+					firstErr = listError(repo, err, anonymous)
 					cancel()
 				case err == nil:
 					out[repo] = lst
@@ -153,8 +160,11 @@ feed:
 }
 
 // listError explains a listing failure and what to do about it.
-func listError(repo string, err error) error {
-	if errors.Is(err, registry.ErrUnauthorized) {
+func listError(repo string, err error, anonymous bool) error {
+	switch {
+	case errors.Is(err, registry.ErrUnauthorized) && anonymous:
+		return fmt.Errorf("listing %s for the retention preview: the registry wants credentials and none were sent: log in to the registry (docker login, crane auth login), or use --registry-auth=secret to use the Registry's own credentials, or --skip-retention", repo)
+	case errors.Is(err, registry.ErrUnauthorized):
 		return fmt.Errorf("listing %s for the retention preview: %w: log in to the registry (docker login, crane auth login), or use --registry-auth=secret to use the Registry's own credentials, or --skip-retention", repo, err)
 	}
 	return fmt.Errorf("listing %s for the retention preview: %w (--skip-retention previews the verdicts without reading the registry)", repo, err)

@@ -221,7 +221,7 @@ spec:
 		"  mode: Enforce\n", "", 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if code, out, errOut := run(t, c, "what-if", "-f", same); code != ExitOK || !strings.Contains(out, "2 would be deleted, 5 kept.\nThe applied policy plans 2 deletions in dry run") {
+	if code, out, errOut := run(t, c, "what-if", "-f", same); code != ExitOK || !strings.Contains(out, "2 would be deleted, 5 kept.\nThe applied policy plans 2 deletions (mode Audit: it deletes nothing)") {
 		t.Errorf("what-if of the applied retention: exit %d: %s%s", code, out, errOut)
 	}
 	reg.take()
@@ -239,15 +239,21 @@ spec:
 		}
 		return p
 	}
-	if code, out, errOut := run(t, c, "what-if", "-f", other("nowhere"), "--skip-retention"); code != ExitOK || !strings.Contains(out, "not previewed: --skip-retention") {
-		t.Errorf("--skip-retention without a Registry: exit %d: %s%s", code, out, errOut)
+	if code, out, errOut := run(t, c, "what-if", "-f", other("nowhere"), "--skip-retention"); code != ExitError || out != "" || !strings.Contains(errOut, `no Registry "nowhere" in namespace "ops"`) {
+		t.Errorf("a policy naming no Registry: exit %d: %s%s", code, out, errOut)
 	}
 	if err := c.Create(ctx, &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "harbor", Namespace: "ops"},
 		Spec: v1alpha1.RegistrySpec{URL: "https://harbor.example.com", Provider: v1alpha1.ProviderHarbor}}); err != nil {
 		t.Fatal(err)
 	}
-	if code, out, errOut := run(t, c, "what-if", "-f", other("harbor")); code != ExitOK || !strings.Contains(out, "not previewed: Harbor runs retention itself") || len(reg.take()) != 0 {
-		t.Errorf("a Harbor Registry: exit %d: %s%s", code, out, errOut)
+	// Moving the policy to the Harbor Registry: its image on local would no longer be judged by it,
+	// and its retention plan on local would stop (exit 1); Harbor itself is not previewed.
+	code, out, errOut = run(t, c, "what-if", "-f", other("harbor"))
+	if code != ExitChanges || !strings.Contains(out, "not previewed: Harbor runs retention itself") || len(reg.take()) != 0 ||
+		!strings.Contains(out, "and the 2 images of Registry local, where the applied policy is") ||
+		!hasRow(out, "ops/app@sha256:dddddddddddd", "v5", "Compliant", "NotSelected") ||
+		!strings.Contains(out, "the applied policy plans retention on Registry local; moved, its plan there would stop") {
+		t.Errorf("moving the policy to a Harbor Registry: exit %d: %s%s", code, out, errOut)
 	}
 }
 

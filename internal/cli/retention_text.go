@@ -18,32 +18,33 @@ func writeRetention(w io.Writer, r *RetentionWhatIf) {
 		return
 	}
 	fmt.Fprintln(w)
+	if r.AppliedElsewhere != "" {
+		fmt.Fprintf(w, "Retention: the applied policy plans retention on Registry %s; moved, its plan there would stop.\n", r.AppliedElsewhere)
+	}
 	if r.Skipped != "" {
 		fmt.Fprintf(w, "Retention: not previewed: %s.\n", r.Skipped)
 		return
 	}
 	switch {
-	case !r.Planned:
+	case !r.Planned && r.AppliedElsewhere == "":
 		fmt.Fprintln(w, "Retention: the policy in the file has none; the applied policy's plan would stop.")
+	case !r.Planned:
+		return
 	case r.Deletes:
 		fmt.Fprintf(w, "Retention (mode Enforce, dryRun false: the manager would delete, at most %d digests per pass):\n", r.MaxDeletionsPerPass)
 	default:
-		fmt.Fprintln(w, "Retention (dry run: the manager would only report the plan in status.retention):")
+		fmt.Fprintf(w, "Retention (%s: the manager would only report the plan in status.retention):\n", r.Holds)
 	}
 	if r.Planned {
-		repos := "repositories"
-		if r.Repositories == 1 {
-			repos = "repository"
-		}
-		fmt.Fprintf(w, "%d digests in %d %s: %d would be deleted, %d kept.\n", r.ToDelete+r.Kept, r.Repositories, repos, r.ToDelete, r.Kept)
+		fmt.Fprintf(w, "%s in %s: %d would be deleted, %d kept.\n", plural(r.ToDelete+r.Kept, "digest"), plural(r.Repositories, "repository"), r.ToDelete, r.Kept)
 	}
 	switch {
 	case r.NowToDelete == nil:
-		fmt.Fprintln(w, "The applied policy has no retention.")
+		fmt.Fprintln(w, "The applied policy has no retention here.")
 	case r.NowDeletes:
 		fmt.Fprintf(w, "The applied policy deletes %d (mode Enforce, dryRun false).\n", *r.NowToDelete)
 	default:
-		fmt.Fprintf(w, "The applied policy plans %d deletions in dry run (it deletes nothing).\n", *r.NowToDelete)
+		fmt.Fprintf(w, "The applied policy plans %s (%s: it deletes nothing).\n", plural(*r.NowToDelete, "deletion"), r.NowHolds)
 	}
 	if len(r.Digests) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -55,7 +56,13 @@ func writeRetention(w io.Writer, r *RetentionWhatIf) {
 		}
 		_ = tw.Flush()
 		if n := len(r.Digests) - maxRetentionRows; n > 0 {
-			fmt.Fprintf(w, "... and %d more (-o json lists them all).\n", n)
+			changing := 0
+			for _, d := range r.Digests[maxRetentionRows:] {
+				if d.Now != d.WouldBe {
+					changing++
+				}
+			}
+			fmt.Fprintf(w, "... and %d more, %d of them changing (-o json lists them all).\n", n, changing)
 		}
 	}
 	for _, n := range r.Notes {
@@ -79,6 +86,17 @@ func shortTags(tags []string) string {
 		out[i] = t
 	}
 	return strings.Join(out, ",")
+}
+
+// plural is "1 digest", "2 digests", "3 repositories".
+func plural(n int, noun string) string {
+	switch {
+	case n == 1:
+		return "1 " + noun
+	case strings.HasSuffix(noun, "y"):
+		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(noun, "y"))
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func orDash(s string) string {

@@ -73,10 +73,10 @@ func TestPlanRetentionWhatIf(t *testing.T) {
 			[]string{"ops/a@a1 DryRun>Delete", "ops/b@b1 DryRun>Delete"}, true},
 		{"the same plan", retentionPolicy("ops/*", 2, true), retentionPolicy("ops/*", 2, true), nil, []string{"ops/a@a1 Delete>Delete", "ops/b@b1 Delete>Delete"}, false},
 		{"fewer kept", retentionPolicy("ops/*", 1, true), retentionPolicy("ops/*", 2, true), nil,
-			[]string{"ops/a@a1 Delete>Delete", "ops/a@a2 Keep>Delete", "ops/b@b1 Delete>Delete", "ops/b@b2 Keep>Delete"}, true},
+			[]string{"ops/a@a2 Keep>Delete", "ops/b@b2 Keep>Delete", "ops/a@a1 Delete>Delete", "ops/b@b1 Delete>Delete"}, true},
 		{"retention removed", noRetention, retentionPolicy("ops/*", 2, true), nil, []string{"ops/a@a1 Delete>-", "ops/b@b1 Delete>-"}, true},
 		{"repositories narrowed", retentionPolicy("ops/a", 2, true), retentionPolicy("ops/*", 2, true), nil,
-			[]string{"ops/a@a1 Delete>Delete", "ops/b@b1 Delete>-"}, true},
+			[]string{"ops/b@b1 Delete>-", "ops/a@a1 Delete>Delete"}, true},
 		{"in-use protection turned off", unprotected, retentionPolicy("ops/*", 2, false), pods,
 			[]string{"ops/a@a1 Keep>DryRun", "ops/b@b1 DryRun>DryRun"}, true},
 		{"no deletion budget", zeroBudget, retentionPolicy("ops/*", 2, false), nil, []string{"ops/a@a1 DryRun>DryRun", "ops/b@b1 DryRun>DryRun"}, false},
@@ -87,6 +87,18 @@ func TestPlanRetentionWhatIf(t *testing.T) {
 				t.Errorf("rows %v, changed %v; want %v, %v", rows(got), got.Changed(), c.want, c.changed)
 			}
 		})
+	}
+	// Why a plan deletes nothing, as the header says it.
+	for p, want := range map[*v1alpha1.RepositoryPolicy]string{zeroBudget: "maxDeletionsPerPass 0", retentionPolicy("ops/*", 2, false): "mode Audit",
+		retentionPolicy("ops/*", 2, true): ""} {
+		if got := PlanRetentionWhatIf(p, nil, nil, listings, nil, now).Holds; got != want {
+			t.Errorf("holds %q, want %q", got, want)
+		}
+	}
+	enforcedDryRun := retentionPolicy("ops/*", 2, true)
+	enforcedDryRun.Spec.Retention.DryRun = ptr(true)
+	if got := holds(enforcedDryRun); got != "dryRun" {
+		t.Errorf("mode Enforce with dryRun: holds %q", got)
 	}
 }
 
@@ -104,18 +116,18 @@ func TestListRepositories(t *testing.T) {
 		return c
 	}
 	ctx := context.Background()
-	got, missing, err := listRepositories(ctx, rc(), []string{"ops/a", "ops/gone", "ops/b"}, 0, io.Discard)
+	got, missing, err := listRepositories(ctx, rc(), []string{"ops/a", "ops/gone", "ops/b"}, 0, false, io.Discard)
 	if err != nil || len(got) != 2 || !slices.Equal(missing, []string{"ops/gone"}) {
 		t.Errorf("listed %d, missing %v, %v; want ops/a and ops/b listed, ops/gone missing", len(got), missing, err)
 	}
 	reg.fail = func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/ops/b/") }
-	if _, _, err := listRepositories(ctx, rc(), []string{"ops/a", "ops/b"}, 4, io.Discard); err == nil ||
+	if _, _, err := listRepositories(ctx, rc(), []string{"ops/a", "ops/b"}, 4, false, io.Discard); err == nil ||
 		!strings.Contains(err.Error(), "listing ops/b") || !strings.Contains(err.Error(), "--skip-retention") {
 		t.Errorf("a failing repository: %v", err)
 	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, _, err := listRepositories(cancelled, rc(), []string{"ops/a"}, 4, io.Discard); !errors.Is(err, context.Canceled) {
+	if _, _, err := listRepositories(cancelled, rc(), []string{"ops/a"}, 4, false, io.Discard); !errors.Is(err, context.Canceled) {
 		t.Errorf("a cancelled context: %v", err)
 	}
 }
@@ -129,14 +141,14 @@ func TestRegistryClientRefuses(t *testing.T) {
 	}
 	t.Setenv("DOCKER_CONFIG", dir)
 	reg := &v1alpha1.Registry{ObjectMeta: metav1.ObjectMeta{Name: "r", Namespace: "ops"}, Spec: v1alpha1.RegistrySpec{URL: "http://registry.internal:5000", Insecure: true}}
-	if _, err := registryClient(context.Background(), nil, reg, AuthKeychain); err == nil || !strings.Contains(err.Error(), "not sent over it") {
+	if _, _, err := registryClient(context.Background(), nil, reg, AuthKeychain); err == nil || !strings.Contains(err.Error(), "not sent over it") {
 		t.Errorf("a login over plain http: %v", err)
 	}
-	if _, err := registryClient(context.Background(), nil, reg, AuthAnonymous); err != nil {
+	if _, _, err := registryClient(context.Background(), nil, reg, AuthAnonymous); err != nil {
 		t.Errorf("anonymous over plain http: %v", err)
 	}
 	reg.Spec.URL = "https://u:p@registry.internal"
-	if _, err := registryClient(context.Background(), nil, reg, AuthAnonymous); err == nil || strings.Contains(err.Error(), "u:p") {
+	if _, _, err := registryClient(context.Background(), nil, reg, AuthAnonymous); err == nil || strings.Contains(err.Error(), "u:p") {
 		t.Errorf("a URL with credentials: %v", err)
 	}
 }

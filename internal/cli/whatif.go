@@ -13,17 +13,30 @@ import (
 // is the policy of the same name in the cluster (nil when there is none). An image's verdict now is
 // its stored result under that name (NotSelected when it has none); what it would be is
 // policy.Evaluate of pol's spec on policy.StoredEvidence (NotSelected when pol does not select the
-// repository or any of its tags). Pure: the same inputs give the same output.
+// repository or any of its tags). When the file moves the policy to another Registry, the images of
+// the applied policy's Registry are compared too (they would be NotSelected). Pure: the same inputs
+// give the same output.
 func EvaluateWhatIf(pol, applied *v1alpha1.RepositoryPolicy, ias []v1alpha1.ImageAttestation, now time.Time) WhatIf {
 	out := WhatIf{Policy: pol.Name, Namespace: pol.Namespace, Registry: pol.Spec.RegistryRef.Name, Changes: []Change{}}
 	sel := policy.NewSelection([]v1alpha1.RepositoryPolicy{*pol})
 	same := sameVerification(pol, applied)
+	if applied != nil && applied.Spec.RegistryRef.Name != pol.Spec.RegistryRef.Name {
+		out.AppliedRegistry = applied.Spec.RegistryRef.Name
+	}
 	for i := range ias {
 		ia := &ias[i]
-		if ia.Namespace != pol.Namespace || ia.Spec.RegistryRef.Name != pol.Spec.RegistryRef.Name {
+		if ia.Namespace != pol.Namespace {
 			continue
 		}
-		out.Images++
+		mine := ia.Spec.RegistryRef.Name == pol.Spec.RegistryRef.Name
+		switch {
+		case mine:
+			out.Images++
+		case out.AppliedRegistry != "" && ia.Spec.RegistryRef.Name == out.AppliedRegistry:
+			out.AppliedImages++
+		default:
+			continue
+		}
 		var stored *v1alpha1.PolicyResult
 		if j := slices.IndexFunc(ia.Status.Policies, func(r v1alpha1.PolicyResult) bool { return r.Name == pol.Name }); j >= 0 {
 			stored = &ia.Status.Policies[j]
@@ -33,7 +46,7 @@ func EvaluateWhatIf(pol, applied *v1alpha1.RepositoryPolicy, ias []v1alpha1.Imag
 		if stored != nil {
 			ch.Now, nowReasons = verdictName(stored.Compliant), stored.Reasons
 		}
-		if selects(sel, ia) {
+		if mine && selects(sel, ia) {
 			ev, notes := policy.StoredEvidence(ia, stored, same)
 			if pol.Spec.Verification == nil {
 				notes = slices.DeleteFunc(notes, func(n string) bool { return n == "signatures not verified under this policy's verification" })

@@ -57,6 +57,11 @@ func TestPlanProtects(t *testing.T) {
 		t.Errorf("a policy of another repository, pol's own stored copy and a policy without retention protect nothing: v4 is %q", got[d("4")])
 	}
 	got := outcome([]v1alpha1.RepositoryPolicy{keepLatest("wider", "team/**", 2, "v*")}, map[string]bool{d("1"): true})
+	// A policy that does not govern v4's tag keeps nothing for pol: v4 stays pol's to delete.
+	devOnly := keepLatest("dev-only", "team/*", 10, "*-dev")
+	if got := outcome([]v1alpha1.RepositoryPolicy{devOnly}, nil); got[d("4")] != "Delete:"+policy.DeleteNoRuleRetains {
+		t.Errorf("a policy governing other tags protected v4: %q", got[d("4")])
+	}
 	// Protected digests are not ranked: pol's keepLatest 1 then keeps v2, the newest of the rest.
 	if got[d("4")] != policy.RetainedByOtherPolicy || got[d("5")] != policy.RetainedByOtherPolicy || got[d("1")] != policy.RetainedInUse ||
 		got[d("2")] != policy.RetainedByRule {
