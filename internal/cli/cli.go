@@ -85,6 +85,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return ExitOK
+	case errors.As(err, new(parseError)):
+		return ExitError // the flag package printed it, with the usage
 	case err != nil:
 		fmt.Fprintln(env.Stderr, "portcullis:", err)
 		return ExitError

@@ -241,6 +241,11 @@ spec:
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 2 and %q", bad.args, code, out, errOut, bad.want)
 		}
 	}
+	// An unknown flag: said once, with the usage.
+	if code, _, errOut := run(t, c, "what-if", "--bogus"); code != ExitError || strings.Count(errOut, "flag provided but not defined: -bogus") != 1 ||
+		!strings.Contains(errOut, "Usage: portcullis what-if") {
+		t.Errorf("what-if --bogus: exit %d, stderr %q", code, errOut)
+	}
 	// --help on every command: exit 0, the usage on stderr.
 	for _, cmd := range []string{"report", "what-if"} {
 		if code, _, errOut := run(t, c, cmd, "--help"); code != ExitOK || !strings.Contains(errOut, "Usage: portcullis "+cmd) {

@@ -22,6 +22,12 @@ import (
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
 )
 
+// parseError is a command-line parsing error, which the flag package has already printed with the
+// usage.
+type parseError struct{ error }
+
+func (e parseError) Unwrap() error { return e.error }
+
 func newFlags(name, about string, env Env) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
@@ -42,7 +48,7 @@ since when, the oldest non-compliance, the vulnerability exceptions that expire 
 	c.register(fs)
 	format := fs.String("o", "markdown", "Output format: markdown, csv, json or html (one self-contained page).")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return parseError{err}
 	}
 	if !slices.Contains(append(reportFormats, "md"), *format) {
 		return fmt.Errorf("unknown format %q: want one of %s", *format, strings.Join(reportFormats, ", "))
@@ -122,7 +128,7 @@ retention outcome would change.`, env)
 	fs.StringVar(&ro.auth, "registry-auth", AuthKeychain, "Credentials for reading the registry (retention preview): keychain (your docker/crane logins), secret (the Registry's spec.secretRef, read from the cluster) or anonymous.")
 	fs.BoolVar(&ro.skip, "skip-retention", false, "Do not read the registry: no retention preview.")
 	if err := fs.Parse(args); err != nil {
-		return ExitError, err
+		return ExitError, parseError{err}
 	}
 	if *file == "" {
 		return ExitError, fmt.Errorf("what-if needs -f POLICY.yaml")

@@ -331,12 +331,20 @@ func (r *RetentionReconciler) remember(key client.ObjectKey) *retentionMemory {
 func (r *RetentionReconciler) summary(st *v1alpha1.RetentionStatus, pol *v1alpha1.RepositoryPolicy) string {
 	switch {
 	case st.DryRun && pol.Spec.Mode != v1alpha1.ModeEnforce:
-		return fmt.Sprintf("mode Audit: %d of %d digests in %d repositories would be deleted; nothing is deleted", st.ToDelete, st.ToDelete+st.Kept, st.Repositories)
+		return fmt.Sprintf("mode Audit: %d of %d digests in %s would be deleted; nothing is deleted", st.ToDelete, st.ToDelete+st.Kept, repositories(st.Repositories))
 	case st.DryRun:
-		return fmt.Sprintf("dry run: %d of %d digests in %d repositories would be deleted", st.ToDelete, st.ToDelete+st.Kept, st.Repositories)
+		return fmt.Sprintf("dry run: %d of %d digests in %s would be deleted", st.ToDelete, st.ToDelete+st.Kept, repositories(st.Repositories))
 	default:
-		return fmt.Sprintf("deleted %d of the %d digests the plan deletes, in %d repositories", st.Deleted, st.ToDelete, st.Repositories)
+		return fmt.Sprintf("deleted %d of the %d digests the plan deletes, in %s", st.Deleted, st.ToDelete, repositories(st.Repositories))
 	}
+}
+
+// repositories is "1 repository" or "N repositories".
+func repositories(n int32) string {
+	if n == 1 {
+		return "1 repository"
+	}
+	return fmt.Sprintf("%d repositories", n)
 }
 
 // announce returns the event for the pass: deletions (naming the first digests), a failure, or a
