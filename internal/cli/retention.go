@@ -254,6 +254,14 @@ func PlanRetentionWhatIf(pol, applied *v1alpha1.RepositoryPolicy, others []v1alp
 		if out.NowToDelete != nil {
 			*out.NowToDelete += len(theirs.Delete)
 		}
+		keptFor := map[string]string{}
+		for _, it := range mine.Keep {
+			keptFor[it.Digest] = it.Reason
+			switch it.Reason {
+			case policy.RetainedTimeUnknown, policy.RetainedTimeImplausible, policy.RetainedSubjectUnknown:
+				unsure[it.Reason]++
+			}
+		}
 		seen := map[string]bool{}
 		for _, it := range slices.Concat(mine.Delete, theirs.Delete) {
 			if seen[it.Digest] {
@@ -261,19 +269,13 @@ func PlanRetentionWhatIf(pol, applied *v1alpha1.RepositoryPolicy, others []v1alp
 			}
 			seen[it.Digest] = true
 			d := RetentionDigest{Repository: repo, Digest: it.Digest, Tags: it.Tags, Now: nowOutcome[it.Digest], WouldBe: wouldBe[it.Digest], Reason: it.Reason}
-			if i := slices.IndexFunc(mine.Keep, func(k policy.PlanItem) bool { return k.Digest == it.Digest }); i >= 0 {
-				d.Reason = mine.Keep[i].Reason // kept by the file's policy: say why
+			if r, kept := keptFor[it.Digest]; kept {
+				d.Reason = r // kept by the file's policy: say why
 			}
 			if t := created[it.Digest]; !t.IsZero() {
 				d.Created = t.UTC().Format(time.RFC3339)
 			}
 			out.Digests = append(out.Digests, d)
-		}
-		for _, it := range mine.Keep {
-			switch it.Reason {
-			case policy.RetainedTimeUnknown, policy.RetainedTimeImplausible, policy.RetainedSubjectUnknown:
-				unsure[it.Reason]++
-			}
 		}
 	}
 	// The rows whose outcome changes first (the text shows 50), each group by repository and plan order.

@@ -309,7 +309,8 @@ func (r *RetentionReconciler) pass(ctx context.Context, pol *v1alpha1.Repository
 // planning, afresh for each repository in a pass that deletes).
 func (r *RetentionReconciler) plan(ctx context.Context, pol *v1alpha1.RepositoryPolicy, others []v1alpha1.RepositoryPolicy, repo string,
 	listing []policy.RetentionImage, protectInUse bool, pods **retention.PodImages, now time.Time) (policy.RetentionPlan, error) {
-	plan := retention.Plan(pol, others, repo, listing, nil, now)
+	protected := retention.Protect(pol, others, repo, listing, now)
+	plan := retention.PlanProtected(pol, protected, listing, nil, now)
 	if len(plan.Delete) == 0 || !protectInUse {
 		return plan, nil
 	}
@@ -320,7 +321,7 @@ func (r *RetentionReconciler) plan(ctx context.Context, pol *v1alpha1.Repository
 		}
 		*pods = p
 	}
-	return retention.Plan(pol, others, repo, listing, (*pods).InUse(repo, listing), now), nil
+	return retention.PlanProtected(pol, protected, listing, (*pods).InUse(repo, listing), now), nil
 }
 
 func (r *RetentionReconciler) remember(key client.ObjectKey) *retentionMemory {
