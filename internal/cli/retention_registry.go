@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/url"
 	"slices"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/egress"
 	"github.com/portcullis-dev/portcullis/internal/registry"
 	"github.com/portcullis-dev/portcullis/internal/retention"
 )
@@ -59,7 +59,7 @@ func newRegistryClient(ctx context.Context, cl client.Reader, reg *v1alpha1.Regi
 		if cfg.Auth, err = authn.DefaultKeychain.Resolve(host); err != nil {
 			return nil, fmt.Errorf("reading your registry logins for %s: %w", u.Host, err)
 		}
-		if cfg.Auth != authn.Anonymous && u.Scheme == "http" && !loopback(u.Hostname()) {
+		if cfg.Auth != authn.Anonymous && u.Scheme == "http" && !egress.IsLoopbackHost(u.Hostname()) {
 			return nil, fmt.Errorf("Registry %s/%s is plain http (%s): your own registry login is not sent over it; use --registry-auth=secret (the Registry's credentials) or --registry-auth=anonymous",
 				reg.Namespace, reg.Name, u.Host)
 		}
@@ -90,15 +90,6 @@ func newRegistryClient(ctx context.Context, cl client.Reader, reg *v1alpha1.Regi
 		cfg.CAPEM = s.Data["ca.crt"]
 	}
 	return registry.New(cfg)
-}
-
-// loopback reports whether host names this machine (localhost or a loopback address).
-func loopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // listRepositories lists repos (retention.List, as the manager lists before planning deletions),

@@ -4,7 +4,6 @@
 package controller
 
 import (
-	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -112,13 +111,4 @@ func (o Options) hostAllowed(u *url.URL) bool {
 		}
 	}
 	return false
-}
-
-// isLoopback reports whether host is `localhost` or a loopback IP address (127.0.0.0/8, ::1).
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/egress"
 	"github.com/portcullis-dev/portcullis/internal/harbor"
 	"github.com/portcullis-dev/portcullis/internal/registry"
 )
@@ -143,7 +144,7 @@ func (r *registryAccess) checkEndpoint(obj *v1alpha1.Registry) (*url.URL, outcom
 		if !obj.Spec.Insecure {
 			return nil, stalled(v1alpha1.InvalidSpecReason, "spec.url is plain http: set insecure: true"), false
 		}
-		if !isLoopback(u.Hostname()) && !r.options.AllowInsecureRegistries {
+		if !egress.IsLoopbackHost(u.Hostname()) && !r.options.AllowInsecureRegistries {
 			return nil, stalled(v1alpha1.InsecureNotAllowedReason,
 				"plain http to %q is allowed only for loopback hosts unless the manager runs with --allow-insecure-registries", u.Host), false
 		}

@@ -211,3 +211,14 @@ func (p *Policy) control(network, address string) error {
 func (p *Policy) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	return p.Dialer(10*time.Second, 30*time.Second).DialContext(ctx, network, address)
 }
+
+// IsLoopbackHost reports whether host (a URL's host name, without port) names this machine:
+// `localhost` or a loopback IP address (127.0.0.0/8, ::1). It looks the name up nowhere; the dial-time
+// check is Policy's.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -128,3 +128,14 @@ func TestDialer(t *testing.T) {
 		t.Errorf("dial error %v (%T): want a *net.OpError wrapping ErrNotAllowed", err, err)
 	}
 }
+
+func TestIsLoopbackHost(t *testing.T) {
+	for host, want := range map[string]bool{
+		"localhost": true, "LOCALHOST": true, "127.0.0.1": true, "127.8.9.10": true, "::1": true,
+		"10.0.0.1": false, "0.0.0.0": false, "localhost.evil.test": false, "": false,
+	} {
+		if got := IsLoopbackHost(host); got != want {
+			t.Errorf("IsLoopbackHost(%q) = %v, want %v", host, got, want)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package reports
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -13,15 +12,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1alpha1 "github.com/portcullis-dev/portcullis/api/v1alpha1"
+	"github.com/portcullis-dev/portcullis/internal/kubetest"
 )
 
 // kyvernoVersion is the Kyverno release whose module ships the wg-policy PolicyReport CRD
@@ -56,28 +52,9 @@ func moduleDir(t *testing.T, module, version string) string {
 // manager; it returns a client.
 func startEnv(t *testing.T, r *Reconciler) client.Client {
 	t.Helper()
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is not set: run the tests with `make test`")
-	}
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(v1alpha1.AddToScheme(scheme))
-	env := &envtest.Environment{
-		CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd", "bases"),
-			filepath.Join(moduleDir(t, "github.com/openreports/reports-api", ""), "config", "crd", "openreports.io_reports.yaml"),
-			filepath.Join(moduleDir(t, "github.com/kyverno/kyverno", kyvernoVersion), "config", "crds", "policyreport", "wgpolicyk8s.io_policyreports.yaml")},
-		ErrorIfCRDPathMissing: true,
-		Scheme:                scheme,
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, c, scheme := kubetest.Start(t,
+		filepath.Join(moduleDir(t, "github.com/openreports/reports-api", ""), "config", "crd", "openreports.io_reports.yaml"),
+		filepath.Join(moduleDir(t, "github.com/kyverno/kyverno", kyvernoVersion), "config", "crds", "policyreport", "wgpolicyk8s.io_policyreports.yaml"))
 	r.Client = c // reads and writes straight to the API server
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0"})
 	if err != nil {
