@@ -47,10 +47,7 @@ func EvaluateWhatIf(pol, applied *v1alpha1.RepositoryPolicy, ias []v1alpha1.Imag
 			ch.Now, nowReasons = verdictName(stored.Compliant), stored.Reasons
 		}
 		if mine && selects(sel, ia) {
-			ev, notes := policy.StoredEvidence(ia, stored, same)
-			if pol.Spec.Verification == nil {
-				notes = slices.DeleteFunc(notes, func(n string) bool { return n == "signatures not verified under this policy's verification" })
-			}
+			ev, notes := policy.StoredEvidence(ia, stored, same, pol.Spec.Verification != nil)
 			v := policy.Evaluate(&pol.Spec, ev, now)
 			ch.WouldBe, ch.Reasons, ch.Notes = verdictName(v.Compliant), v.Reasons, notes
 		}

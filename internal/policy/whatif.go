@@ -19,11 +19,11 @@ var scanReasons = []string{ReasonNotScanned, ReasonScanFailed, ReasonVulnerabili
 // computed from, for evaluating a policy that is not applied yet (`portcullis what-if`). stored is
 // the image's current result under the policy of the same name (nil when it has none), and
 // sameVerification says whether that policy verifies signatures as the new one does: only then is
-// its signature outcome reused; otherwise the signature outcome is unknown (nil: NotVerified). The
-// notes say where the evidence is less than the manager's: the status keeps the top 20
+// its signature outcome reused; otherwise the signature outcome is unknown (nil: NotVerified), and a
+// note says so when the new policy verifies signatures (verifies). The notes say where the evidence is less than the manager's: the status keeps the top 20
 // vulnerabilities and misconfigurations with their IDs, the others only as counts per severity
 // (rebuilt without IDs, so exceptions and VEX cannot match them), and no VEX documents.
-func StoredEvidence(ia *v1alpha1.ImageAttestation, stored *v1alpha1.PolicyResult, sameVerification bool) (Evidence, []string) {
+func StoredEvidence(ia *v1alpha1.ImageAttestation, stored *v1alpha1.PolicyResult, sameVerification, verifies bool) (Evidence, []string) {
 	ev := Evidence{Digest: ia.Spec.Digest}
 	var notes []string
 	if stored != nil && sameVerification {
@@ -34,7 +34,7 @@ func StoredEvidence(ia *v1alpha1.ImageAttestation, stored *v1alpha1.PolicyResult
 				ev.Signature.Reasons = append(ev.Signature.Reasons, r)
 			}
 		}
-	} else {
+	} else if verifies {
 		notes = append(notes, "signatures not verified under this policy's verification")
 	}
 	c := apimeta.FindStatusCondition(ia.Status.Conditions, v1alpha1.VulnerabilitiesScannedCondition)

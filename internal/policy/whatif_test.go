@@ -22,7 +22,7 @@ func TestStoredEvidence(t *testing.T) {
 	}
 	stored := &v1alpha1.PolicyResult{Name: "p", Reasons: []string{"KeyMismatch", ReasonVulnerabilityThresholdExceeded}}
 
-	ev, notes := StoredEvidence(ia, stored, true)
+	ev, notes := StoredEvidence(ia, stored, true, true)
 	if ev.Scan != ScanDone || len(ev.Vulnerabilities) != 26 || ev.Signature == nil || ev.Signature.Verified ||
 		len(ev.Signature.Reasons) != 1 || ev.Signature.Reasons[0] != "KeyMismatch" {
 		t.Fatalf("evidence: scan %v, %d findings, signature %+v", ev.Scan, len(ev.Vulnerabilities), ev.Signature)
@@ -49,7 +49,11 @@ func TestStoredEvidence(t *testing.T) {
 	}
 
 	// Another verification, or none stored: signatures unknown, and said so.
-	if ev, notes := StoredEvidence(ia, stored, false); ev.Signature != nil || len(notes) != 2 {
+	if ev, notes := StoredEvidence(ia, stored, false, true); ev.Signature != nil || len(notes) != 2 {
 		t.Errorf("other verification: signature %+v, notes %q", ev.Signature, notes)
+	}
+	// A policy that verifies nothing loses nothing by it: no note.
+	if _, notes := StoredEvidence(ia, stored, false, false); len(notes) != 1 {
+		t.Errorf("no verification: notes %q", notes)
 	}
 }
